@@ -1,0 +1,23 @@
+"""Numba-compiled deep-learning kernels.
+
+Every public function validates its arguments and then calls a private
+``@njit`` kernel of the same name with a leading underscore. Kernels compile
+lazily on first call and are cached on disk (see :mod:`numbanet.kernels._config`).
+The pure-NumPy :mod:`numbanet.reference` has the same public names and
+signatures.
+"""
+
+from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
+from .affine import affine_backward, affine_forward
+from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
+
+__all__ = [
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_backward",
+]

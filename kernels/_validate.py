@@ -1,0 +1,106 @@
+"""Argument checks shared by the public kernel wrappers.
+
+Kernels trust their inputs (Numba does no bounds checking), so every public
+function in :mod:`numbanet.kernels` runs these checks first. Each raises a
+``TypeError`` (wrong kind of object or dtype) or ``ValueError`` (wrong shape or
+value) whose message names the function, the argument, what was expected and
+what was given.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_array(fn: str, name: str, a, ndim=None, *, min_ndim=None) -> np.ndarray:
+    """Return ``a`` as a C-contiguous float32/float64 array, or raise.
+
+    ``ndim`` is an int or a tuple of accepted ranks; ``min_ndim`` a lower bound.
+    """
+    if not isinstance(a, np.ndarray):
+        if a is None:
+            raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got None")
+        a = np.asarray(a)
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{fn}: {name} must have dtype float32 or float64, got {a.dtype}"
+        )
+    if ndim is not None:
+        ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if a.ndim not in ranks:
+            want = " or ".join(f"{r}-D" for r in ranks)
+            raise ValueError(f"{fn}: {name} must be {want}, got {a.ndim}-D array of shape {a.shape}")
+    if min_ndim is not None and a.ndim < min_ndim:
+        raise ValueError(
+            f"{fn}: {name} must have at least {min_ndim} dimensions, got shape {a.shape}"
+        )
+    return np.ascontiguousarray(a)
+
+
+def same_dtype(fn: str, **arrays: np.ndarray) -> np.dtype:
+    """Check that all arrays share one float dtype and return it."""
+    items = list(arrays.items())
+    first_name, first = items[0]
+    for name, a in items[1:]:
+        if a.dtype != first.dtype:
+            raise TypeError(
+                f"{fn}: {name} has dtype {a.dtype} but {first_name} has dtype "
+                f"{first.dtype}; cast them to one float dtype"
+            )
+    return first.dtype
+
+
+def shape(fn: str, name: str, a: np.ndarray, expected: tuple, why: str = "") -> None:
+    """Check ``a.shape`` against ``expected`` (``None`` entries match anything)."""
+    ok = a.ndim == len(expected) and all(
+        e is None or e == s for e, s in zip(expected, a.shape)
+    )
+    if not ok:
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected)
+        want += ",)" if len(expected) == 1 else ")"
+        extra = f" ({why})" if why else ""
+        raise ValueError(f"{fn}: {name} must have shape {want}{extra}, got {a.shape}")
+
+
+def int_param(fn: str, name: str, value, *, minimum: int | None = None) -> int:
+    """Return ``value`` as a Python int, checking type and lower bound."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}")
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype) -> tuple[np.ndarray, bool]:
+    """Validate softmax labels: class indices (N,) or targets (N, K).
+
+    Returns ``(labels, is_index)``: int64 indices checked to lie in ``[0, K)``,
+    or targets cast to ``dtype`` (one-hot rows, or any probability rows).
+    """
+    if labels is None:
+        raise TypeError(f"{fn}: labels must be integer class indices (N,) or targets (N, K), got None")
+    t = np.asarray(labels)
+    if t.ndim == 1:
+        if not np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_:
+            raise TypeError(
+                f"{fn}: 1-D labels must be integer class indices, got dtype {t.dtype}"
+            )
+        shape(fn, "labels", t, (n,), "one class index per row of logits")
+        if n and (t.min() < 0 or t.max() >= k):
+            bad = t[(t < 0) | (t >= k)][0]
+            raise ValueError(f"{fn}: labels must lie in [0, {k}) for {k} classes, got {bad}")
+        return np.ascontiguousarray(t, dtype=np.int64), True
+    if t.ndim == 2:
+        if not (np.issubdtype(t.dtype, np.integer) or np.issubdtype(t.dtype, np.floating)) or t.dtype == np.bool_:
+            raise TypeError(f"{fn}: 2-D (one-hot) labels must be numeric, got dtype {t.dtype}")
+        shape(fn, "labels", t, (n, k), "one-hot targets matching logits")
+        return np.ascontiguousarray(t, dtype=dtype), False
+    raise ValueError(
+        f"{fn}: labels must be class indices of shape ({n},) or one-hot of shape ({n}, {k}), got shape {t.shape}"
+    )

@@ -1,0 +1,185 @@
+"""Elementwise activation kernels: ReLU and sigmoid, forward and backward.
+
+Each kernel works on the flattened contiguous data and runs a parallel loop
+over fixed-size chunks; below ``_PARALLEL_MIN`` elements it stays on one
+thread, where starting the pool would cost more than the loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from . import _validate as v
+from ._config import jit
+
+__all__ = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward"]
+
+_CHUNK = 16384
+_PARALLEL_MIN = 131072
+
+
+# Each elementwise op is a loop over one contiguous chunk (which LLVM
+# vectorises) driven by a kernel that runs small arrays on one thread and
+# splits large ones into _CHUNK-element tasks; threads never share an output.
+
+
+@jit()
+def _relu_chunk(x, y):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        # `<=` rather than `>` so that NaN propagates, as torch.relu does.
+        y[i] = zero if x[i] <= zero else x[i]
+
+
+@jit()
+def _relu_grad_chunk(dy, x, dx):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        dx[i] = dy[i] if x[i] > zero else zero
+
+
+@jit()
+def _sigmoid_chunk(x, y):
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        # Stable in both tails: exp only ever sees a non-positive argument.
+        if x[i] >= zero:
+            y[i] = one / (one + np.exp(-x[i]))
+        else:
+            e = np.exp(x[i])
+            y[i] = e / (one + e)
+
+
+@jit()
+def _sigmoid_grad_chunk(dy, y, dx):
+    one = y.dtype.type(1)
+    for i in range(y.size):
+        dx[i] = dy[i] * y[i] * (one - y[i])
+
+
+@jit(parallel=True)
+def _relu_forward(x):
+    y = np.empty_like(x)
+    n = x.size
+    if n < _PARALLEL_MIN:
+        _relu_chunk(x, y)
+        return y
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        _relu_chunk(x[s:e], y[s:e])
+    return y
+
+
+@jit(parallel=True)
+def _relu_backward(dy, x):
+    dx = np.empty_like(dy)
+    n = x.size
+    if n < _PARALLEL_MIN:
+        _relu_grad_chunk(dy, x, dx)
+        return dx
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        _relu_grad_chunk(dy[s:e], x[s:e], dx[s:e])
+    return dx
+
+
+@jit(parallel=True)
+def _sigmoid_forward(x):
+    y = np.empty_like(x)
+    n = x.size
+    if n < _PARALLEL_MIN:
+        _sigmoid_chunk(x, y)
+        return y
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        _sigmoid_chunk(x[s:e], y[s:e])
+    return y
+
+
+@jit(parallel=True)
+def _sigmoid_backward(dy, y):
+    dx = np.empty_like(dy)
+    n = y.size
+    if n < _PARALLEL_MIN:
+        _sigmoid_grad_chunk(dy, y, dx)
+        return dx
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        _sigmoid_grad_chunk(dy[s:e], y[s:e], dx[s:e])
+    return dx
+
+
+def _same_shape_pair(fn, a_name, a, b_name, b):
+    a = v.float_array(fn, a_name, a)
+    b = v.float_array(fn, b_name, b)
+    v.same_dtype(fn, **{a_name: a, b_name: b})
+    v.shape(fn, a_name, a, b.shape, f"the shape of {b_name}")
+    return a, b
+
+
+def relu_forward(x):
+    """ReLU, ``y = max(x, 0)`` elementwise (NaN stays NaN).
+
+    Parameters
+    ----------
+    x : ndarray, any shape, float32 or float64
+
+    Returns
+    -------
+    y : ndarray, same shape and dtype as ``x``
+    """
+    x = v.float_array("relu_forward", "x", x)
+    return _relu_forward(x.reshape(-1)).reshape(x.shape)
+
+
+def relu_backward(dy, x):
+    """ReLU gradient, ``dx = dy * (x > 0)``.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient with respect to the ReLU output.
+    x : ndarray, same shape as ``dy``
+        The forward input.
+
+    Returns
+    -------
+    dx : ndarray, same shape and dtype as ``dy``
+    """
+    dy, x = _same_shape_pair("relu_backward", "dy", dy, "x", x)
+    return _relu_backward(dy.reshape(-1), x.reshape(-1)).reshape(x.shape)
+
+
+def sigmoid_forward(x):
+    """Logistic sigmoid, ``y = 1 / (1 + exp(-x))``, evaluated without overflow.
+
+    Parameters
+    ----------
+    x : ndarray, any shape, float32 or float64
+
+    Returns
+    -------
+    y : ndarray, same shape and dtype as ``x``
+    """
+    x = v.float_array("sigmoid_forward", "x", x)
+    return _sigmoid_forward(x.reshape(-1)).reshape(x.shape)
+
+
+def sigmoid_backward(dy, y):
+    """Sigmoid gradient from its output, ``dx = dy * y * (1 - y)``.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient with respect to the sigmoid output.
+    y : ndarray, same shape as ``dy``
+        The forward output.
+
+    Returns
+    -------
+    dx : ndarray, same shape and dtype as ``dy``
+    """
+    dy, y = _same_shape_pair("sigmoid_backward", "dy", dy, "y", y)
+    return _sigmoid_backward(dy.reshape(-1), y.reshape(-1)).reshape(y.shape)

@@ -1,0 +1,11 @@
+"""Layers with the book's API: ``forward(x)``, ``backward(dout)``, parameters
+as attributes (``W``, ``b``) and gradients (``dW``, ``db``) updated in place.
+
+Thin wrappers: they hold state and call :mod:`numbanet.kernels` (or, with
+``backend=numbanet.reference``, the pure-NumPy reference).
+"""
+
+from ._base import Layer
+from .basic import Affine, Relu, Sigmoid, SoftmaxWithLoss
+
+__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss"]

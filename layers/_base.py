@@ -1,0 +1,53 @@
+"""What every layer shares: the backend it computes with and its parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def resolve_backend(backend):
+    """Return the module of operations a layer calls.
+
+    ``None`` means :mod:`numbanet.kernels`; :mod:`numbanet.reference` (or any
+    module with the same functions) may be passed to run the same network on
+    the pure-NumPy implementation.
+    """
+    if backend is None:
+        from numbanet import kernels
+
+        return kernels
+    return backend
+
+
+class Layer:
+    """Base class: ``forward``/``backward`` plus named parameters and gradients.
+
+    Subclasses list their parameter attribute names in ``param_names``; the
+    gradient of parameter ``W`` lives in attribute ``dW``. Gradients are
+    allocated once and overwritten in place by every ``backward`` so that
+    networks and optimizers can hold on to the arrays.
+    """
+
+    param_names: tuple[str, ...] = ()
+
+    def __init__(self, backend=None):
+        self.ops = resolve_backend(backend)
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The parameter arrays by name (``{"W": ..., "b": ...}``), not copies."""
+        return {name: getattr(self, name) for name in self.param_names}
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        """The gradient arrays by parameter name, not copies."""
+        return {name: getattr(self, "d" + name) for name in self.param_names}
+
+    def _init_grads(self):
+        for name in self.param_names:
+            setattr(self, "d" + name, np.zeros_like(getattr(self, name)))
+
+    def _store_grads(self, **grads):
+        """Write freshly computed gradients into the persistent arrays."""
+        for name, g in grads.items():
+            np.copyto(getattr(self, "d" + name), g)

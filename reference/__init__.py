@@ -1,0 +1,23 @@
+"""Pure-NumPy reference implementations of every numbanet kernel.
+
+Same public names and signatures as :mod:`numbanet.kernels`; written for
+clarity in the style of "Deep Learning from Scratch" (im2col/col2im for
+convolution), keeping the input dtype. No Numba here: the tests check the
+kernels against these functions. Unlike the kernels, these do not validate
+their arguments.
+"""
+
+from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
+from .affine import affine_backward, affine_forward
+from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
+
+__all__ = [
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_backward",
+]

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from numbanet.nets import numerical_gradient
+
+SHAPES = [
+    # (x shape, M)
+    ((0, 5), 3),
+    ((1, 1), 1),
+    ((2, 7), 3),
+    ((13, 29), 17),
+    ((64, 100), 65),
+    ((257, 33), 10),
+    ((5, 3, 4, 4), 11),  # 4-D input, as after a convolution
+    ((3, 0), 4),  # D = 0
+]
+
+
+@pytest.mark.parametrize("xshape,m", SHAPES)
+def test_affine_matches_reference(K, R, close, dtype, rng, xshape, m):
+    d = int(np.prod(xshape[1:]))
+    x = rng.standard_normal(xshape).astype(dtype)
+    w = rng.standard_normal((d, m)).astype(dtype)
+    b = rng.standard_normal(m).astype(dtype)
+    dy = rng.standard_normal((xshape[0], m)).astype(dtype)
+    close(K.affine_forward(x, w, b), R.affine_forward(x, w, b), what="y")
+    for got, want, what in zip(K.affine_backward(dy, x, w), R.affine_backward(dy, x, w), "dx dw db".split()):
+        close(got, want, what=what)
+
+
+@given(
+    n=st.integers(0, 257),
+    d=st.integers(1, 70),
+    m=st.integers(1, 70),
+    f32=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_affine_hypothesis(K, R, close, n, d, m, f32, seed):
+    dt = np.float32 if f32 else np.float64
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(dt)
+    w = rng.standard_normal((d, m)).astype(dt)
+    b = rng.standard_normal(m).astype(dt)
+    dy = rng.standard_normal((n, m)).astype(dt)
+    close(K.affine_forward(x, w, b), R.affine_forward(x, w, b))
+    for got, want in zip(K.affine_backward(dy, x, w), R.affine_backward(dy, x, w)):
+        close(got, want)
+
+
+def test_affine_noncontiguous_inputs(K, R, close, rng):
+    x = rng.standard_normal((9, 14))[:, ::2]  # (9, 7), strided
+    w = np.asfortranarray(rng.standard_normal((7, 5)))
+    b = rng.standard_normal(10)[::2]
+    dy = rng.standard_normal((5, 9)).T
+    close(K.affine_forward(x, w, b), R.affine_forward(x, w, b))
+    for got, want in zip(K.affine_backward(dy, x, w), R.affine_backward(dy, x, w)):
+        close(got, want)
+
+
+def test_affine_gradient_check(K, rng):
+    x = rng.standard_normal((4, 2, 3))
+    w = rng.standard_normal((6, 5))
+    b = rng.standard_normal(5)
+    dy = rng.standard_normal((4, 5))
+
+    def loss():
+        return float((K.affine_forward(x, w, b) * dy).sum())
+
+    dx, dw, db = K.affine_backward(dy, x, w)
+    for analytic, var in ((dx, x), (dw, w), (db, b)):
+        numeric = numerical_gradient(loss, var)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-8)
+
+
+def test_affine_deterministic(K, rng):
+    x = rng.standard_normal((100, 300)).astype(np.float32)
+    w = rng.standard_normal((300, 130)).astype(np.float32)
+    dy = rng.standard_normal((100, 130)).astype(np.float32)
+    first = K.affine_backward(dy, x, w)
+    for _ in range(3):
+        for a, b in zip(K.affine_backward(dy, x, w), first):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "args,exc,match",
+    [
+        (lambda z: (z((4,)), z((4, 3)), z((3,))), ValueError, "x must be .N, ...."),
+        (lambda z: (z((2, 4)), z((5, 3)), z((3,))), ValueError, r"w must have shape \(4, \*\)"),
+        (lambda z: (z((2, 4)), z((4, 3)), z((2,))), ValueError, r"b must have shape \(3,\)"),
+        (lambda z: (z((2, 4)), z((4,)), z((3,))), ValueError, "w must be 2-D"),
+        (lambda z: (z((2, 4)).astype(np.int64), z((4, 3)), z((3,))), TypeError, "x must have dtype float32 or float64, got int64"),
+        (lambda z: (z((2, 4)), z((4, 3)).astype(np.float32), z((3,))), TypeError, "w has dtype float32 but x has dtype float64"),
+        (lambda z: (z((2, 4)), z((4, 3)), None), TypeError, "b must be a float32 or float64 array, got None"),
+        (lambda z: (z((2, 4)).astype(np.complex128), z((4, 3)), z((3,))), TypeError, "complex128"),
+    ],
+)
+def test_affine_forward_bad_input(K, args, exc, match):
+    x, w, b = args(np.ones)
+    with pytest.raises(exc, match=match):
+        K.affine_forward(x, w, b)
+
+
+@pytest.mark.parametrize(
+    "shapes,match",
+    [
+        (((4, 2), (4, 5), (6, 2)), r"w must have shape \(5, \*\)"),
+        (((3, 2), (4, 5), (5, 3)), r"dy must have shape \(4, 3\)"),
+        (((4, 3), (4, 5), (5,)), "w must be 2-D"),
+    ],
+)
+def test_affine_backward_bad_input(K, shapes, match):
+    dy, x, w = (np.ones(s) for s in shapes)
+    with pytest.raises(ValueError, match=match):
+        K.affine_backward(dy, x, w)
+    with pytest.raises(TypeError, match="dy must have dtype"):
+        K.affine_backward(np.ones((4, 3), np.int32), np.ones((4, 5)), np.ones((5, 3)))

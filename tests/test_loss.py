@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from numbanet.nets import numerical_gradient
+
+
+@pytest.mark.parametrize("n,k", [(0, 3), (1, 1), (1, 10), (7, 3), (64, 100), (257, 11), (3, 1000)])
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_softmax_ce_matches_reference(K, R, close, dtype, rng, n, k, one_hot):
+    logits = (rng.standard_normal((n, k)) * 5).astype(dtype)
+    labels = rng.integers(0, k, n)
+    if one_hot:
+        labels = np.eye(k, dtype=dtype)[labels]
+    loss, probs = K.softmax_cross_entropy(logits, labels)
+    rloss, rprobs = R.softmax_cross_entropy(logits, labels)
+    assert type(loss) is type(rloss) and np.asarray(loss).dtype == dtype
+    if n == 0:
+        assert np.isnan(loss) and np.isnan(rloss)
+    else:
+        close(np.asarray(loss), np.asarray(rloss))
+    close(probs, rprobs)
+    close(K.softmax_cross_entropy_backward(probs, labels), R.softmax_cross_entropy_backward(rprobs, labels))
+
+
+def test_softmax_ce_large_logits_are_stable(K, R, dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4 - 1, 1e4 - 2]], dtype)
+    labels = np.array([1, 0, 2])
+    loss, probs = K.softmax_cross_entropy(logits, labels)
+    assert np.isfinite(loss) and np.isfinite(probs).all()
+    # row 0: -log p1 = 2e4; row 1: log 3; row 2: 2 + log(1 + e^-1 + e^-2)
+    expect = (2e4 + np.log(3) + 2 + np.log(1 + np.exp(-1) + np.exp(-2))) / 3
+    np.testing.assert_allclose(loss, expect, rtol=1e-6)
+    rloss, rprobs = R.softmax_cross_entropy(logits, labels)
+    np.testing.assert_allclose(loss, rloss, rtol=1e-6)
+
+
+def test_softmax_ce_nan_propagates(K):
+    logits = np.array([[0.0, np.nan, 1.0], [0.0, 1.0, 2.0]])
+    loss, probs = K.softmax_cross_entropy(logits, np.array([0, 1]))
+    assert np.isnan(loss) and np.isnan(probs[0]).all() and np.isfinite(probs[1]).all()
+
+
+def test_softmax_ce_gradient_check(K, rng):
+    logits = rng.standard_normal((5, 4))
+    for labels in (rng.integers(0, 4, 5), np.eye(4)[rng.integers(0, 4, 5)]):
+        _, probs = K.softmax_cross_entropy(logits, labels)
+        analytic = K.softmax_cross_entropy_backward(probs, labels)
+        numeric = numerical_gradient(lambda: K.softmax_cross_entropy(logits, labels)[0], logits)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "labels,exc,match",
+    [
+        (np.array([0, 3]), ValueError, r"labels must lie in \[0, 3\) for 3 classes, got 3"),
+        (np.array([-1, 0]), ValueError, r"got -1"),
+        (np.array([0, 1, 2]), ValueError, r"labels must have shape \(2,\)"),
+        (np.array([0.0, 1.0]), TypeError, "integer class indices, got dtype float64"),
+        (np.zeros((2, 4)), ValueError, r"labels must have shape \(2, 3\)"),
+        (np.zeros((2, 3, 1), int), ValueError, "labels must be class indices"),
+        (None, TypeError, "labels must be"),
+    ],
+)
+def test_softmax_ce_bad_labels(K, labels, exc, match):
+    with pytest.raises(exc, match=match):
+        K.softmax_cross_entropy(np.zeros((2, 3)), labels)
+    with pytest.raises(exc, match=match):
+        K.softmax_cross_entropy_backward(np.zeros((2, 3)), labels)
+
+
+def test_softmax_ce_bad_logits(K):
+    with pytest.raises(ValueError, match="logits must be 2-D"):
+        K.softmax_cross_entropy(np.zeros(3), np.array([0]))
+    with pytest.raises(TypeError, match="logits must have dtype"):
+        K.softmax_cross_entropy(np.zeros((2, 3), np.float16), np.array([0, 1]))
+    with pytest.raises(ValueError, match="at least one class"):
+        K.softmax_cross_entropy(np.zeros((2, 0)), np.array([0, 0]))
