@@ -19,7 +19,7 @@ from numba import prange, types
 from numba.extending import intrinsic, overload
 
 from . import _validate as v
-from ._config import FASTMATH_FLAGS, jit
+from ._config import FASTMATH_ORDERED, jit
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward"]
 
@@ -44,7 +44,7 @@ def _exp_nonpositive(v):
     raise NotImplementedError
 
 
-@overload(_exp_nonpositive, jit_options={"fastmath": set(FASTMATH_FLAGS)})
+@overload(_exp_nonpositive, jit_options={"fastmath": set(FASTMATH_ORDERED)})
 def _exp_nonpositive_impl(v):
     if v != types.float32:
         return lambda v: np.exp(v)
