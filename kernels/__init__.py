@@ -5,11 +5,21 @@ Every public function validates its arguments and then calls a private
 lazily on first call and are cached on disk (see :mod:`numbanet.kernels._config`).
 The pure-NumPy :mod:`numbanet.reference` has the same public names and
 signatures.
+
+Threads: :func:`set_num_threads` / :func:`get_num_threads` or the environment
+variable ``NUMBANET_NUM_THREADS`` (see :mod:`numbanet.kernels._threads`).
+Ahead-of-time compilation: :func:`warmup`.
 """
 
 from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import affine_backward, affine_forward
 from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from ._threads import get_num_threads, set_num_threads
+from ._warmup import warmup
+
+#: Public names that are not kernel ops (every other name in ``__all__`` is one
+#: and needs an entry in ``_examples.EXAMPLES``).
+UTILITIES = ("set_num_threads", "get_num_threads", "warmup")
 
 __all__ = [
     "affine_forward",
@@ -20,4 +30,5 @@ __all__ = [
     "sigmoid_backward",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
+    *UTILITIES,
 ]

@@ -14,10 +14,11 @@ from __future__ import annotations
 _configured = False
 
 
-def single_threaded_blas() -> None:
-    """Limit the BLAS that Numba calls to one thread (once per process)."""
+def single_threaded_blas(force: bool = False) -> None:
+    """Limit the BLAS that Numba calls to one thread (once per process, or
+    again with ``force=True`` after something changed every BLAS's count)."""
     global _configured
-    if _configured:
+    if _configured and not force:
         return
     _configured = True
     import scipy.linalg.cython_blas  # noqa: F401  loads the library Numba binds to

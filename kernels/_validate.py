@@ -14,6 +14,8 @@ import operator
 
 import numpy as np
 
+from ._threads import sync_thread
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -21,7 +23,12 @@ def float_array(fn: str, name: str, a, ndim=None, *, min_ndim=None) -> np.ndarra
     """Return ``a`` as a C-contiguous float32/float64 array, or raise.
 
     ``ndim`` is an int or a tuple of accepted ranks; ``min_ndim`` a lower bound.
+
+    Every public wrapper starts with this check, so it is also where the thread
+    count requested with ``set_num_threads``/``NUMBANET_NUM_THREADS`` reaches
+    the calling Python thread (Numba's count is per thread).
     """
+    sync_thread()
     if not isinstance(a, np.ndarray):
         if a is None:
             raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got None")

@@ -1,0 +1,145 @@
+"""One knob for the number of threads numbanet computes with.
+
+``set_num_threads(n)`` (or the environment variable ``NUMBANET_NUM_THREADS``)
+sets
+
+- Numba's thread count for every ``parallel=True`` kernel, in *every* Python
+  thread that calls a kernel: Numba's own ``numba.set_num_threads`` only
+  affects the calling thread (a new ``threading.Thread`` starts again with all
+  ``NUMBA_NUM_THREADS``), so numbanet re-applies the request in each calling
+  thread on its next kernel call;
+- the thread count of NumPy's BLAS (used by the wrappers around the kernels,
+  e.g. Affine's products), via threadpoolctl, so BLAS alongside the kernels
+  uses the same number of cores;
+- SciPy's OpenBLAS, the library ``np.dot`` *inside* ``@njit`` calls, to one
+  thread: its callers already run on Numba's threads, and a second pool on top
+  oversubscribes the cores (see :mod:`numbanet.kernels._blas`).
+
+Nothing happens at import. ``NUMBANET_NUM_THREADS`` is read on the first
+kernel call (or the first ``get_num_threads``/``set_num_threads``); unset,
+Numba's default (all cores, or ``NUMBA_NUM_THREADS``) and the BLAS defaults
+stay. ``NUMBA_NUM_THREADS`` remains the upper bound: Numba launches that many
+threads once and ``n`` may not exceed it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+__all__ = ["set_num_threads", "get_num_threads", "sync_thread"]
+
+ENV_VAR = "NUMBANET_NUM_THREADS"
+
+_lock = threading.Lock()
+_local = threading.local()
+_env_read = False
+_requested: int | None = None
+# Replaced by every set_num_threads; a Python thread whose copy differs has not
+# applied the latest request yet.
+_token = object()
+
+
+def _max_threads() -> int:
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def _check(n, name: str) -> int:
+    from . import _validate as v
+
+    n = v.int_param("set_num_threads", name, n, minimum=1)
+    top = _max_threads()
+    if n > top:
+        raise ValueError(
+            f"set_num_threads: {name} must be <= NUMBA_NUM_THREADS={top} (the threads "
+            f"Numba launches; raise it with the NUMBA_NUM_THREADS environment variable "
+            f"before starting Python), got {n}"
+        )
+    return n
+
+
+def _limit_blas(n: int) -> None:
+    from threadpoolctl import ThreadpoolController
+
+    from ._blas import single_threaded_blas
+
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api == "blas":
+            lib.set_num_threads(n)
+    # Last, so that it wins over the line above for the library njit code calls.
+    single_threaded_blas(force=True)
+
+
+def _apply(n: int) -> None:
+    global _requested, _token
+    _requested = n
+    _token = object()
+    _limit_blas(n)
+
+
+def _read_env() -> None:
+    global _env_read
+    if _env_read:
+        return
+    _env_read = True
+    raw = os.environ.get(ENV_VAR, "").strip()
+    if not raw:
+        return
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_VAR} must be a positive integer, got {raw!r}") from None
+    _apply(_check(n, ENV_VAR))
+
+
+def sync_thread() -> None:
+    """Apply the requested thread count to the calling Python thread.
+
+    Cheap after the first call in each thread (one attribute comparison); the
+    public wrappers call it through :func:`numbanet.kernels._validate.float_array`.
+    """
+    if getattr(_local, "token", None) is _token:
+        return
+    with _lock:
+        _read_env()
+        token, n = _token, _requested
+    if n is not None:
+        import numba
+
+        numba.set_num_threads(n)
+    _local.token = token
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads numbanet's kernels and BLAS use.
+
+    Parameters
+    ----------
+    n : int
+        ``1 <= n <= numba.config.NUMBA_NUM_THREADS``. Applies to every Python
+        thread that calls a kernel from now on, to NumPy's BLAS, and keeps the
+        BLAS that ``@njit`` code calls single-threaded.
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an int.
+    ValueError
+        ``n`` is below 1 or above ``NUMBA_NUM_THREADS``.
+    """
+    n = _check(n, "n")
+    with _lock:
+        global _env_read
+        _env_read = True  # an explicit call overrides the environment
+        _apply(n)
+    sync_thread()
+
+
+def get_num_threads() -> int:
+    """The number of threads kernels called from this Python thread will use."""
+    import numba
+
+    sync_thread()
+    return int(numba.get_num_threads())

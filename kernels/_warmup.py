@@ -1,0 +1,62 @@
+"""Compile kernels ahead of time (for servers and benchmarks)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ._examples import EXAMPLES, examples
+
+__all__ = ["warmup"]
+
+
+def warmup(dtypes=("float32",), ops=None, progress=None) -> dict[str, float]:
+    """Compile (or load from the on-disk cache) the kernels of ``ops``.
+
+    Calls every chosen public function on tiny valid inputs
+    (:data:`numbanet.kernels._examples.EXAMPLES`), which compiles each
+    ``@njit`` kernel it reaches for that dtype, so the first real call pays no
+    compilation. With a warm cache this only loads the compiled code.
+
+    Parameters
+    ----------
+    dtypes : sequence of str or dtype
+        ``"float32"`` and/or ``"float64"``.
+    ops : sequence of str, optional
+        Public function names (``"affine_forward"``, ...); all ops by default.
+    progress : bool, optional
+        Show a tqdm progress bar; ``None`` (default) shows it only on a
+        terminal.
+
+    Returns
+    -------
+    seconds : dict
+        ``"op[dtype]"`` -> wall time spent compiling or loading it.
+    """
+    from tqdm import tqdm
+
+    from numbanet import kernels
+
+    from . import _validate as v
+
+    dts = [np.dtype(d) for d in ([dtypes] if isinstance(dtypes, (str, np.dtype, type)) else dtypes)]
+    for d in dts:
+        if d not in v.FLOAT_DTYPES:
+            raise TypeError(f"warmup: dtypes must be float32 or float64, got {d}")
+    names = list(EXAMPLES) if ops is None else [ops] if isinstance(ops, str) else list(ops)
+    unknown = [n for n in names if n not in EXAMPLES]
+    if unknown:
+        raise ValueError(f"warmup: ops must be names of kernel functions {sorted(EXAMPLES)}, got {unknown}")
+    jobs = [(n, d) for d in dts for n in names]
+    seconds = {}
+    bar = tqdm(jobs, desc="numbanet warmup", unit="op", disable=None if progress is None else not progress)
+    for name, d in bar:
+        bar.set_postfix_str(f"{name}[{d}]", refresh=False)
+        fn = getattr(kernels, name)
+        t0 = time.perf_counter()
+        for kwargs in examples(name, d):
+            fn(**kwargs)
+        seconds[f"{name}[{d}]"] = time.perf_counter() - t0
+    bar.close()
+    return seconds
