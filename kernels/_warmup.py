@@ -60,3 +60,59 @@ def warmup(dtypes=("float32",), ops=None, progress=None) -> dict[str, float]:
         seconds[f"{name}[{d}]"] = time.perf_counter() - t0
     bar.close()
     return seconds
+
+
+def dispatchers() -> dict[str, object]:
+    """Every ``@njit`` dispatcher in the kernels package, ``"module.name"`` -> it.
+
+    Imports nothing new beyond :mod:`numbanet.kernels`' own modules; used by
+    the tests (nothing compiled at import, warm-up reaches every kernel) and
+    by ``bench/startup.py``.
+    """
+    import sys
+
+    from numba.core.registry import CPUDispatcher
+
+    found = {}
+    for modname, mod in sorted(sys.modules.items()):
+        if not modname.startswith("numbanet.kernels.") or mod is None:
+            continue
+        for attr, obj in vars(mod).items():
+            if isinstance(obj, CPUDispatcher) and obj.__module__ == modname:
+                found[f"{modname.rsplit('.', 1)[1]}.{attr}"] = obj
+    return found
+
+
+def kernels_reached(op: str) -> dict[str, object]:
+    """The dispatchers the public function ``op`` can call directly.
+
+    Follows the names in the wrapper's code (and in the module's pure-Python
+    helpers it calls), so a kernel chosen by a branch counts too.
+    """
+    import types
+
+    from numba.core.registry import CPUDispatcher
+
+    from numbanet import kernels
+
+    found, seen = {}, set()
+
+    def walk(code, glb):
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                walk(const, glb)
+        for name in code.co_names:
+            obj = glb.get(name)
+            if isinstance(obj, CPUDispatcher):
+                found[f"{obj.__module__.rsplit('.', 1)[1]}.{name}"] = obj
+            elif (
+                isinstance(obj, types.FunctionType)
+                and obj.__module__.startswith("numbanet.kernels")
+                and obj not in seen
+            ):
+                seen.add(obj)
+                walk(obj.__code__, obj.__globals__)
+
+    fn = getattr(kernels, op)
+    walk(fn.__code__, fn.__globals__)
+    return found

@@ -1,0 +1,256 @@
+"""Start-up, compilation cache, warm-up and the thread-count knob.
+
+What must hold in a *fresh* process (nothing compiled at import, the
+environment variables) runs in a subprocess.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+
+import numbanet.kernels as kernels
+import numbanet.reference as reference
+from numbanet.bench import compare_outputs
+from numbanet.kernels._examples import EXAMPLES, examples
+
+OPS = sorted(EXAMPLES)
+
+needs_jit = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="inspects compiled dispatchers")
+
+
+def run_python(code, env=None, timeout=300):
+    """Run ``code`` in a fresh interpreter; return its last stdout line as JSON."""
+    full_env = {k: val for k, val in os.environ.items() if not k.startswith("NUMBANET_")}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=full_env, timeout=timeout,
+    )
+    assert proc.returncode == 0, f"subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- nothing compiles at import; warm-up reaches every kernel -------------------
+
+
+@needs_jit
+def test_import_compiles_nothing_and_starts_no_threads():
+    out = run_python(
+        """
+        import json, sys
+        import numbanet.layers, numbanet.optimizers, numbanet.nets, numbanet.kernels
+        from numbanet.kernels._warmup import dispatchers
+        import numba.np.ufunc.parallel as par
+        compiled = {k: [str(s) for s in d.signatures] for k, d in dispatchers().items() if d.signatures}
+        print(json.dumps({"n": len(dispatchers()), "compiled": compiled,
+                          "threads_launched": bool(par._is_initialized),
+                          "threadpoolctl": "threadpoolctl" in sys.modules,
+                          "env_read": numbanet.kernels._threads._env_read}))
+        """
+    )
+    assert out["n"] >= len(OPS)
+    assert out["compiled"] == {}
+    assert not out["threads_launched"]
+    assert not out["threadpoolctl"]
+    assert not out["env_read"]
+
+
+def test_every_kernel_op_has_a_warmup_example():
+    ops = set(kernels.__all__) - set(kernels.UTILITIES)
+    assert ops == set(EXAMPLES), "add new ops to numbanet/kernels/_examples.py"
+    for name in kernels.UTILITIES:
+        assert callable(getattr(kernels, name))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_examples_are_valid_and_match_reference(op, dtype):
+    for kw in examples(op, dtype):
+        got = getattr(kernels, op)(**kw)
+        want = getattr(reference, op)(**kw)
+        assert compare_outputs(got, want)[1] <= (1e-5 if dtype == np.float32 else 1e-12)
+
+
+@needs_jit
+def test_warmup_compiles_every_kernel_each_op_reaches():
+    out = run_python(
+        """
+        import json
+        import numbanet.kernels as K
+        from numbanet.kernels._warmup import kernels_reached
+        from numbanet.kernels._examples import EXAMPLES
+        secs = K.warmup(dtypes=("float32",), progress=False)
+        sigs = {op: {k: [str(s) for s in d.signatures] for k, d in kernels_reached(op).items()}
+                for op in EXAMPLES}
+        print(json.dumps({"secs": secs, "sigs": sigs}))
+        """
+    )
+    assert set(out["secs"]) == {f"{op}[float32]" for op in OPS}
+    for op, reached in out["sigs"].items():
+        assert reached, f"{op}: no @njit kernel found in its wrapper"
+        for name, sigs in reached.items():
+            assert any("float32" in s for s in sigs), f"warmup of {op} did not compile {name}: {sigs}"
+            assert not any("float64" in s and "float32" not in s for s in sigs), (name, sigs)
+
+
+def test_warmup_arguments(capsys):
+    secs = kernels.warmup(dtypes="float64", ops="relu_forward", progress=False)
+    assert list(secs) == ["relu_forward[float64]"]
+    assert capsys.readouterr().err == ""
+    kernels.warmup(dtypes=(np.float32,), ops=["relu_forward"], progress=True)
+    assert "numbanet warmup" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="ops"):
+        kernels.warmup(ops=["conv9d"])
+    with pytest.raises(TypeError, match="dtypes"):
+        kernels.warmup(dtypes=("int32",))
+
+
+# --- on-disk cache ---------------------------------------------------------------
+
+_COMPILE_AND_CHECK = """
+import json
+import numpy as np
+import numbanet.kernels as K, numbanet.reference as R
+from numbanet.bench import compare_outputs
+from numbanet.kernels._config import CACHE
+from numbanet.kernels._examples import examples
+from numbanet.kernels._warmup import kernels_reached
+ops = ["relu_forward", "sigmoid_backward", "softmax_cross_entropy"]
+worst = 0.0
+for op in ops:
+    for kw in examples(op, "float32", seed=7):
+        worst = max(worst, compare_outputs(getattr(K, op)(**kw), getattr(R, op)(**kw))[1])
+hits = sum(sum(d.stats.cache_hits.values()) for op in ops for d in kernels_reached(op).values())
+print(json.dumps({"cache": CACHE, "worst": worst, "hits": hits}))
+"""
+
+
+def _cache_files(path):
+    return sorted(f for _, _, files in os.walk(path) for f in files if f.endswith((".nbi", ".nbc")))
+
+
+@needs_jit
+def test_two_processes_compile_into_one_fresh_cache(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("NUMBANET_")}, **env}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _COMPILE_AND_CHECK], env=full_env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        res = json.loads(out.strip().splitlines()[-1])
+        assert res["cache"] and res["worst"] <= 1e-5
+    assert _cache_files(tmp_path), "no cache files written"
+    # A third process loads what the two wrote.
+    res = run_python(_COMPILE_AND_CHECK, env)
+    assert res["hits"] >= 3 and res["worst"] <= 1e-5
+
+
+@needs_jit
+def test_disable_cache_env_writes_nothing(tmp_path):
+    res = run_python(_COMPILE_AND_CHECK, {"NUMBA_CACHE_DIR": str(tmp_path), "NUMBANET_DISABLE_CACHE": "1"})
+    assert res["cache"] is False and res["hits"] == 0 and res["worst"] <= 1e-5
+    assert _cache_files(tmp_path) == []
+
+
+@needs_jit
+def test_boundscheck_env_reaches_numbanet_kernels():
+    # What the NUMBA_BOUNDSCHECK=1 run in .ci/run relies on: our jit options
+    # leave Numba's bounds checking switchable from the environment.
+    out = run_python(
+        """
+        import json
+        import numpy as np
+        from numbanet.kernels._config import jit
+        @jit()
+        def past_end(a):
+            return a[a.size]
+        try:
+            past_end(np.zeros(3))
+            print(json.dumps("no error"))
+        except IndexError as e:
+            print(json.dumps("IndexError"))
+        """,
+        {"NUMBA_BOUNDSCHECK": "1", "NUMBANET_DISABLE_CACHE": "1"},
+    )
+    assert out == "IndexError"
+
+
+# --- threads ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_threads():
+    before = kernels.get_num_threads()
+    yield
+    kernels.set_num_threads(before)
+
+
+@needs_jit
+def test_set_num_threads_reaches_every_op_in_every_thread(restore_threads):
+    from threadpoolctl import threadpool_info
+
+    kernels.set_num_threads(1)
+    assert kernels.get_num_threads() == 1 and numba.get_num_threads() == 1
+    blas = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    assert blas and all(n == 1 for n in blas.values())
+
+    def in_fresh_thread(op):
+        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # Numba's per-thread default
+        for kw in examples(op, "float32"):
+            getattr(kernels, op)(**kw)
+        return numba.get_num_threads()
+
+    for op in OPS:
+        with ThreadPoolExecutor(1) as ex:  # a fresh Python thread per op
+            assert ex.submit(in_fresh_thread, op).result() == 1, f"{op} does not apply set_num_threads"
+
+    top = numba.config.NUMBA_NUM_THREADS
+    kernels.set_num_threads(top)
+    assert kernels.get_num_threads() == top
+    for lib in threadpool_info():
+        if lib["user_api"] == "blas":
+            # Numba's np.dot library stays single-threaded under parallel kernels.
+            assert lib["num_threads"] == (1 if "scipy/" in lib["filepath"] or "scipy.libs" in lib["filepath"] else top)
+
+
+@pytest.mark.parametrize("bad,err", [(0, ValueError), (-1, ValueError), (10**6, ValueError),
+                                     (1.5, TypeError), (True, TypeError), ("2", TypeError), (None, TypeError)])
+def test_set_num_threads_rejects(bad, err, restore_threads):
+    before = kernels.get_num_threads()
+    with pytest.raises(err, match="set_num_threads: n must"):
+        kernels.set_num_threads(bad)
+    assert kernels.get_num_threads() == before
+
+
+@needs_jit
+def test_env_var_is_read_lazily_and_applied():
+    out = run_python(
+        """
+        import json, numba
+        import numbanet.kernels as K
+        import numpy as np
+        lazy = not K._threads._env_read
+        K.relu_forward(np.ones(3, np.float32))
+        print(json.dumps({"lazy": lazy, "numba": numba.get_num_threads(), "K": K.get_num_threads()}))
+        """,
+        {"NUMBANET_NUM_THREADS": "1"},
+    )
+    assert out == {"lazy": True, "numba": 1, "K": 1}
+
+
+def test_env_var_garbage_is_a_clear_error():
+    proc = subprocess.run(
+        [sys.executable, "-c", "import numbanet.kernels as K; K.get_num_threads()"],
+        capture_output=True, text=True, env={**os.environ, "NUMBANET_NUM_THREADS": "lots"},
+    )
+    assert proc.returncode != 0 and "NUMBANET_NUM_THREADS must be a positive integer" in proc.stderr
