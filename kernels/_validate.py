@@ -46,7 +46,8 @@ def float_array(fn: str, name: str, a, ndim=None, *, min_ndim=None) -> np.ndarra
         raise ValueError(
             f"{fn}: {name} must have at least {min_ndim} dimensions, got shape {a.shape}"
         )
-    return np.ascontiguousarray(a)
+    # Not np.ascontiguousarray: it turns a 0-D array into shape (1,).
+    return a if a.flags.c_contiguous else np.array(a, order="C")
 
 
 def same_dtype(fn: str, **arrays: np.ndarray) -> np.dtype:

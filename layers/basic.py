@@ -31,8 +31,11 @@ class Affine(Layer):
         self._init_grads()
 
     def forward(self, x):
+        # State changes only after the kernel accepted the input, so a bad
+        # call leaves the layer as it was.
+        y = self.ops.affine_forward(x, self.W, self.b)
         self.x = x
-        return self.ops.affine_forward(x, self.W, self.b)
+        return y
 
     def backward(self, dout):
         dx, dW, db = self.ops.affine_backward(dout, self.x, self.W)
@@ -48,8 +51,9 @@ class Relu(Layer):
         self.x = None
 
     def forward(self, x):
+        y = self.ops.relu_forward(x)
         self.x = x
-        return self.ops.relu_forward(x)
+        return y
 
     def backward(self, dout):
         return self.ops.relu_backward(dout, self.x)
@@ -84,8 +88,8 @@ class SoftmaxWithLoss(Layer):
         self.t = None
 
     def forward(self, x, t):
-        self.t = t
         self.loss, self.y = self.ops.softmax_cross_entropy(x, t)
+        self.t = t
         return self.loss
 
     def backward(self, dout=1):

@@ -1,0 +1,328 @@
+"""Table-driven bad input for every public kernel function and every layer.
+
+Each (function, bad input) pair is one test. Starting from the valid tiny
+examples of :mod:`numbanet.kernels._examples`, every array argument is bent
+in each way that applies (wrong rank, mismatched shape, zero-size axis, wrong
+or mixed dtype, non-contiguous / negative-stride / Fortran / read-only views,
+NaN and Inf, not an array at all, aliasing another argument), and every
+integer hyperparameter gets negative, zero, huge and non-int values.
+
+The oracle, the same for all pairs:
+- the call either returns a result equal to :mod:`numbanet.reference` on the
+  same arguments (NaN in the same places), or raises ``ValueError`` /
+  ``TypeError`` whose message starts with the function name and names the
+  bent argument (or, for a shape conflict, one of the arguments);
+- it never raises anything else, and never writes to its inputs;
+- a layer that raises keeps its parameters, gradients and cached state.
+
+Crashes: the kernels trust their inputs, so a missing check shows up either
+as a wrong result here or, in ``.ci/run``'s ``NUMBA_BOUNDSCHECK=1`` pass over
+this file, as an ``IndexError`` (which fails the oracle).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+import numpy as np
+import pytest
+
+import numbanet.kernels as kernels
+import numbanet.layers as layers
+import numbanet.reference as reference
+from numbanet.bench import compare_outputs
+from numbanet.kernels._examples import EXAMPLES, examples
+
+# NaN/Inf inputs make NumPy warn in the reference and in BLAS; the values are checked.
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+TOL = {"float32": 1e-5, "float64": 1e-12}
+
+# Arguments holding integer class indices rather than float data.
+INDEX_ARGS = {"labels"}
+
+# Integer hyperparameters per op: name -> a valid value (filled as ops with
+# stride/pad/pool sizes land). Every one is tried with the BAD_INTS below.
+HYPER: dict[str, dict[str, int]] = {}
+
+BAD_INTS = [("negative", -1), ("zero", 0), ("huge", 10**9), ("int64_overflow", 2**63),
+            ("float", 1.5), ("bool", True), ("str", "1"), ("none", None)]
+
+WRONG_DTYPES = ["int32", "int64", "uint8", "bool", "float16", "complex64", "complex128", "object"]
+
+
+# --- bending one argument ---------------------------------------------------------
+
+
+def _strided(a):
+    """Same values as ``a`` in a view with gaps between elements."""
+    if a.ndim == 0:
+        return a
+    big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    big[..., ::2] = a
+    return big[..., ::2]
+
+
+def _reversed_view(a):
+    """Same values as ``a`` in a view with negative strides on every axis."""
+    idx = (slice(None, None, -1),) * a.ndim
+    return np.ascontiguousarray(a[idx])[idx]
+
+
+def _read_only(a):
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+
+def _with(a, value):
+    a = a.astype(a.dtype, copy=True)
+    if a.size:
+        a.flat[a.size // 2] = value
+    return a
+
+
+def _float_benders(a, dtype):
+    """(label, bent array, expectation) for a float array argument.
+
+    Expectation "same" means the call must succeed and match the reference;
+    "either" allows a clear error instead.
+    """
+    other = np.float64 if dtype == np.float32 else np.float32
+    yield "ndim_plus_1", a[None], "either"
+    if a.ndim:
+        yield "ndim_minus_1", a[0], "either"
+        grown = np.concatenate([a, a[..., :1]], axis=-1)
+        yield "last_axis_plus_1", grown, "either"
+        for ax in range(a.ndim):
+            yield f"zero_size_axis{ax}", np.take(a, [], axis=ax), "either"
+    for dt in WRONG_DTYPES:
+        yield f"dtype_{dt}", a.astype(dt), "either"
+    yield "mixed_float", a.astype(other), "either"
+    yield "strided_view", _strided(a), "same"
+    yield "negative_strides", _reversed_view(a), "same"
+    yield "fortran_order", np.asfortranarray(a), "same"
+    yield "read_only", _read_only(a), "same"
+    yield "nan", _with(a, np.nan), "same"
+    yield "inf", _with(a, np.inf), "same"
+    yield "minus_inf", _with(a, -np.inf), "same"
+    yield "none", None, "either"
+    yield "nested_list", a.tolist(), "either"
+    yield "scalar", dtype.type(1.5), "either"
+
+
+def _index_benders(a, k):
+    yield "labels_int32", a.astype(np.int32), "same"
+    yield "labels_uint8", a.astype(np.uint8), "same"
+    yield "labels_out_of_range_high", _with(a, k), "either"
+    yield "labels_negative", _with(a, -1), "either"
+    yield "labels_float", a.astype(np.float64), "either"
+    yield "labels_bool", a.astype(bool), "either"
+    yield "labels_complex", a.astype(np.complex128), "either"
+    yield "labels_object", a.astype(object), "either"
+    yield "labels_too_long", np.concatenate([a, a[:1]]), "either"
+    yield "labels_too_short", a[:-1], "either"
+    yield "labels_2d_wrong_width", np.zeros((a.size, k + 1)), "either"
+    yield "labels_3d", a[:, None, None], "either"
+    yield "labels_strided", _strided(a), "same"
+    yield "labels_read_only", _read_only(a), "same"
+    yield "labels_none", None, "either"
+    yield "labels_list", a.tolist(), "same"
+
+
+def _aliases(kw):
+    """Pairs of float arguments with one shape: pass the same array (or two
+    overlapping views of one buffer) for both."""
+    names = [n for n, a in kw.items() if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+    for i, p in enumerate(names):
+        for q in names[i + 1:]:
+            if kw[p].shape == kw[q].shape and kw[p].ndim:
+                yield f"alias_{q}_is_{p}", {q: kw[p]}, q
+                flat = np.concatenate([kw[p].ravel(), kw[q].ravel()[-1:]])
+                n = kw[p].size
+                yield (f"overlap_{p}_{q}",
+                       {p: flat[:n].reshape(kw[p].shape), q: flat[1:n + 1].reshape(kw[q].shape)}, q)
+
+
+def bad_inputs(op, dtype):
+    """All (id, bent kwargs, bent argument, expectation) for ``op`` in ``dtype``."""
+    dtype = np.dtype(dtype)
+    out = []
+    for ex, kw in enumerate(examples(op, dtype)):
+        for name, a in kw.items():
+            if name in INDEX_ARGS:
+                if a.ndim == 1:
+                    k = next(v.shape[1] for v in kw.values() if v is not a and v.ndim == 2)
+                    gen = _index_benders(a, k)
+                else:
+                    gen = _float_benders(a, dtype)
+            else:
+                gen = _float_benders(a, dtype)
+            for label, bent, expect in gen:
+                out.append((f"{op}[{ex}]-{dtype}-{name}-{label}", {**kw, name: bent}, name, expect))
+        for label, change, name in _aliases(kw):
+            out.append((f"{op}[{ex}]-{dtype}-{label}", {**kw, **change}, name, "same"))
+        for name in HYPER.get(op, {}):
+            for label, value in BAD_INTS:
+                out.append((f"{op}[{ex}]-{dtype}-{name}-{label}", {**kw, name: value}, name, "either"))
+    return out
+
+
+def _snapshot(obj):
+    return copy.deepcopy(obj)
+
+
+def _equal(a, b):
+    """Bitwise equality of nested values (NaN equals NaN)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                and a.dtype == b.dtype and a.tobytes() == b.tobytes())
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_equal, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return a is b or a == b
+
+
+def _as_arrays(kw):
+    """Copies of ``kw`` with lists and scalars made arrays: the reference does
+    not validate, so it gets what the kernel's wrapper made of the input."""
+    return {k: v if v is None or isinstance(v, (int, str)) else np.array(v) for k, v in kw.items()}
+
+
+def _tol(outputs):
+    """Tolerance of the least precise float output."""
+    from numbanet.bench.registry import flatten_outputs
+
+    kinds = {o.dtype.name for o in flatten_outputs(outputs)}
+    return TOL["float32"] if "float32" in kinds else TOL["float64"]
+
+
+def check_error(exc, fn, arg, arg_names):
+    msg = str(exc)
+    assert isinstance(exc, (ValueError, TypeError)), f"{type(exc).__name__}: {msg}"
+    assert msg.startswith(f"{fn}:"), f"message does not name {fn}: {msg!r}"
+    named = [n for n in arg_names if n in msg]
+    assert named, f"message names no argument of {fn} {arg_names}: {msg!r}"
+    return named
+
+
+# --- kernels ----------------------------------------------------------------------
+
+CASES = [c for op in sorted(EXAMPLES) for dt in ("float32", "float64") for c in bad_inputs(op, dt)]
+N_KERNEL_PAIRS = len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_kernel_bad_input(case):
+    label, kw, arg, expect = case
+    op = label.split("[")[0]
+    dtype = label.split("-")[1]
+    fn = getattr(kernels, op)
+    arg_names = list(inspect.signature(fn).parameters)
+    before = _snapshot(kw)
+    try:
+        got = fn(**kw)
+    except Exception as exc:  # noqa: BLE001  the oracle decides
+        assert expect == "either", f"{label}: valid input rejected: {type(exc).__name__}: {exc}"
+        named = check_error(exc, op, arg, arg_names)
+        if "dtype" in label or label.endswith(("-none", "-scalar")):
+            assert arg in named, f"{label}: error does not name {arg}: {exc}"
+        got = None
+    assert _equal(kw, before), f"{label}: the kernel wrote to its inputs"
+    if got is not None:
+        # The reference does not validate: hand it what the kernel made of the input.
+        want = getattr(reference, op)(**_as_arrays(kw))
+        rel = compare_outputs(got, want)[1]
+        assert rel <= _tol(want), f"{label}: accepted, but differs from the reference by {rel:.3g}"
+
+
+# --- layers -------------------------------------------------------------------------
+
+
+def _layer_examples(backend, dt, rng):
+    """name -> (layer, forward kwargs, backward kwargs) with a valid step done."""
+    d = np.dtype(dt)
+    x = rng.standard_normal((3, 2, 3)).astype(d)
+    w = rng.standard_normal((6, 5)).astype(d)
+    b = rng.standard_normal(5).astype(d)
+    dy5 = rng.standard_normal((3, 5)).astype(d)
+    dyx = rng.standard_normal(x.shape).astype(d)
+    t = np.array([0, 4, 2])
+    return {
+        "Affine": (layers.Affine(w.copy(), b.copy(), backend=backend), {"x": x}, {"dout": dy5}),
+        "Relu": (layers.Relu(backend=backend), {"x": x}, {"dout": dyx}),
+        "Sigmoid": (layers.Sigmoid(backend=backend), {"x": x}, {"dout": dyx}),
+        "SoftmaxWithLoss": (layers.SoftmaxWithLoss(backend=backend), {"x": dy5, "t": t}, {"dout": 1}),
+    }
+
+
+def _layer_cases():
+    out = []
+    for dt in ("float32", "float64"):
+        exs = _layer_examples(None, dt, np.random.default_rng(0))
+        for lname, (_, fkw, bkw) in exs.items():
+            for phase, kw in (("forward", fkw), ("backward", bkw)):
+                for name, a in kw.items():
+                    if not isinstance(a, np.ndarray):
+                        continue
+                    gen = _index_benders(a, 5) if name == "t" else _float_benders(a, np.dtype(dt))
+                    for label, _, expect in gen:
+                        out.append((f"{lname}.{phase}-{dt}-{name}-{label}", lname, phase, dt, name, label, expect))
+    return out
+
+
+LAYER_CASES = _layer_cases()
+N_LAYER_PAIRS = len(LAYER_CASES)
+
+
+def _bend(a, label, dt, name):
+    gen = _index_benders(a, 5) if name == "t" else _float_benders(a, np.dtype(dt))
+    return next(bent for lab, bent, _ in gen if lab == label)
+
+
+def _state(layer):
+    return {k: v for k, v in vars(layer).items() if k != "ops"}
+
+
+def _run_layer(backend, lname, phase, dt, name, label):
+    """Valid forward+backward, then the phase under test with the bent arg."""
+    layer, fkw, bkw = _layer_examples(backend, dt, np.random.default_rng(0))[lname]
+    layer.forward(**fkw)
+    layer.backward(**bkw)
+    if phase == "backward":
+        layer.forward(**fkw)
+    kw = dict(fkw if phase == "forward" else bkw)
+    kw[name] = _bend(kw[name], label, dt, name)
+    return layer, getattr(layer, phase), kw
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=[c[0] for c in LAYER_CASES])
+def test_layer_bad_input(case):
+    _, lname, phase, dt, name, label, expect = case
+    layer, method, kw = _run_layer(None, lname, phase, dt, name, label)
+    state = _snapshot(_state(layer))
+    ids = {k: id(v) for k, v in _state(layer).items() if isinstance(v, np.ndarray)}
+    try:
+        got = method(**kw)
+    except Exception as exc:  # noqa: BLE001
+        assert expect == "either", f"valid input rejected: {type(exc).__name__}: {exc}"
+        assert isinstance(exc, (ValueError, TypeError)), f"{type(exc).__name__}: {exc}"
+        assert _equal(_state(layer), state), f"{lname}.{phase} raised but changed the layer's state"
+        assert ids == {k: id(v) for k, v in _state(layer).items() if isinstance(v, np.ndarray)}
+        return
+    ref_layer, ref_method, ref_kw = _run_layer(reference, lname, phase, dt, name, label)
+    want = ref_method(**_as_arrays(ref_kw))
+    assert compare_outputs(got, want)[1] <= _tol(want)
+    for pname in layer.param_names:
+        assert compare_outputs(layer.grads[pname], ref_layer.grads[pname])[1] <= _tol(want)
+
+
+def test_report_pair_count(capsys):
+    total = N_KERNEL_PAIRS + N_LAYER_PAIRS
+    with capsys.disabled():
+        print(f"\nbad-input pairs: {N_KERNEL_PAIRS} kernel + {N_LAYER_PAIRS} layer = {total}")
+    assert N_KERNEL_PAIRS >= 30 * len(EXAMPLES)
