@@ -40,8 +40,12 @@ def _int_bits_as_float32(typingctx, bits):
 
 
 def _exp_nonpositive(v):
-    """``exp(v)`` for ``v <= 0`` (or NaN); compiled only through the overload."""
-    raise NotImplementedError
+    """``exp(v)`` for ``v <= 0`` (or NaN); compiled through the overload below.
+
+    This body runs only with ``NUMBA_DISABLE_JIT=1`` (kernels as plain Python,
+    for coverage and debugging), where NumPy's ``exp`` stands in.
+    """
+    return np.exp(v)
 
 
 @overload(_exp_nonpositive, jit_options={"fastmath": set(FASTMATH_ORDERED)})

@@ -254,3 +254,43 @@ def test_env_var_garbage_is_a_clear_error():
         capture_output=True, text=True, env={**os.environ, "NUMBANET_NUM_THREADS": "lots"},
     )
     assert proc.returncode != 0 and "NUMBANET_NUM_THREADS must be a positive integer" in proc.stderr
+
+
+@pytest.fixture
+def fresh_thread_state(monkeypatch):
+    """Let a test re-read NUMBANET_NUM_THREADS in this process, then undo it."""
+    from numbanet.kernels import _threads
+
+    before = kernels.get_num_threads()
+    monkeypatch.setattr(_threads, "_env_read", False)
+    monkeypatch.setattr(_threads, "_token", object())  # every thread re-syncs
+    yield _threads
+    monkeypatch.undo()
+    kernels.set_num_threads(before)
+
+
+def test_env_var_in_process(fresh_thread_state, monkeypatch):
+    monkeypatch.setenv("NUMBANET_NUM_THREADS", "1")
+    assert kernels.get_num_threads() == 1
+    assert fresh_thread_state._requested == 1
+
+
+@pytest.mark.parametrize("raw,err", [("0", "set_num_threads: NUMBANET_NUM_THREADS must be >= 1"),
+                                     ("2.5", "NUMBANET_NUM_THREADS must be a positive integer")])
+def test_env_var_bad_values_in_process(fresh_thread_state, monkeypatch, raw, err):
+    monkeypatch.setenv("NUMBANET_NUM_THREADS", raw)
+    with pytest.raises(ValueError, match=err):
+        kernels.get_num_threads()
+
+
+def test_kernels_reached_and_dispatchers_agree():
+    from numbanet.kernels._blas import single_threaded_blas
+    from numbanet.kernels._warmup import dispatchers, kernels_reached
+
+    single_threaded_blas()  # idempotent
+    every = dispatchers()
+    for op in OPS:
+        reached = kernels_reached(op)
+        assert set(reached) <= set(every)
+        # Plain functions under NUMBA_DISABLE_JIT: then there is nothing to find.
+        assert bool(reached) != numba.config.DISABLE_JIT, op
