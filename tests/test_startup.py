@@ -294,3 +294,12 @@ def test_kernels_reached_and_dispatchers_agree():
         assert set(reached) <= set(every)
         # Plain functions under NUMBA_DISABLE_JIT: then there is nothing to find.
         assert bool(reached) != numba.config.DISABLE_JIT, op
+
+
+@needs_jit
+def test_startup_script_runs(capsys):
+    from numbanet.bench.startup import main
+
+    assert main(["--repeat", "1", "--ops", "relu_forward"]) == 0
+    out = capsys.readouterr().out
+    assert "import numbanet.layers: best" in out and "| relu_forward |" in out
