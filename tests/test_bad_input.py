@@ -46,6 +46,10 @@ INDEX_ARGS = {"labels"}
 # stride/pad/pool sizes land). Every one is tried with the BAD_INTS below.
 HYPER: dict[str, dict[str, int]] = {}
 
+# Arguments an op updates in place (optimizer steps): checked after the call
+# against the reference's in-place result, and unchanged when the call raises.
+INPLACE: dict[str, set[str]] = {}
+
 BAD_INTS = [("negative", -1), ("zero", 0), ("huge", 10**9), ("int64_overflow", 2**63),
             ("float", 1.5), ("bool", True), ("str", "1"), ("none", None)]
 
@@ -223,6 +227,7 @@ def test_kernel_bad_input(case):
     dtype = label.split("-")[1]
     fn = getattr(kernels, op)
     arg_names = list(inspect.signature(fn).parameters)
+    written = INPLACE.get(op, set())
     before = _snapshot(kw)
     try:
         got = fn(**kw)
@@ -231,13 +236,20 @@ def test_kernel_bad_input(case):
         named = check_error(exc, op, arg, arg_names)
         if "dtype" in label or label.endswith(("-none", "-scalar")):
             assert arg in named, f"{label}: error does not name {arg}: {exc}"
-        got = None
-    assert _equal(kw, before), f"{label}: the kernel wrote to its inputs"
-    if got is not None:
-        # The reference does not validate: hand it what the kernel made of the input.
-        want = getattr(reference, op)(**_as_arrays(kw))
-        rel = compare_outputs(got, want)[1]
-        assert rel <= _tol(want), f"{label}: accepted, but differs from the reference by {rel:.3g}"
+        # Raising means no partial update, in-place arguments included.
+        assert _equal(kw, before), f"{label}: raised but changed its arguments"
+        return
+    unwritten = [k for k in kw if k not in written]
+    assert all(_equal(kw[k], before[k]) for k in unwritten), f"{label}: the kernel wrote to its inputs"
+    # The reference does not validate: hand it what the kernel made of the input.
+    ref_kw = _as_arrays(before)
+    want = getattr(reference, op)(**ref_kw)
+    rel = compare_outputs(got, want)[1]
+    assert rel <= _tol(want), f"{label}: accepted, but differs from the reference by {rel:.3g}"
+    for k in written:
+        # The caller's array (a view, if a view was passed) holds the update.
+        rel = compare_outputs(np.asarray(kw[k]), ref_kw[k])[1]
+        assert rel <= _tol(ref_kw[k]), f"{label}: in-place {k} differs from the reference by {rel:.3g}"
 
 
 # --- layers -------------------------------------------------------------------------
@@ -322,7 +334,107 @@ def test_layer_bad_input(case):
 
 
 def test_report_pair_count(capsys):
-    total = N_KERNEL_PAIRS + N_LAYER_PAIRS
+    total = N_KERNEL_PAIRS + N_LAYER_PAIRS + N_OPT_PAIRS
     with capsys.disabled():
-        print(f"\nbad-input pairs: {N_KERNEL_PAIRS} kernel + {N_LAYER_PAIRS} layer = {total}")
+        print(f"\nbad-input pairs: {N_KERNEL_PAIRS} kernel + {N_LAYER_PAIRS} layer"
+              f" + {N_OPT_PAIRS} optimizer = {total}")
     assert N_KERNEL_PAIRS >= 30 * len(EXAMPLES)
+
+
+def test_every_layer_has_a_row():
+    names = {n for n in layers.__all__ if isinstance(getattr(layers, n), type) and n != "Layer"}
+    assert names == set(_layer_examples(None, "float64", np.random.default_rng(0))), (
+        "add the new layer to _layer_examples"
+    )
+
+
+# --- optimizers ---------------------------------------------------------------------
+
+
+def _optimizer_classes():
+    import numbanet.optimizers as optimizers
+
+    names = getattr(optimizers, "__all__", [])
+    return {n: getattr(optimizers, n) for n in names
+            if isinstance(getattr(optimizers, n), type) and hasattr(getattr(optimizers, n), "update")}
+
+
+def _opt_problem(dt):
+    rng = np.random.default_rng(1)
+    d = np.dtype(dt)
+    shapes = {"W": (3, 4), "b": (4,), "s": (1,), "e": (0, 2)}
+    params = {k: rng.standard_normal(s).astype(d) for k, s in shapes.items()}
+    grads = {k: rng.standard_normal(s).astype(d) for k, s in shapes.items()}
+    return params, grads
+
+
+def _opt_cases():
+    out = []
+    for oname in sorted(_optimizer_classes()):
+        for dt in ("float32", "float64"):
+            params, grads = _opt_problem(dt)
+            for which, group in (("grads", grads), ("params", params)):
+                for name, a in group.items():
+                    for label, _, expect in _float_benders(a, np.dtype(dt)):
+                        out.append((f"{oname}-{dt}-{which}.{name}-{label}", oname, dt, which, name, label, expect))
+                out.append((f"{oname}-{dt}-{which}-missing_W", oname, dt, which, "W", "missing", "either"))
+            out.append((f"{oname}-{dt}-grad_is_param", oname, dt, "grads", "W", "alias", "same"))
+    return out
+
+
+OPT_CASES = _opt_cases()
+N_OPT_PAIRS = len(OPT_CASES)
+
+
+def _opt_state(opt, params):
+    sd = opt.state_dict() if hasattr(opt, "state_dict") else {k: v for k, v in vars(opt).items()}
+    return copy.deepcopy({"params": params, "state": sd})
+
+
+def _opt_after_two_steps(oname, dt):
+    opt = _optimizer_classes()[oname]()
+    params, grads = _opt_problem(dt)
+    for _ in range(2):
+        opt.update(params, grads)
+    return opt, params, grads
+
+
+def _opt_run(oname, dt, which, name, label):
+    """Two valid steps done; params and grads for a third with the bent entry."""
+    opt, params, grads = _opt_after_two_steps(oname, dt)
+    if label == "missing":
+        bent = {k: v for k, v in (grads if which == "grads" else params).items() if k != name}
+    elif label == "alias":
+        bent = {**grads, name: params[name]}
+    else:
+        group = grads if which == "grads" else params
+        bent = {**group, name: _bend(group[name], label, dt, name)}
+    if which == "params":
+        params = bent
+    else:
+        grads = bent
+    return opt, params, grads
+
+
+@pytest.mark.parametrize("case", OPT_CASES, ids=[c[0] for c in OPT_CASES])
+def test_optimizer_bad_input(case):
+    _, oname, dt, which, name, label, expect = case
+    opt, params, grads = _opt_run(oname, dt, which, name, label)
+    before = _opt_state(opt, params)
+    try:
+        opt.update(params, grads)
+    except Exception as exc:  # noqa: BLE001
+        assert expect == "either", f"valid input rejected: {type(exc).__name__}: {exc}"
+        assert isinstance(exc, (ValueError, TypeError)), f"{type(exc).__name__}: {exc}"
+        assert name in str(exc), f"error does not name {name!r}: {exc}"
+        assert _equal(_opt_state(opt, params), before), f"{oname} raised but changed parameters or state"
+        return
+    # Accepted: the same step on plain contiguous copies gives the same values,
+    # written into the caller's arrays (views included).
+    ref_opt = _opt_after_two_steps(oname, dt)[0]
+    ref_grads = {k: np.array(v) for k, v in grads.items()}
+    ref_params = {k: np.array(v) for k, v in params.items()}
+    ref_opt.update(ref_params, ref_grads)
+    for k in params:
+        rel = compare_outputs(np.asarray(params[k]), ref_params[k])[1]
+        assert rel <= _tol(ref_params[k]), f"param {k} differs from the contiguous-copy step by {rel:.3g}"
