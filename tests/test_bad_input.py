@@ -42,9 +42,10 @@ TOL = {"float32": 1e-5, "float64": 1e-12}
 # Arguments holding integer class indices rather than float data.
 INDEX_ARGS = {"labels"}
 
-# Integer hyperparameters per op: name -> a valid value (filled as ops with
-# stride/pad/pool sizes land). Every one is tried with the BAD_INTS below.
-HYPER: dict[str, dict[str, int]] = {}
+# Hyperparameters per op that its examples leave at their defaults: name -> a
+# valid value, added to every example so that they get bent too (ints are
+# tried with BAD_INTS, tuples with _tuple_benders).
+HYPER: dict[str, dict[str, object]] = {}
 
 # Arguments an op updates in place (optimizer steps): checked after the call
 # against the reference's in-place result, and unchanged when the call raises.
@@ -149,27 +150,62 @@ def _aliases(kw):
                        {p: flat[:n].reshape(kw[p].shape), q: flat[1:n + 1].reshape(kw[q].shape)}, q)
 
 
+def _int_array_benders(a):
+    """An integer array argument that is not class labels (e.g. pooling argmax)."""
+    yield "int_negative", _with(a, -1), "either"
+    yield "int_huge", _with(a, 2**40), "either"
+    yield "int_as_float", a.astype(np.float64), "either"
+    yield "int_bool", a.astype(bool), "either"
+    yield "int_ndim_plus_1", a[None], "either"
+    yield "int_shape_plus_1", np.concatenate([a, a[..., :1]], axis=-1), "either"
+    yield "int_strided", _strided(a), "same"
+    yield "int_read_only", _read_only(a), "same"
+    yield "int_none", None, "either"
+
+
+def _tuple_benders(t):
+    """A tuple of ints argument (a shape, or an (h, w) hyperparameter pair)."""
+    yield "tuple_shorter", t[:-1], "either"
+    yield "tuple_longer", t + (t[-1],), "either"
+    for i in range(len(t)):
+        yield f"tuple{i}_negative", t[:i] + (-1,) + t[i + 1:], "either"
+        yield f"tuple{i}_zero", t[:i] + (0,) + t[i + 1:], "either"
+        yield f"tuple{i}_huge", t[:i] + (10**9,) + t[i + 1:], "either"
+        yield f"tuple{i}_float", t[:i] + (float(t[i]) + 0.5,) + t[i + 1:], "either"
+    yield "tuple_none", None, "either"
+
+
+def _benders(name, a, kw, dtype):
+    if isinstance(a, bool) or a is None:
+        return iter(())
+    if isinstance(a, int):
+        return iter([(label, value, "either") for label, value in BAD_INTS])
+    if isinstance(a, tuple):
+        return _tuple_benders(a)
+    if a.dtype.kind in "iu":
+        if name in INDEX_ARGS and a.ndim == 1:
+            k = next(v.shape[1] for v in kw.values() if isinstance(v, np.ndarray) and v.ndim == 2)
+            return _index_benders(a, k)
+        return _int_array_benders(a)
+    return _float_benders(a, dtype)
+
+
 def bad_inputs(op, dtype):
-    """All (id, bent kwargs, bent argument, expectation) for ``op`` in ``dtype``."""
+    """All (id, bent kwargs, bent argument, expectation) for ``op`` in ``dtype``.
+
+    Every argument of the examples is bent by kind (float array, integer
+    array, class labels, int, tuple of ints), and the hyperparameters in
+    ``HYPER`` are added with their valid value and bent too.
+    """
     dtype = np.dtype(dtype)
     out = []
     for ex, kw in enumerate(examples(op, dtype)):
+        kw = {**HYPER.get(op, {}), **kw}
         for name, a in kw.items():
-            if name in INDEX_ARGS:
-                if a.ndim == 1:
-                    k = next(v.shape[1] for v in kw.values() if v is not a and v.ndim == 2)
-                    gen = _index_benders(a, k)
-                else:
-                    gen = _float_benders(a, dtype)
-            else:
-                gen = _float_benders(a, dtype)
-            for label, bent, expect in gen:
+            for label, bent, expect in _benders(name, a, kw, dtype):
                 out.append((f"{op}[{ex}]-{dtype}-{name}-{label}", {**kw, name: bent}, name, expect))
         for label, change, name in _aliases(kw):
             out.append((f"{op}[{ex}]-{dtype}-{label}", {**kw, **change}, name, "same"))
-        for name in HYPER.get(op, {}):
-            for label, value in BAD_INTS:
-                out.append((f"{op}[{ex}]-{dtype}-{name}-{label}", {**kw, name: value}, name, "either"))
     return out
 
 
@@ -194,7 +230,7 @@ def _equal(a, b):
 def _as_arrays(kw):
     """Copies of ``kw`` with lists and scalars made arrays: the reference does
     not validate, so it gets what the kernel's wrapper made of the input."""
-    return {k: v if v is None or isinstance(v, (int, str)) else np.array(v) for k, v in kw.items()}
+    return {k: np.array(v) if isinstance(v, (list, np.ndarray, np.generic)) else v for k, v in kw.items()}
 
 
 def _tol(outputs):
