@@ -14,12 +14,6 @@ Ahead-of-time compilation: :func:`warmup`.
 from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import affine_backward, affine_forward
 from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
-from ._threads import get_num_threads, set_num_threads
-from ._warmup import warmup
-
-#: Public names that are not kernel ops (every other name in ``__all__`` is one
-#: and needs an entry in ``_examples.EXAMPLES``).
-UTILITIES = ("set_num_threads", "get_num_threads", "warmup")
 
 __all__ = [
     "affine_forward",
@@ -30,5 +24,12 @@ __all__ = [
     "sigmoid_backward",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
-    *UTILITIES,
 ]
+
+# Utilities, not kernel ops: every other name in ``__all__`` is an op and needs
+# an entry in ``_examples.EXAMPLES`` (a test checks).
+from ._threads import get_num_threads, set_num_threads  # noqa: E402
+from ._warmup import warmup  # noqa: E402
+
+UTILITIES = ("set_num_threads", "get_num_threads", "warmup")
+__all__ += UTILITIES
