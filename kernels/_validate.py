@@ -9,8 +9,10 @@ what was given.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
+import os
 
 import numpy as np
 
@@ -46,8 +48,13 @@ def float_array(fn: str, name: str, a, ndim=None, *, min_ndim=None) -> np.ndarra
         raise ValueError(
             f"{fn}: {name} must have at least {min_ndim} dimensions, got shape {a.shape}"
         )
+    # Read-only inputs are copied: Numba would compile (and cache) a separate
+    # read-only specialisation of every kernel for every such combination of
+    # arguments, seconds of latency that warmup() cannot foresee.
     # Not np.ascontiguousarray: it turns a 0-D array into shape (1,).
-    return a if a.flags.c_contiguous else np.array(a, order="C")
+    if a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, order="C")
 
 
 def same_dtype(fn: str, **arrays: np.ndarray) -> np.dtype:
@@ -82,7 +89,32 @@ def int_param(fn: str, name: str, value, *, minimum: int | None = None) -> int:
     value = operator.index(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+    if not -(2**62) <= value < 2**62:
+        # Kernels compute in int64: keep sums like H + 2 * pad from wrapping.
+        raise ValueError(f"{fn}: {name} must lie in [-2**62, 2**62), got {value}")
     return value
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return 2**40
+
+
+def output_size(fn: str, shape: tuple, dtype, blame: str) -> None:
+    """Refuse an output that could not fit in this machine's memory.
+
+    Without this a huge ``pad`` (say) surfaces as NumPy's ``MemoryError`` or
+    "array is too big" naming neither the function nor the argument.
+    ``blame`` names the arguments that set the size.
+    """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes > _memory_bytes():
+        raise ValueError(
+            f"{fn}: {blame} give an output of shape {tuple(shape)} ({nbytes / 2**30:.3g} GiB), "
+            f"more than this machine's memory"
+        )
 
 
 def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype) -> tuple[np.ndarray, bool]:

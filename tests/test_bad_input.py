@@ -474,3 +474,14 @@ def test_optimizer_bad_input(case):
     for k in params:
         rel = compare_outputs(np.asarray(params[k]), ref_params[k])[1]
         assert rel <= _tol(ref_params[k]), f"param {k} differs from the contiguous-copy step by {rel:.3g}"
+
+
+def test_int_param_and_output_size_bounds():
+    from numbanet.kernels import _validate as v
+
+    with pytest.raises(ValueError, match=r"f: pad must lie in \[-2\*\*62, 2\*\*62\)"):
+        v.int_param("f", "pad", 2**63)
+    assert v.int_param("f", "pad", np.int64(3), minimum=0) == 3
+    v.output_size("f", (2, 3), np.float32, "pad")
+    with pytest.raises(ValueError, match="f: stride and pad give an output of shape"):
+        v.output_size("f", (2**40, 2**20), np.float64, "stride and pad")
