@@ -1,25 +1,30 @@
-"""Table-driven bad input for every public kernel function and every layer.
+"""Table-driven bad input for every public kernel function, layer and optimizer.
 
 Each (function, bad input) pair is one test. Starting from the valid tiny
-examples of :mod:`numbanet.kernels._examples`, every array argument is bent
-in each way that applies (wrong rank, mismatched shape, zero-size axis, wrong
-or mixed dtype, non-contiguous / negative-stride / Fortran / read-only views,
-NaN and Inf, not an array at all, aliasing another argument), and every
-integer hyperparameter gets negative, zero, huge and non-int values.
+examples of :mod:`numbanet.kernels._examples`, every argument is bent in each
+way that applies to its kind: float arrays (wrong rank, mismatched shape,
+zero-size axis, wrong or mixed dtype, non-contiguous / negative-stride /
+Fortran / read-only views, NaN and Inf, not an array at all), class labels and
+other integer arrays (out of range, wrong dtype or shape), ints, floats and
+(h, w) tuples (negative, zero, huge, NaN, wrong type), and pairs of arrays of
+one shape are passed as the same array or as overlapping views.
 
 The oracle, the same for all pairs:
-- the call either returns a result equal to :mod:`numbanet.reference` on the
-  same arguments (NaN in the same places), or raises ``ValueError`` /
+- the call either returns the result of :mod:`numbanet.reference` on the same
+  arguments (for an argument updated in place: in the caller's array, as if
+  the arguments were separate copies), or raises ``ValueError`` /
   ``TypeError`` whose message starts with the function name and names the
-  bent argument (or, for a shape conflict, one of the arguments);
-- it never raises anything else, and never writes to its inputs;
-- a layer that raises keeps its parameters, gradients and cached state.
+  bent argument (or, for a conflict, one of the arguments involved);
+- it never raises anything else, never writes to an argument it does not
+  update, and leaves everything as it was when it raises;
+- an argument that is updated in place must be rejected when it cannot be
+  (read-only, a list, a scalar);
+- a layer or optimizer that raises keeps its parameters, gradients and state.
 
 Crashes: the kernels trust their inputs, so a missing check shows up either
 as a wrong result here or, in ``.ci/run``'s ``NUMBA_BOUNDSCHECK=1`` pass over
 this file, as an ``IndexError`` (which fails the oracle).
 """
-
 from __future__ import annotations
 
 import copy
@@ -49,10 +54,20 @@ HYPER: dict[str, dict[str, object]] = {}
 
 # Arguments an op updates in place (optimizer steps): checked after the call
 # against the reference's in-place result, and unchanged when the call raises.
-INPLACE: dict[str, set[str]] = {}
+_ADAM_STATE = {"param", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+INPLACE: dict[str, set[str]] = {
+    "sgd_step": {"param", "momentum_buffer"},
+    "adagrad_step": {"param", "state_sum"},
+    "rmsprop_step": {"param", "square_avg", "grad_avg", "momentum_buffer"},
+    "adam_step": _ADAM_STATE,
+    "adamw_step": _ADAM_STATE,
+}
 
 BAD_INTS = [("negative", -1), ("zero", 0), ("huge", 10**9), ("int64_overflow", 2**63),
             ("float", 1.5), ("bool", True), ("str", "1"), ("none", None)]
+
+BAD_FLOATS = [("negative", -1.0), ("nan", float("nan")), ("inf", float("inf")), ("huge", 1e300),
+              ("str", "0.1"), ("none", None), ("complex", 1j)]
 
 WRONG_DTYPES = ["int32", "int64", "uint8", "bool", "float16", "complex64", "complex128", "object"]
 
@@ -97,7 +112,7 @@ def _float_benders(a, dtype):
     other = np.float64 if dtype == np.float32 else np.float32
     yield "ndim_plus_1", a[None], "either"
     if a.ndim:
-        yield "ndim_minus_1", a[0], "either"
+        yield "ndim_minus_1", a[0] if len(a) else np.zeros(a.shape[1:], a.dtype), "either"
         grown = np.concatenate([a, a[..., :1]], axis=-1)
         yield "last_axis_plus_1", grown, "either"
         for ax in range(a.ndim):
@@ -143,11 +158,11 @@ def _aliases(kw):
     for i, p in enumerate(names):
         for q in names[i + 1:]:
             if kw[p].shape == kw[q].shape and kw[p].ndim:
-                yield f"alias_{q}_is_{p}", {q: kw[p]}, q
+                yield f"alias_{q}_is_{p}", {q: kw[p]}, {p, q}
                 flat = np.concatenate([kw[p].ravel(), kw[q].ravel()[-1:]])
                 n = kw[p].size
                 yield (f"overlap_{p}_{q}",
-                       {p: flat[:n].reshape(kw[p].shape), q: flat[1:n + 1].reshape(kw[q].shape)}, q)
+                       {p: flat[:n].reshape(kw[p].shape), q: flat[1:n + 1].reshape(kw[q].shape)}, {p, q})
 
 
 def _int_array_benders(a):
@@ -180,6 +195,8 @@ def _benders(name, a, kw, dtype):
         return iter(())
     if isinstance(a, int):
         return iter([(label, value, "either") for label, value in BAD_INTS])
+    if isinstance(a, float):
+        return iter([(label, value, "either") for label, value in BAD_FLOATS])
     if isinstance(a, tuple):
         return _tuple_benders(a)
     if a.dtype.kind in "iu":
@@ -201,11 +218,19 @@ def bad_inputs(op, dtype):
     out = []
     for ex, kw in enumerate(examples(op, dtype)):
         kw = {**HYPER.get(op, {}), **kw}
+        written = INPLACE.get(op, set())
         for name, a in kw.items():
+            if dtype == np.float32 and not isinstance(a, np.ndarray):
+                continue  # hyperparameters: checked once, in float64
             for label, bent, expect in _benders(name, a, kw, dtype):
+                if name in written and label in ("read_only", "nested_list", "scalar"):
+                    expect = "raise"  # an update in place would be lost
                 out.append((f"{op}[{ex}]-{dtype}-{name}-{label}", {**kw, name: bent}, name, expect))
-        for label, change, name in _aliases(kw):
-            out.append((f"{op}[{ex}]-{dtype}-{label}", {**kw, **change}, name, "same"))
+        for label, change, pair in _aliases(kw):
+            # Sharing memory with an array that is written: an error naming
+            # one of the two, or the result of the same call on separate copies.
+            expect = "either" if pair & written else "same"
+            out.append((f"{op}[{ex}]-{dtype}-{label}", {**kw, **change}, sorted(pair & written or pair)[0], expect))
     return out
 
 
@@ -241,6 +266,31 @@ def _tol(outputs):
     return TOL["float32"] if "float32" in kinds else TOL["float64"]
 
 
+def _check_nonfinite(label, got, want):
+    """Outputs from an input holding NaN or +-inf.
+
+    The kernel may leave out non-finite values the reference has, but only
+    where the reference multiplies padding: a direct convolution skips the
+    zero padding taps that the im2col reference multiplies (0 * NaN = NaN).
+    It never invents a non-finite value, and its finite values agree.
+    """
+    from numbanet.bench.registry import flatten_outputs
+
+    for i, (g, w) in enumerate(zip(flatten_outputs(got), flatten_outputs(want))):
+        assert g.shape == w.shape and g.dtype == w.dtype, f"{label}: output {i} shape/dtype"
+        g64, w64 = g.astype(np.float64), w.astype(np.float64)
+        bad_g, bad_w = ~np.isfinite(g64), ~np.isfinite(w64)
+        assert not (bad_g & ~bad_w).any(), f"{label}: output {i} has non-finite values the reference has not"
+        if not label.startswith("conv2d"):
+            assert np.array_equal(bad_g, bad_w), f"{label}: output {i} lost non-finite values"
+        both = bad_g & bad_w
+        assert np.array_equal(np.isnan(g64[both]), np.isnan(w64[both])), f"{label}: output {i} NaN vs inf"
+        ok = ~bad_w & ~bad_g
+        if ok.any():
+            err = np.abs(g64[ok] - w64[ok]).max() / max(np.abs(w64[ok]).max(), 1e-300)
+            assert err <= _tol(w), f"{label}: output {i} finite values differ by {err:.3g}"
+
+
 def check_error(exc, fn, arg, arg_names):
     msg = str(exc)
     assert isinstance(exc, (ValueError, TypeError)), f"{type(exc).__name__}: {msg}"
@@ -268,21 +318,27 @@ def test_kernel_bad_input(case):
     try:
         got = fn(**kw)
     except Exception as exc:  # noqa: BLE001  the oracle decides
-        assert expect == "either", f"{label}: valid input rejected: {type(exc).__name__}: {exc}"
+        assert expect != "same", f"{label}: valid input rejected: {type(exc).__name__}: {exc}"
         named = check_error(exc, op, arg, arg_names)
         if "dtype" in label or label.endswith(("-none", "-scalar")):
             assert arg in named, f"{label}: error does not name {arg}: {exc}"
         # Raising means no partial update, in-place arguments included.
         assert _equal(kw, before), f"{label}: raised but changed its arguments"
         return
+    assert expect != "raise", f"{label}: accepted an argument it cannot update in place"
     unwritten = [k for k in kw if k not in written]
     assert all(_equal(kw[k], before[k]) for k in unwritten), f"{label}: the kernel wrote to its inputs"
     # The reference does not validate: hand it what the kernel made of the input.
     ref_kw = _as_arrays(before)
     want = getattr(reference, op)(**ref_kw)
-    rel = compare_outputs(got, want)[1]
-    assert rel <= _tol(want), f"{label}: accepted, but differs from the reference by {rel:.3g}"
-    for k in written:
+    if want is None:  # in-place ops return nothing
+        assert got is None, f"{label}: returned {got!r}, the reference returns None"
+    elif label.endswith(("-nan", "inf")):
+        _check_nonfinite(label, got, want)
+    else:
+        rel = compare_outputs(got, want)[1]
+        assert rel <= _tol(want), f"{label}: accepted, but differs from the reference by {rel:.3g}"
+    for k in written & kw.keys():
         # The caller's array (a view, if a view was passed) holds the update.
         rel = compare_outputs(np.asarray(kw[k]), ref_kw[k])[1]
         assert rel <= _tol(ref_kw[k]), f"{label}: in-place {k} differs from the reference by {rel:.3g}"
@@ -305,6 +361,23 @@ def _layer_examples(backend, dt, rng):
         "Relu": (layers.Relu(backend=backend), {"x": x}, {"dout": dyx}),
         "Sigmoid": (layers.Sigmoid(backend=backend), {"x": x}, {"dout": dyx}),
         "SoftmaxWithLoss": (layers.SoftmaxWithLoss(backend=backend), {"x": dy5, "t": t}, {"dout": 1}),
+        **_conv_layer_examples(backend, d, rng),
+    }
+
+
+def _conv_layer_examples(backend, d, rng):
+    if not hasattr(layers, "Convolution"):
+        return {}
+    x = rng.standard_normal((2, 3, 5, 4)).astype(d)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(d)
+    b = rng.standard_normal(4).astype(d)
+    return {
+        "Convolution": (layers.Convolution(w, b, stride=1, pad=1, backend=backend), {"x": x},
+                        {"dout": rng.standard_normal((2, 4, 5, 4)).astype(d)}),
+        "Pooling-max": (layers.Pooling(2, 2, stride=1, pad=1, mode="max", backend=backend), {"x": x},
+                        {"dout": rng.standard_normal((2, 3, 6, 5)).astype(d)}),
+        "Pooling-avg": (layers.Pooling(3, 2, stride=2, mode="avg", backend=backend), {"x": x},
+                        {"dout": rng.standard_normal((2, 3, 2, 2)).astype(d)}),
     }
 
 
@@ -379,20 +452,24 @@ def test_report_pair_count(capsys):
 
 def test_every_layer_has_a_row():
     names = {n for n in layers.__all__ if isinstance(getattr(layers, n), type) and n != "Layer"}
-    assert names == set(_layer_examples(None, "float64", np.random.default_rng(0))), (
-        "add the new layer to _layer_examples"
-    )
+    rows = _layer_examples(None, "float64", np.random.default_rng(0)).values()
+    assert names <= {type(layer).__name__ for layer, _, _ in rows}, "add the new layer to _layer_examples"
 
 
 # --- optimizers ---------------------------------------------------------------------
 
 
 def _optimizer_classes():
+    """Every optimizer class exported by numbanet.optimizers (not the base)."""
     import numbanet.optimizers as optimizers
 
-    names = getattr(optimizers, "__all__", [])
-    return {n: getattr(optimizers, n) for n in names
-            if isinstance(getattr(optimizers, n), type) and hasattr(getattr(optimizers, n), "update")}
+    base = getattr(optimizers, "Optimizer", None)
+    found = {}
+    for n in getattr(optimizers, "__all__", []):
+        cls = getattr(optimizers, n)
+        if isinstance(cls, type) and base is not None and issubclass(cls, base) and cls is not base:
+            found[n] = cls
+    return found
 
 
 def _opt_problem(dt):
@@ -409,9 +486,14 @@ def _opt_cases():
     for oname in sorted(_optimizer_classes()):
         for dt in ("float32", "float64"):
             params, grads = _opt_problem(dt)
+            # A regular entry and a zero-size one; "b" and "s" only take part.
             for which, group in (("grads", grads), ("params", params)):
                 for name, a in group.items():
+                    if name not in ("W", "e"):
+                        continue
                     for label, _, expect in _float_benders(a, np.dtype(dt)):
+                        if which == "params" and label in ("read_only", "nested_list", "scalar"):
+                            expect = "raise"  # an update in place would be lost
                         out.append((f"{oname}-{dt}-{which}.{name}-{label}", oname, dt, which, name, label, expect))
                 out.append((f"{oname}-{dt}-{which}-missing_W", oname, dt, which, "W", "missing", "either"))
             out.append((f"{oname}-{dt}-grad_is_param", oname, dt, "grads", "W", "alias", "same"))
@@ -457,20 +539,20 @@ def test_optimizer_bad_input(case):
     _, oname, dt, which, name, label, expect = case
     opt, params, grads = _opt_run(oname, dt, which, name, label)
     before = _opt_state(opt, params)
+    # What a correct step computes: the same step on plain contiguous copies.
+    ref_grads = {k: np.array(v) for k, v in grads.items()}
+    ref_params = {k: np.array(v) for k, v in params.items()}
     try:
         opt.update(params, grads)
     except Exception as exc:  # noqa: BLE001
-        assert expect == "either", f"valid input rejected: {type(exc).__name__}: {exc}"
+        assert expect != "same", f"valid input rejected: {type(exc).__name__}: {exc}"
         assert isinstance(exc, (ValueError, TypeError)), f"{type(exc).__name__}: {exc}"
         assert name in str(exc), f"error does not name {name!r}: {exc}"
         assert _equal(_opt_state(opt, params), before), f"{oname} raised but changed parameters or state"
         return
-    # Accepted: the same step on plain contiguous copies gives the same values,
-    # written into the caller's arrays (views included).
-    ref_opt = _opt_after_two_steps(oname, dt)[0]
-    ref_grads = {k: np.array(v) for k, v in grads.items()}
-    ref_params = {k: np.array(v) for k, v in params.items()}
-    ref_opt.update(ref_params, ref_grads)
+    assert expect != "raise", "accepted a parameter it cannot update in place"
+    # Accepted: the copies' result, written into the caller's arrays (views included).
+    _opt_after_two_steps(oname, dt)[0].update(ref_params, ref_grads)
     for k in params:
         rel = compare_outputs(np.asarray(params[k]), ref_params[k])[1]
         assert rel <= _tol(ref_params[k]), f"param {k} differs from the contiguous-copy step by {rel:.3g}"
