@@ -8,13 +8,16 @@ labels, small vs large shapes, ...) lists one example per branch so that
 warm-up compiles them all.
 
 Each example is a function ``(dtype, rng) -> dict`` of keyword arguments.
+Examples include the hyperparameters (stride, pad, lr, ...) so that the
+bad-input table bends them too. :func:`available` filters the table down to
+the ops this build exports.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["EXAMPLES", "examples"]
+__all__ = ["EXAMPLES", "available", "examples"]
 
 
 def _randn(rng, shape, dtype):
@@ -62,6 +65,106 @@ def _probs_index(dt, rng):
     return {"probs": _probs(dt, rng), "labels": np.array([0, 4, 2])}
 
 
+def _conv_direct(dt, rng):
+    # C/groups <= 16: the direct loop kernels.
+    return {"x": _randn(rng, (2, 3, 6, 5), dt), "w": _randn(rng, (4, 3, 3, 2), dt),
+            "b": _randn(rng, (4,), dt), "stride": 1, "pad": 1, "dilation": 1, "groups": 1}
+
+
+def _conv_gemm(dt, rng):
+    # C/groups > 16: the im2col + BLAS kernels.
+    return {"x": _randn(rng, (2, 17, 5, 4), dt), "w": _randn(rng, (3, 17, 2, 2), dt),
+            "b": _randn(rng, (3,), dt), "stride": (2, 1), "pad": (1, 0), "dilation": 1, "groups": 1}
+
+
+def _conv_grouped(dt, rng):
+    return {"x": _randn(rng, (1, 4, 7, 6), dt), "w": _randn(rng, (6, 2, 3, 2), dt),
+            "b": _randn(rng, (6,), dt), "stride": 1, "pad": 0, "dilation": (2, 1), "groups": 2}
+
+
+def _conv_backward(make):
+    def backward(dt, rng):
+        kw = make(dt, rng)
+        from .conv import conv2d_forward
+
+        y = conv2d_forward(**kw)
+        del kw["b"]
+        return {"dy": _randn(rng, y.shape, dt), **kw}
+
+    return backward
+
+
+def _pool_plain(dt, rng):
+    return {"x": _randn(rng, (2, 3, 6, 5), dt), "pool_h": 2, "pool_w": 2, "stride": None, "pad": 0}
+
+
+def _pool_padded(dt, rng):
+    return {"x": _randn(rng, (1, 2, 5, 7), dt), "pool_h": 3, "pool_w": 2, "stride": (2, 1), "pad": 1}
+
+
+def _pool_backward(make, with_argmax):
+    def backward(dt, rng):
+        kw = make(dt, rng)
+        x = kw.pop("x")
+        if with_argmax:
+            from .pool import maxpool2d_forward
+
+            y, argmax = maxpool2d_forward(x, **kw)
+            extra = {"argmax": argmax}
+        else:
+            from .pool import avgpool2d_forward
+
+            y, extra = avgpool2d_forward(x, **kw), {}
+        return {"dy": _randn(rng, y.shape, dt), **extra, "x_shape": x.shape, **kw}
+
+    return backward
+
+
+def _opt_arrays(dt, rng, *names):
+    shape = (3, 4)
+    out = {"param": _randn(rng, shape, dt), "grad": _randn(rng, shape, dt)}
+    for n in names:
+        # Second-moment state is non-negative.
+        out[n] = np.abs(_randn(rng, shape, dt)) if "sq" in n or n in ("state_sum",) else _randn(rng, shape, dt)
+    return out
+
+
+def _sgd_plain(dt, rng):
+    return {**_opt_arrays(dt, rng), "lr": 0.1}
+
+
+def _sgd_momentum(dt, rng):
+    return {**_opt_arrays(dt, rng, "momentum_buffer"), "lr": 0.1, "momentum": 0.9, "dampening": 0.0,
+            "nesterov": True, "weight_decay": 0.01}
+
+
+def _adagrad(dt, rng):
+    return {**_opt_arrays(dt, rng, "state_sum"), "step": 3, "lr": 0.1, "eps": 1e-10,
+            "weight_decay": 0.01, "lr_decay": 0.01}
+
+
+def _rmsprop_plain(dt, rng):
+    return {**_opt_arrays(dt, rng, "square_avg"), "lr": 0.01, "alpha": 0.99, "eps": 1e-8}
+
+
+def _rmsprop_centered(dt, rng):
+    return {**_opt_arrays(dt, rng, "square_avg", "grad_avg", "momentum_buffer"), "lr": 0.01, "alpha": 0.9,
+            "eps": 1e-8, "weight_decay": 0.01, "momentum": 0.9, "centered": True}
+
+
+def _adam(amsgrad):
+    def make(dt, rng):
+        names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
+        return {**_opt_arrays(dt, rng, *names), "step": 3, "lr": 0.001, "beta1": 0.9, "beta2": 0.999,
+                "eps": 1e-8, "weight_decay": 0.01, "amsgrad": amsgrad}
+
+    return make
+
+
+def _all_finite(dt, rng):
+    return {"a": _randn(rng, (3, 4), dt)}
+
+
 #: op name -> list of example builders ``(dtype, rng) -> kwargs``.
 EXAMPLES = {
     "affine_forward": [_affine_forward],
@@ -72,7 +175,27 @@ EXAMPLES = {
     "sigmoid_backward": [_sigmoid_backward],
     "softmax_cross_entropy": [_logits_index("logits"), _logits_onehot("logits")],
     "softmax_cross_entropy_backward": [_probs_index, _logits_onehot("probs")],
+    "conv2d_forward": [_conv_direct, _conv_gemm, _conv_grouped],
+    "conv2d_backward": [_conv_backward(_conv_direct), _conv_backward(_conv_gemm), _conv_backward(_conv_grouped)],
+    "maxpool2d_forward": [_pool_plain, _pool_padded],
+    "maxpool2d_backward": [_pool_backward(_pool_plain, True), _pool_backward(_pool_padded, True)],
+    "avgpool2d_forward": [_pool_plain, _pool_padded],
+    "avgpool2d_backward": [_pool_backward(_pool_plain, False), _pool_backward(_pool_padded, False)],
+    "sgd_step": [_sgd_plain, _sgd_momentum],
+    "adagrad_step": [_adagrad],
+    "rmsprop_step": [_rmsprop_plain, _rmsprop_centered],
+    "adam_step": [_adam(False), _adam(True)],
+    "adamw_step": [_adam(False), _adam(True)],
+    "all_finite": [_all_finite],
 }
+
+
+def available() -> dict:
+    """The entries of :data:`EXAMPLES` whose op this build of
+    :mod:`numbanet.kernels` exports (the table may run ahead of the package)."""
+    from numbanet import kernels
+
+    return {op: makers for op, makers in EXAMPLES.items() if op in kernels.__all__}
 
 
 def examples(op: str, dtype="float32", seed: int = 0) -> list[dict]:

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from ._examples import EXAMPLES, examples
+from ._examples import available, examples
 
 __all__ = ["warmup"]
 
@@ -44,10 +44,11 @@ def warmup(dtypes=("float32",), ops=None, progress=None) -> dict[str, float]:
     for d in dts:
         if d not in v.FLOAT_DTYPES:
             raise TypeError(f"warmup: dtypes must be float32 or float64, got {d}")
-    names = list(EXAMPLES) if ops is None else [ops] if isinstance(ops, str) else list(ops)
-    unknown = [n for n in names if n not in EXAMPLES]
+    table = available()
+    names = list(table) if ops is None else [ops] if isinstance(ops, str) else list(ops)
+    unknown = [n for n in names if n not in table]
     if unknown:
-        raise ValueError(f"warmup: ops must be names of kernel functions {sorted(EXAMPLES)}, got {unknown}")
+        raise ValueError(f"warmup: ops must be names of kernel functions {sorted(table)}, got {unknown}")
     jobs = [(n, d) for d in dts for n in names]
     seconds = {}
     bar = tqdm(jobs, desc="numbanet warmup", unit="op", disable=None if progress is None else not progress)
