@@ -10,6 +10,7 @@ their arguments.
 from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import affine_backward, affine_forward
 from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from .optim import adagrad_step, adam_step, adamw_step, all_finite, rmsprop_step, sgd_step
 
 __all__ = [
     "affine_forward",
@@ -20,4 +21,10 @@ __all__ = [
     "sigmoid_backward",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
+    "sgd_step",
+    "adagrad_step",
+    "rmsprop_step",
+    "adam_step",
+    "adamw_step",
+    "all_finite",
 ]

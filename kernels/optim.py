@@ -1,0 +1,445 @@
+"""Fused, in-place optimizer steps: SGD (momentum, Nesterov), AdaGrad, RMSprop,
+Adam and AdamW, computing what ``torch.optim`` computes.
+
+Each step is one pass over memory: every element of the parameter, its
+gradient and its state is read once and the parameter and state are written
+once, all in registers in between (a multi-pass NumPy formula reads and writes
+whole temporaries for every operator). The per-step scalars (bias
+corrections, ``1 - beta``, ``-lr``, ...) are computed once per step in float64
+by the wrapper, then cast to the array dtype, so float32 math stays float32
+and rounds like PyTorch's (which also casts its double scalars to float).
+
+The kernels work on the flattened data: arrays up to ``_PARALLEL_MIN``
+elements run on one thread (starting the pool costs more than the loop);
+larger ones are split into ``_CHUNK``-element tasks, each a simple loop that
+LLVM vectorises. Every element belongs to exactly one task, so results are
+bitwise independent of the thread count.
+
+The operation order inside each element follows PyTorch's single-tensor
+(``foreach=False``) implementation, e.g. ``addcmul`` is ``s + (value * a) * b``,
+``addcdiv`` is ``s + (value * a) / b``, and ``lerp`` is
+``base + coeff * (end - start)`` with ``base, coeff = start, w`` for
+``|w| < 0.5`` and ``end, w - 1`` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from . import _validate as v
+from ._config import jit
+
+__all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "adamw_step", "all_finite"]
+
+_CHUNK = 16384
+_PARALLEL_MIN = 131072
+
+
+# --- element loops (one contiguous chunk each) --------------------------------
+# Flags are loop invariant: LLVM unswitches the loops on them, so each
+# combination is its own straight-line vectorised loop.
+
+
+@jit()
+def _sgd_chunk(p, g, buf, neg_lr, wd, l2, mom, one_minus_damp, use_buf, first, nesterov):
+    for i in range(p.size):
+        d = g[i]
+        if l2:
+            d = d + wd * p[i]
+        if use_buf:
+            b = d if first else buf[i] * mom + one_minus_damp * d
+            buf[i] = b
+            d = d + mom * b if nesterov else b
+        p[i] = p[i] + neg_lr * d
+
+
+@jit()
+def _adagrad_chunk(p, g, s, neg_clr, wd, l2, eps):
+    for i in range(p.size):
+        d = g[i]
+        if l2:
+            d = d + wd * p[i]
+        si = s[i] + d * d
+        s[i] = si
+        p[i] = p[i] + (neg_clr * d) / (np.sqrt(si) + eps)
+
+
+@jit()
+def _rmsprop_chunk(p, g, sq, ga, buf, neg_lr, wd, l2, alpha, oma, c_alpha, base_avg, eps, mom, centered,
+                   use_buf):
+    # oma = 1 - alpha; c_alpha and base_avg are the lerp coefficient and base
+    # choice for the centered running average (weight 1 - alpha).
+    for i in range(p.size):
+        d = g[i]
+        if l2:
+            d = d + wd * p[i]
+        s = sq[i] * alpha + (oma * d) * d
+        sq[i] = s
+        if centered:
+            a = ga[i]
+            a = (a if base_avg else d) + c_alpha * (d - a)
+            ga[i] = a
+            avg = np.sqrt(s - a * a) + eps
+        else:
+            avg = np.sqrt(s) + eps
+        if use_buf:
+            b = buf[i] * mom + d / avg
+            buf[i] = b
+            p[i] = p[i] + neg_lr * b
+        else:
+            p[i] = p[i] + (neg_lr * d) / avg
+
+
+@jit()
+def _nanmax(a, b):
+    # torch.maximum semantics: NaN in either argument wins.
+    return b if (b > a or b != b) else a
+
+
+@jit()
+def _adam_chunk(p, g, m, v, vmax, decay, wd, l2, c1, base_m, beta2, omb2, bc2_sqrt, eps, neg_step, amsgrad):
+    for i in range(p.size):
+        pi = p[i] * decay
+        d = g[i]
+        if l2:
+            d = d + wd * pi
+        mi = m[i]
+        mi = (mi if base_m else d) + c1 * (d - mi)
+        m[i] = mi
+        vi = v[i] * beta2 + (omb2 * d) * d
+        v[i] = vi
+        if amsgrad:
+            vi = _nanmax(vmax[i], vi)
+            vmax[i] = vi
+        p[i] = pi + (neg_step * mi) / (np.sqrt(vi) / bc2_sqrt + eps)
+
+
+@jit()
+def _finite_chunk(a):
+    ok = True
+    for i in range(a.size):
+        # x - x is 0 for finite x and NaN for +-inf and NaN.
+        ok &= a[i] - a[i] == 0
+    return ok
+
+
+# --- parallel drivers ----------------------------------------------------------
+
+
+@jit(parallel=True)
+def _sgd_step(p, g, buf, neg_lr, wd, l2, mom, one_minus_damp, use_buf, first, nesterov):
+    n = p.size
+    if n < _PARALLEL_MIN:
+        _sgd_chunk(p, g, buf, neg_lr, wd, l2, mom, one_minus_damp, use_buf, first, nesterov)
+        return
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        _sgd_chunk(p[s:e], g[s:e], buf[s:e], neg_lr, wd, l2, mom, one_minus_damp, use_buf, first, nesterov)
+
+
+@jit(parallel=True)
+def _adagrad_step(p, g, s, neg_clr, wd, l2, eps):
+    n = p.size
+    if n < _PARALLEL_MIN:
+        _adagrad_chunk(p, g, s, neg_clr, wd, l2, eps)
+        return
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        a, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        _adagrad_chunk(p[a:e], g[a:e], s[a:e], neg_clr, wd, l2, eps)
+
+
+@jit(parallel=True)
+def _rmsprop_step(p, g, sq, ga, buf, neg_lr, wd, l2, alpha, oma, c_alpha, base_avg, eps, mom, centered, use_buf):
+    n = p.size
+    if n < _PARALLEL_MIN:
+        _rmsprop_chunk(p, g, sq, ga, buf, neg_lr, wd, l2, alpha, oma, c_alpha, base_avg, eps, mom, centered,
+                       use_buf)
+        return
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        _rmsprop_chunk(
+            p[s:e], g[s:e], sq[s:e], ga[s:e], buf[s:e],
+            neg_lr, wd, l2, alpha, oma, c_alpha, base_avg, eps, mom, centered, use_buf,
+        )
+
+
+@jit(parallel=True)
+def _adam_step(p, g, m, v, vmax, decay, wd, l2, c1, base_m, beta2, omb2, bc2_sqrt, eps, neg_step, amsgrad):
+    n = p.size
+    if n < _PARALLEL_MIN:
+        _adam_chunk(p, g, m, v, vmax, decay, wd, l2, c1, base_m, beta2, omb2, bc2_sqrt, eps, neg_step, amsgrad)
+        return
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        _adam_chunk(
+            p[s:e], g[s:e], m[s:e], v[s:e], vmax[s:e],
+            decay, wd, l2, c1, base_m, beta2, omb2, bc2_sqrt, eps, neg_step, amsgrad,
+        )
+
+
+@jit(parallel=True)
+def _all_finite(a):
+    n = a.size
+    if n < _PARALLEL_MIN:
+        return _finite_chunk(a)
+    nchunks = (n + _CHUNK - 1) // _CHUNK
+    ok = np.empty(nchunks, np.bool_)
+    for c in prange(nchunks):
+        ok[c] = _finite_chunk(a[c * _CHUNK : min(n, (c + 1) * _CHUNK)])
+    return ok.all()
+
+
+# --- validating wrappers --------------------------------------------------------
+
+
+class _InPlace:
+    """Validated 1-D working views of a step's arrays.
+
+    The parameter and state arrays are updated in place. A C-contiguous array
+    is worked on directly (its flat view shares memory); a non-contiguous one
+    goes through a contiguous copy that :meth:`write_back` copies back.
+    """
+
+    def __init__(self, fn, param, grad):
+        self.fn = fn
+        self.param = v.inplace_array(fn, "param", param)
+        g = v.float_array(fn, "grad", grad)
+        v.same_dtype(fn, param=self.param, grad=g)
+        v.shape(fn, "grad", g, self.param.shape, "the shape of param")
+        self.dtype = self.param.dtype
+        self.grad = g.reshape(-1)
+        self._copies = []
+
+    def state(self, name, a, needed=True):
+        """The flat working view of state array ``a`` (an empty array when the
+        step does not use it; ``None`` is only allowed then)."""
+        if not needed:
+            return np.empty(0, self.dtype)
+        if a is None:
+            raise ValueError(f"{self.fn}: {name} is required by these hyperparameters, got None")
+        return self.inplace(name, a)
+
+    def inplace(self, name, a):
+        v.inplace_array(self.fn, name, a, like=self.param)
+        if a.flags.c_contiguous:
+            return a.reshape(-1)
+        work = np.ascontiguousarray(a)
+        self._copies.append((a, work))
+        return work.reshape(-1)
+
+    def scalar(self, x):
+        """A float64 per-step scalar cast to the arrays' dtype."""
+        return self.dtype.type(x)
+
+    def write_back(self):
+        for a, work in self._copies:
+            np.copyto(a, work)
+
+
+def _lerp_coeff(dt, weight):
+    """``(coeff, base_is_start)`` of ``lerp(start, end, weight)`` as PyTorch
+    evaluates it in dtype ``dt``: ``base + coeff * (end - start)``."""
+    w = dt.type(weight)
+    if abs(w) < 0.5:
+        return w, True
+    return w - dt.type(1), False
+
+
+def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampening=0.0,
+             nesterov=False, weight_decay=0.0, first_step=False):
+    r"""One SGD step in place (PyTorch's ``torch.optim.SGD``).
+
+    .. math::
+
+        d &= g + \lambda \theta \\
+        b &= d \ \text{(first step)}, \quad b = \mu b + (1 - \tau) d \ \text{(later)} \\
+        d &= d + \mu b \ \text{(Nesterov)}, \quad d = b \ \text{(otherwise)} \\
+        \theta &= \theta - \eta d
+
+    with learning rate :math:`\eta`, weight decay :math:`\lambda`, momentum
+    :math:`\mu` and dampening :math:`\tau`; without momentum
+    (:math:`\mu = 0`) the buffer is neither used nor needed.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, any shape
+        Updated in place.
+    grad : ndarray, same shape and dtype as ``param``
+    momentum_buffer : ndarray like ``param``, or None when ``momentum == 0``
+        Updated in place; on ``first_step`` it is overwritten with ``d``.
+    lr, momentum, dampening, weight_decay : float, >= 0
+    nesterov : bool
+        Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
+    first_step : bool
+        Whether the buffer is new (PyTorch initialises it to ``d``).
+    """
+    fn = "sgd_step"
+    lr = v.float_param(fn, "lr", lr, minimum=0.0)
+    momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
+    dampening = v.float_param(fn, "dampening", dampening)
+    weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError(f"{fn}: nesterov needs momentum > 0 and dampening == 0, got "
+                         f"momentum={momentum}, dampening={dampening}")
+    w = _InPlace(fn, param, grad)
+    use_buf = momentum != 0
+    buf = w.state("momentum_buffer", momentum_buffer, use_buf)
+    p = w.inplace("param", w.param)
+    _sgd_step(p, w.grad, buf, w.scalar(-lr), w.scalar(weight_decay), weight_decay != 0,
+              w.scalar(momentum), w.scalar(1 - dampening), use_buf, bool(first_step), bool(nesterov))
+    w.write_back()
+
+
+def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0):
+    r"""One AdaGrad step in place (PyTorch's ``torch.optim.Adagrad``).
+
+    .. math::
+
+        d &= g + \lambda \theta \\
+        s &= s + d^2 \\
+        \theta &= \theta - \frac{\eta_t\, d}{\sqrt{s} + \epsilon},
+        \qquad \eta_t = \frac{\eta}{1 + (t - 1)\,\text{lr\_decay}}
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, updated in place
+    grad : ndarray like ``param``
+    state_sum : ndarray like ``param``
+        Sum of squared gradients, updated in place.
+    step : int >= 1
+        The number of this step (1 for the first).
+    lr, eps, weight_decay, lr_decay : float, >= 0
+    """
+    fn = "adagrad_step"
+    step = v.int_param(fn, "step", step, minimum=1)
+    lr = v.float_param(fn, "lr", lr, minimum=0.0)
+    eps = v.float_param(fn, "eps", eps, minimum=0.0)
+    weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
+    lr_decay = v.float_param(fn, "lr_decay", lr_decay, minimum=0.0)
+    w = _InPlace(fn, param, grad)
+    s = w.state("state_sum", state_sum)
+    p = w.inplace("param", w.param)
+    clr = lr / (1 + (step - 1) * lr_decay)
+    _adagrad_step(p, w.grad, s, w.scalar(-clr), w.scalar(weight_decay), weight_decay != 0, w.scalar(eps))
+    w.write_back()
+
+
+def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=0.01, alpha=0.99,
+                 eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    r"""One RMSprop step in place (PyTorch's ``torch.optim.RMSprop``).
+
+    .. math::
+
+        d &= g + \lambda \theta \\
+        v &= \alpha v + (1 - \alpha) d^2 \\
+        \bar g &= \bar g + (1 - \alpha)(d - \bar g) \quad \text{(centered)} \\
+        a &= \sqrt{v - \bar g^2} + \epsilon \ \text{(centered)}, \quad
+        a = \sqrt{v} + \epsilon \ \text{(otherwise)} \\
+        b &= \mu b + d / a, \quad \theta = \theta - \eta b \quad (\mu > 0) \\
+        \theta &= \theta - \eta d / a \quad (\mu = 0)
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, updated in place
+    grad : ndarray like ``param``
+    square_avg : ndarray like ``param``
+        Running average of squared gradients :math:`v`, updated in place.
+    grad_avg : ndarray like ``param``, needed only when ``centered``
+    momentum_buffer : ndarray like ``param``, needed only when ``momentum > 0``
+        Starts at zero (PyTorch's initialisation).
+    lr, alpha, eps, weight_decay, momentum : float, >= 0
+    centered : bool
+    """
+    fn = "rmsprop_step"
+    lr = v.float_param(fn, "lr", lr, minimum=0.0)
+    alpha = v.float_param(fn, "alpha", alpha, minimum=0.0)
+    eps = v.float_param(fn, "eps", eps, minimum=0.0)
+    weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
+    momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
+    w = _InPlace(fn, param, grad)
+    sq = w.state("square_avg", square_avg)
+    ga = w.state("grad_avg", grad_avg, bool(centered))
+    use_buf = momentum > 0
+    buf = w.state("momentum_buffer", momentum_buffer, use_buf)
+    p = w.inplace("param", w.param)
+    c_alpha, base_avg = _lerp_coeff(w.dtype, 1 - alpha)
+    _rmsprop_step(p, w.grad, sq, ga, buf, w.scalar(-lr), w.scalar(weight_decay), weight_decay != 0,
+                  w.scalar(alpha), w.scalar(1 - alpha), c_alpha, base_avg, w.scalar(eps), w.scalar(momentum), bool(centered), use_buf)
+    w.write_back()
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,
+              beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled_weight_decay=False):
+    r"""One Adam step in place (PyTorch's ``torch.optim.Adam``; AdamW with
+    ``decoupled_weight_decay=True``).
+
+    .. math::
+
+        \theta &= \theta (1 - \eta \lambda) \quad \text{(decoupled)}, \qquad
+        d = g + \lambda \theta \quad \text{(L2, otherwise } d = g) \\
+        m &= m + (1 - \beta_1)(d - m) \\
+        v &= \beta_2 v + (1 - \beta_2) d^2 \\
+        \hat v &= \max(\hat v, v) \ \text{(amsgrad)}, \quad \hat v = v \ \text{(otherwise)} \\
+        \theta &= \theta - \frac{\eta}{1 - \beta_1^t} \cdot
+                  \frac{m}{\sqrt{\hat v} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    The bias corrections are computed in float64 once per call.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, updated in place
+    grad : ndarray like ``param``
+    exp_avg, exp_avg_sq : ndarray like ``param``
+        First and second moment estimates :math:`m`, :math:`v`, updated in place.
+    max_exp_avg_sq : ndarray like ``param``, needed only when ``amsgrad``
+    step : int >= 1
+        The number of this step :math:`t` (1 for the first).
+    lr, eps, weight_decay : float, >= 0
+    beta1, beta2 : float in [0, 1)
+    amsgrad, decoupled_weight_decay : bool
+    """
+    return _adam("adam_step", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2,
+                 eps, weight_decay, amsgrad, decoupled_weight_decay)
+
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,
+               beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=False):
+    r"""One AdamW step in place (PyTorch's ``torch.optim.AdamW``): :func:`adam_step`
+    with decoupled weight decay, :math:`\theta \leftarrow \theta (1 - \eta\lambda)`
+    before the Adam update, and PyTorch's default ``weight_decay=0.01``."""
+    return _adam("adamw_step", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2,
+                 eps, weight_decay, amsgrad, True)
+
+
+def _adam(fn, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+          amsgrad, decoupled):
+    step = v.int_param(fn, "step", step, minimum=1)
+    lr = v.float_param(fn, "lr", lr, minimum=0.0)
+    beta1 = v.float_param(fn, "beta1", beta1, minimum=0.0, below=1.0)
+    beta2 = v.float_param(fn, "beta2", beta2, minimum=0.0, below=1.0)
+    eps = v.float_param(fn, "eps", eps, minimum=0.0)
+    weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
+    w = _InPlace(fn, param, grad)
+    m = w.state("exp_avg", exp_avg)
+    sq = w.state("exp_avg_sq", exp_avg_sq)
+    vmax = w.state("max_exp_avg_sq", max_exp_avg_sq, bool(amsgrad))
+    p = w.inplace("param", w.param)
+    decoupled = bool(decoupled) and weight_decay != 0
+    c1, base_m = _lerp_coeff(w.dtype, 1 - beta1)
+    bc1 = 1 - beta1**step
+    bc2_sqrt = math.sqrt(1 - beta2**step)
+    _adam_step(p, w.grad, m, sq, vmax, w.scalar(1 - lr * weight_decay if decoupled else 1.0),
+               w.scalar(weight_decay), weight_decay != 0 and not decoupled, c1, base_m,
+               w.scalar(beta2), w.scalar(1 - beta2), w.scalar(bc2_sqrt), w.scalar(eps),
+               w.scalar(-(lr / bc1)), bool(amsgrad))
+    w.write_back()
+
+
+def all_finite(a) -> bool:
+    """Whether every element of the float array ``a`` is finite (no NaN or
+    +-inf); ``True`` for an empty array."""
+    a = v.float_array("all_finite", "a", a)
+    return bool(_all_finite(a.reshape(-1)))
