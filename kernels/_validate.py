@@ -9,6 +9,7 @@ what was given.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -109,10 +110,11 @@ def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype) -> tuple[np.n
 def float_param(fn: str, name: str, value, *, minimum=None, below=None) -> float:
     """Return ``value`` as a Python float, checking that it is a finite real
     number in ``[minimum, below)`` (either bound may be ``None``)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not np.isfinite(value):
+    if type(value) is not float:  # the common case skips the slower ABC check
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__} {value!r}")
+        value = float(value)
+    if not math.isfinite(value):
         raise ValueError(f"{fn}: {name} must be finite, got {value}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")

@@ -127,56 +127,83 @@ def _finite_chunk(a):
 
 
 # --- parallel drivers ----------------------------------------------------------
+# Scalars arrive as float64 (cheap to dispatch) and are cast to the array
+# dtype here, once per call, exactly as NumPy would cast them.
+
+
+@jit()
+def _lerp_coeff(dt, weight):
+    """``(coeff, base_is_start)`` of ``lerp(start, end, weight)`` as PyTorch
+    evaluates it in dtype ``dt``: ``base + coeff * (end - start)``."""
+    w = dt(weight)
+    if abs(w) < 0.5:
+        return w, True
+    return w - dt(1), False
 
 
 @jit(parallel=True)
-def _sgd_step(p, g, buf, neg_lr, wd, l2, mom, one_minus_damp, use_buf, first, nesterov):
+def _sgd_step(p, g, buf, lr, wd, mom, dampening, use_buf, first, nesterov):
+    dt = p.dtype.type
+    neg_lr, wd_, mom_, omd = dt(-lr), dt(wd), dt(mom), dt(1.0 - dampening)
+    l2 = wd != 0
     n = p.size
     if n < _PARALLEL_MIN:
-        _sgd_chunk(p, g, buf, neg_lr, wd, l2, mom, one_minus_damp, use_buf, first, nesterov)
+        _sgd_chunk(p, g, buf, neg_lr, wd_, l2, mom_, omd, use_buf, first, nesterov)
         return
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
-        _sgd_chunk(p[s:e], g[s:e], buf[s:e], neg_lr, wd, l2, mom, one_minus_damp, use_buf, first, nesterov)
+        _sgd_chunk(p[s:e], g[s:e], buf[s:e], neg_lr, wd_, l2, mom_, omd, use_buf, first, nesterov)
 
 
 @jit(parallel=True)
-def _adagrad_step(p, g, s, neg_clr, wd, l2, eps):
+def _adagrad_step(p, g, s, clr, wd, eps):
+    dt = p.dtype.type
+    neg_clr, wd_, eps_ = dt(-clr), dt(wd), dt(eps)
+    l2 = wd != 0
     n = p.size
     if n < _PARALLEL_MIN:
-        _adagrad_chunk(p, g, s, neg_clr, wd, l2, eps)
+        _adagrad_chunk(p, g, s, neg_clr, wd_, l2, eps_)
         return
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         a, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
-        _adagrad_chunk(p[a:e], g[a:e], s[a:e], neg_clr, wd, l2, eps)
+        _adagrad_chunk(p[a:e], g[a:e], s[a:e], neg_clr, wd_, l2, eps_)
 
 
 @jit(parallel=True)
-def _rmsprop_step(p, g, sq, ga, buf, neg_lr, wd, l2, alpha, oma, c_alpha, base_avg, eps, mom, centered, use_buf):
+def _rmsprop_step(p, g, sq, ga, buf, lr, wd, alpha, eps, mom, centered):
+    dt = p.dtype.type
+    neg_lr, wd_, alpha_, oma, eps_, mom_ = dt(-lr), dt(wd), dt(alpha), dt(1.0 - alpha), dt(eps), dt(mom)
+    c_alpha, base_avg = _lerp_coeff(dt, 1.0 - alpha)
+    l2 = wd != 0
+    use_buf = mom > 0
     n = p.size
     if n < _PARALLEL_MIN:
-        _rmsprop_chunk(p, g, sq, ga, buf, neg_lr, wd, l2, alpha, oma, c_alpha, base_avg, eps, mom, centered,
+        _rmsprop_chunk(p, g, sq, ga, buf, neg_lr, wd_, l2, alpha_, oma, c_alpha, base_avg, eps_, mom_, centered,
                        use_buf)
         return
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
         _rmsprop_chunk(
             p[s:e], g[s:e], sq[s:e], ga[s:e], buf[s:e],
-            neg_lr, wd, l2, alpha, oma, c_alpha, base_avg, eps, mom, centered, use_buf,
+            neg_lr, wd_, l2, alpha_, oma, c_alpha, base_avg, eps_, mom_, centered, use_buf,
         )
 
 
 @jit(parallel=True)
-def _adam_step(p, g, m, v, vmax, decay, wd, l2, c1, base_m, beta2, omb2, bc2_sqrt, eps, neg_step, amsgrad):
+def _adam_step(p, g, m, v, vmax, decay, wd, l2, beta1, beta2, bc2_sqrt, eps, step_size, amsgrad):
+    dt = p.dtype.type
+    decay_, wd_, beta2_, omb2 = dt(decay), dt(wd), dt(beta2), dt(1.0 - beta2)
+    bc2s, eps_, neg_step = dt(bc2_sqrt), dt(eps), dt(-step_size)
+    c1, base_m = _lerp_coeff(dt, 1.0 - beta1)
     n = p.size
     if n < _PARALLEL_MIN:
-        _adam_chunk(p, g, m, v, vmax, decay, wd, l2, c1, base_m, beta2, omb2, bc2_sqrt, eps, neg_step, amsgrad)
+        _adam_chunk(p, g, m, v, vmax, decay_, wd_, l2, c1, base_m, beta2_, omb2, bc2s, eps_, neg_step, amsgrad)
         return
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
         _adam_chunk(
             p[s:e], g[s:e], m[s:e], v[s:e], vmax[s:e],
-            decay, wd, l2, c1, base_m, beta2, omb2, bc2_sqrt, eps, neg_step, amsgrad,
+            decay_, wd_, l2, c1, base_m, beta2_, omb2, bc2s, eps_, neg_step, amsgrad,
         )
 
 
@@ -194,58 +221,47 @@ def _all_finite(a):
 
 # --- validating wrappers --------------------------------------------------------
 
+# Stand-ins for state buffers a step does not use (never read or written).
+_UNUSED = {dt: np.empty(0, dt) for dt in v.FLOAT_DTYPES}
 
-class _InPlace:
-    """Validated 1-D working views of a step's arrays.
 
-    The parameter and state arrays are updated in place. A C-contiguous array
-    is worked on directly (its flat view shares memory); a non-contiguous one
-    goes through a contiguous copy that :meth:`write_back` copies back.
+def _arrays(fn, param, grad, *states):
+    """Validate a step's arrays; return their flat working views and the
+    ``(array, contiguous copy)`` pairs to copy back afterwards.
+
+    ``states`` are ``(name, array, needed)``. The parameter and state are
+    updated in place: a C-contiguous array is worked on directly (its flat
+    view shares memory), a non-contiguous one through a contiguous copy.
     """
-
-    def __init__(self, fn, param, grad):
-        self.fn = fn
-        self.param = v.inplace_array(fn, "param", param)
-        g = v.float_array(fn, "grad", grad)
-        v.same_dtype(fn, param=self.param, grad=g)
-        v.shape(fn, "grad", g, self.param.shape, "the shape of param")
-        self.dtype = self.param.dtype
-        self.grad = g.reshape(-1)
-        self._copies = []
-
-    def state(self, name, a, needed=True):
-        """The flat working view of state array ``a`` (an empty array when the
-        step does not use it; ``None`` is only allowed then)."""
+    p = v.inplace_array(fn, "param", param)
+    g = grad
+    if not (isinstance(g, np.ndarray) and g.dtype == p.dtype and g.shape == p.shape):
+        g = v.float_array(fn, "grad", g)
+        v.same_dtype(fn, param=p, grad=g)
+        v.shape(fn, "grad", g, p.shape, "the shape of param")
+    copies = []
+    views = [_work(p, copies), np.ascontiguousarray(g).ravel()]
+    for name, a, needed in states:
         if not needed:
-            return np.empty(0, self.dtype)
+            views.append(_UNUSED[p.dtype])
+            continue
         if a is None:
-            raise ValueError(f"{self.fn}: {name} is required by these hyperparameters, got None")
-        return self.inplace(name, a)
-
-    def inplace(self, name, a):
-        v.inplace_array(self.fn, name, a, like=self.param)
-        if a.flags.c_contiguous:
-            return a.reshape(-1)
-        work = np.ascontiguousarray(a)
-        self._copies.append((a, work))
-        return work.reshape(-1)
-
-    def scalar(self, x):
-        """A float64 per-step scalar cast to the arrays' dtype."""
-        return self.dtype.type(x)
-
-    def write_back(self):
-        for a, work in self._copies:
-            np.copyto(a, work)
+            raise ValueError(f"{fn}: {name} is required by these hyperparameters, got None")
+        views.append(_work(v.inplace_array(fn, name, a, like=p), copies))
+    return views, copies
 
 
-def _lerp_coeff(dt, weight):
-    """``(coeff, base_is_start)`` of ``lerp(start, end, weight)`` as PyTorch
-    evaluates it in dtype ``dt``: ``base + coeff * (end - start)``."""
-    w = dt.type(weight)
-    if abs(w) < 0.5:
-        return w, True
-    return w - dt.type(1), False
+def _work(a, copies):
+    if a.flags.c_contiguous:
+        return a.ravel()
+    work = np.ascontiguousarray(a)
+    copies.append((a, work))
+    return work.ravel()
+
+
+def _write_back(copies):
+    for a, work in copies:
+        np.copyto(a, work)
 
 
 def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampening=0.0,
@@ -284,13 +300,10 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampen
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"{fn}: nesterov needs momentum > 0 and dampening == 0, got "
                          f"momentum={momentum}, dampening={dampening}")
-    w = _InPlace(fn, param, grad)
     use_buf = momentum != 0
-    buf = w.state("momentum_buffer", momentum_buffer, use_buf)
-    p = w.inplace("param", w.param)
-    _sgd_step(p, w.grad, buf, w.scalar(-lr), w.scalar(weight_decay), weight_decay != 0,
-              w.scalar(momentum), w.scalar(1 - dampening), use_buf, bool(first_step), bool(nesterov))
-    w.write_back()
+    (p, g, buf), copies = _arrays(fn, param, grad, ("momentum_buffer", momentum_buffer, use_buf))
+    _sgd_step(p, g, buf, lr, weight_decay, momentum, dampening, use_buf, bool(first_step), bool(nesterov))
+    _write_back(copies)
 
 
 def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0):
@@ -319,12 +332,9 @@ def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_dec
     eps = v.float_param(fn, "eps", eps, minimum=0.0)
     weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
     lr_decay = v.float_param(fn, "lr_decay", lr_decay, minimum=0.0)
-    w = _InPlace(fn, param, grad)
-    s = w.state("state_sum", state_sum)
-    p = w.inplace("param", w.param)
-    clr = lr / (1 + (step - 1) * lr_decay)
-    _adagrad_step(p, w.grad, s, w.scalar(-clr), w.scalar(weight_decay), weight_decay != 0, w.scalar(eps))
-    w.write_back()
+    (p, g, s), copies = _arrays(fn, param, grad, ("state_sum", state_sum, True))
+    _adagrad_step(p, g, s, lr / (1 + (step - 1) * lr_decay), weight_decay, eps)
+    _write_back(copies)
 
 
 def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=0.01, alpha=0.99,
@@ -359,16 +369,12 @@ def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *
     eps = v.float_param(fn, "eps", eps, minimum=0.0)
     weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
     momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
-    w = _InPlace(fn, param, grad)
-    sq = w.state("square_avg", square_avg)
-    ga = w.state("grad_avg", grad_avg, bool(centered))
-    use_buf = momentum > 0
-    buf = w.state("momentum_buffer", momentum_buffer, use_buf)
-    p = w.inplace("param", w.param)
-    c_alpha, base_avg = _lerp_coeff(w.dtype, 1 - alpha)
-    _rmsprop_step(p, w.grad, sq, ga, buf, w.scalar(-lr), w.scalar(weight_decay), weight_decay != 0,
-                  w.scalar(alpha), w.scalar(1 - alpha), c_alpha, base_avg, w.scalar(eps), w.scalar(momentum), bool(centered), use_buf)
-    w.write_back()
+    (p, g, sq, ga, buf), copies = _arrays(
+        fn, param, grad, ("square_avg", square_avg, True), ("grad_avg", grad_avg, bool(centered)),
+        ("momentum_buffer", momentum_buffer, momentum > 0),
+    )
+    _rmsprop_step(p, g, sq, ga, buf, lr, weight_decay, alpha, eps, momentum, bool(centered))
+    _write_back(copies)
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,
@@ -422,20 +428,15 @@ def _adam(fn, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1,
     beta2 = v.float_param(fn, "beta2", beta2, minimum=0.0, below=1.0)
     eps = v.float_param(fn, "eps", eps, minimum=0.0)
     weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
-    w = _InPlace(fn, param, grad)
-    m = w.state("exp_avg", exp_avg)
-    sq = w.state("exp_avg_sq", exp_avg_sq)
-    vmax = w.state("max_exp_avg_sq", max_exp_avg_sq, bool(amsgrad))
-    p = w.inplace("param", w.param)
+    (p, g, m, sq, vmax), copies = _arrays(
+        fn, param, grad, ("exp_avg", exp_avg, True), ("exp_avg_sq", exp_avg_sq, True),
+        ("max_exp_avg_sq", max_exp_avg_sq, bool(amsgrad)),
+    )
     decoupled = bool(decoupled) and weight_decay != 0
-    c1, base_m = _lerp_coeff(w.dtype, 1 - beta1)
-    bc1 = 1 - beta1**step
-    bc2_sqrt = math.sqrt(1 - beta2**step)
-    _adam_step(p, w.grad, m, sq, vmax, w.scalar(1 - lr * weight_decay if decoupled else 1.0),
-               w.scalar(weight_decay), weight_decay != 0 and not decoupled, c1, base_m,
-               w.scalar(beta2), w.scalar(1 - beta2), w.scalar(bc2_sqrt), w.scalar(eps),
-               w.scalar(-(lr / bc1)), bool(amsgrad))
-    w.write_back()
+    _adam_step(p, g, m, sq, vmax, 1 - lr * weight_decay if decoupled else 1.0, weight_decay,
+               weight_decay != 0 and not decoupled, beta1, beta2, math.sqrt(1 - beta2**step), eps,
+               lr / (1 - beta1**step), bool(amsgrad))
+    _write_back(copies)
 
 
 def all_finite(a) -> bool:
