@@ -14,7 +14,6 @@ compares the fused step with the best a simple streaming pass reaches here.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numba
@@ -25,15 +24,29 @@ import numbanet.reference as reference
 from numbanet.bench import cases
 
 
-def _time(fn, repeat, warmup=2):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+def _bench(workloads, rounds, ref_rounds):
+    """Best time of each workload over interleaved rounds.
+
+    Rounds interleave the implementations so that they all see the same
+    background load (this machine is shared); within a round each runs a few
+    times after a short pause that lets the other implementation's OpenMP
+    workers stop spinning (numba's and torch's pools each spin-wait after a
+    parallel region, and on 2 cores a spinning pool delays the other's workers
+    by a scheduler time slice).
+    """
+    best = {k: float("inf") for k in workloads}
+    for fn in workloads.values():
+        fn()  # compile / allocate / first-touch
+    for r in range(rounds):
+        for name, fn in workloads.items():
+            if name == "ref" and r >= ref_rounds:
+                continue
+            time.sleep(0.02)
+            for _ in range(1 if name == "ref" else 3):
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def _copy_workload(nbytes):
@@ -45,7 +58,7 @@ def _copy_workload(nbytes):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pattern", nargs="?", default="*_16m,adam_convnet*")
-    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--repeat", type=int, default=10, help="interleaved rounds")
     ap.add_argument("--no-reference", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -58,18 +71,21 @@ def main(argv=None):
     hdr = (f"{'case':18} {'kernel ms':>9} {'ref ms':>8} {'torch ms':>8} {'copy ms':>8} "
            f"{'x ref':>6} {'x torch':>7} {'GB/s':>6} {'copy GB/s':>9} {'% copy':>6}")
     print(hdr)
-    for case in cases(args.pattern):
-        if case.group != "optim":
+    dt = np.dtype("float32")
+    for c in cases(args.pattern):
+        if c.group != "optim":
             continue
-        dt = np.dtype("float32")
-        inp = case.inputs(dt)
-        tk = _time(case.bind(kernels, inp), args.repeat)
-        tr = float("nan") if args.no_reference else _time(case.bind(reference, inp), max(3, args.repeat // 5), 1)
-        tt = _time(case.torch_bind(inp), args.repeat) if torch and case.torch_bind else float("nan")
-        nb = case.nbytes(dt)
-        tc = _time(_copy_workload(nb), args.repeat)
+        w = {"kernel": c.bind(kernels, c.inputs(dt)), "copy": _copy_workload(c.nbytes(dt))}
+        if not args.no_reference:
+            w["ref"] = c.bind(reference, c.inputs(dt))
+        if torch is not None and c.torch_bind is not None:
+            w["torch"] = c.torch_bind(c.inputs(dt))
+        best = _bench(w, args.repeat, 3)
+        tk, tc = best["kernel"], best["copy"]
+        tr, tt = best.get("ref", float("nan")), best.get("torch", float("nan"))
+        nb = c.nbytes(dt)
         gbs, cgbs = nb / tk / 1e9, nb / tc / 1e9
-        print(f"{case.name:18} {tk * 1e3:9.3f} {tr * 1e3:8.2f} {tt * 1e3:8.3f} {tc * 1e3:8.3f} "
+        print(f"{c.name:18} {tk * 1e3:9.3f} {tr * 1e3:8.2f} {tt * 1e3:8.3f} {tc * 1e3:8.3f} "
               f"{tr / tk:6.1f} {tt / tk:7.2f} {gbs:6.1f} {cgbs:9.1f} {100 * gbs / cgbs:6.0f}")
 
 
