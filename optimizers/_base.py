@@ -59,9 +59,11 @@ class Optimizer:
         self.state: dict[str, dict] = {}
         self.skipped_steps = 0
         self.last_step_skipped = False
-        # (FlatParams, {key: (1-D buffer, {name: view})}) while the state of a
-        # flat model lives in flat buffers.
+        # _FlatState while the state of a FlatParams model lives in flat
+        # buffers; valid while _version (bumped by every other way of changing
+        # the state) is unchanged.
         self._flat = None
+        self._version = 0
 
     # --- subclass interface ------------------------------------------------------
 
@@ -158,7 +160,8 @@ class Optimizer:
         h = self._hyper(fn)
         self._check_policy(fn)
         flat = getattr(params, "flat", None)
-        if not (isinstance(flat, FlatParams) and flat.intact(params, grads) and self._flat_usable(flat)):
+        if not (isinstance(flat, FlatParams) and flat.intact(params, grads)
+                and (self._flat_current(flat) or self._flat_usable(flat))):
             flat = None
             entries = self._validate(fn, params, grads)
         if self.nonfinite == "skip":
@@ -172,6 +175,7 @@ class Optimizer:
         if flat is not None:
             self._update_flat(flat, h, init)
         else:
+            self._version += 1
             for name, p, g in entries:
                 st = self.state.setdefault(name, {"step": 0})
                 new = tuple(k for k in init if k not in st)
@@ -182,35 +186,48 @@ class Optimizer:
         self.last_step_skipped = False
         return True
 
+    def _flat_current(self, flat: FlatParams) -> bool:
+        fs = self._flat
+        return fs is not None and fs.flat is flat and fs.version == self._version and fs.state is self.state
+
     def _update_flat(self, flat: FlatParams, h, init):
+        fs = self._flat
+        new = ()
+        if not (self._flat_current(flat) and all(k in fs.buffers for k in init)):
+            fs, new = self._build_flat(flat, init)
+        fs.step += 1
+        for st in fs.states:
+            st["step"] = fs.step
+        self._apply(flat.data, flat.grad, dict(fs.buffers, step=fs.step), new, h)
+
+    def _build_flat(self, flat: FlatParams, init):
+        """Move the model's state into flat buffers (one per state key) whose
+        per-name views become the state entries; return it and the keys new
+        this step."""
         names = list(flat.slices)
         first = self.state.get(names[0])
         new = tuple(k for k in init if first is None or k not in first)
-        for n in names:
-            self.state.setdefault(n, {"step": 0})
-        keys = [k for k in self.state[names[0]] if k != "step"] + list(new)
-        bufs = self._flat[1] if self._flat is not None and self._flat[0] is flat else {}
+        states = [self.state.setdefault(n, {"step": 0}) for n in names]
+        keys = [k for k in states[0] if k != "step"] + list(new)
+        old = self._flat if self._flat is not None and self._flat.flat is flat else None
+        buffers, views = {}, {}
         for key in keys:
-            have = bufs.get(key)
-            if have is not None and all(self.state[n].get(key) is have[1][n] for n in names):
+            if old is not None and key in old.views and all(
+                st.get(key) is vw for st, vw in zip(states, old.views[key])
+            ):
+                buffers[key], views[key] = old.buffers[key], old.views[key]
                 continue
-            # (Re)build this buffer: copy the per-name arrays into one flat array
-            # and make the state entries views of it.
             buf = np.empty(flat.data.size, flat.dtype)
-            views = {}
-            for n in names:
+            views[key] = []
+            for n, st in zip(names, states):
                 view = buf[flat.slices[n]].reshape(flat.params[n].shape)
-                st = self.state[n]
                 view[...] = st[key] if key in st else init[key]
-                st[key] = views[n] = view
-            bufs[key] = (buf, views)
-        self._flat = (flat, bufs)
-        step = self.state[names[0]]["step"] + 1
-        for n in names:
-            self.state[n]["step"] = step
-        st = {key: bufs[key][0] for key in keys}
-        st["step"] = step
-        self._apply(flat.data, flat.grad, st, new, h)
+                st[key] = view
+                views[key].append(view)
+            buffers[key] = buf
+        self._version += 1
+        self._flat = _FlatState(flat, buffers, views, states, states[0]["step"], self._version, self.state)
+        return self._flat, new
 
     # --- state dict ----------------------------------------------------------------------
 
@@ -278,3 +295,19 @@ class Optimizer:
             state[name] = new
         self.state = state
         self.skipped_steps = int(sd.get("skipped_steps", 0))
+        self._version += 1
+
+
+class _FlatState:
+    """The flat buffers holding a FlatParams model's optimizer state."""
+
+    __slots__ = ("flat", "buffers", "views", "states", "step", "version", "state")
+
+    def __init__(self, flat, buffers, views, states, step, version, state):
+        self.flat = flat
+        self.buffers = buffers  # key -> 1-D buffer
+        self.views = views  # key -> [per-name view of the buffer], the state entries
+        self.states = states  # the per-name state dicts, in flat order
+        self.step = step
+        self.version = version
+        self.state = state  # the optimizer's state dict these belong to

@@ -22,14 +22,33 @@ class FlatDict(dict):
 
     It behaves as an ordinary dict (the book's ``params``/``grads``); its
     ``flat`` attribute lets an optimizer recognise it and update the
-    underlying buffer in one call.
+    underlying buffer in one call. Any change of its entries (assigning,
+    deleting, ``update``...) marks it ``modified``; optimizers then update it
+    entry by entry until the original views are back in place.
     """
 
-    __slots__ = ("flat",)
+    __slots__ = ("flat", "modified")
 
     def __init__(self, flat: "FlatParams", views):
         super().__init__(views)
         self.flat = flat
+        self.modified = False
+
+
+def _marks_modified(name):
+    method = getattr(dict, name)
+
+    def wrapper(self, *args, **kwargs):
+        self.modified = True
+        return method(self, *args, **kwargs)
+
+    wrapper.__name__ = name
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+for _m in ("__setitem__", "__delitem__", "__ior__", "clear", "pop", "popitem", "setdefault", "update"):
+    setattr(FlatDict, _m, _marks_modified(_m))
 
 
 class FlatParams:
@@ -114,17 +133,19 @@ class FlatParams:
         return self.data.dtype
 
     def intact(self, params, grads) -> bool:
-        """Whether ``params``/``grads`` are this object's dicts, still holding
-        exactly the original (writable) views, so that one update of the whole
-        buffer is the same as updating every entry."""
-        return (
-            params is self.params
-            and grads is self.grads
-            and len(params) == len(self._param_views)
-            and len(grads) == len(self._grad_views)
-            and all(params.get(n) is a and a.flags.writeable for n, a in self._param_views)
-            and all(grads.get(n) is a for n, a in self._grad_views)
-        )
+        """Whether ``params``/``grads`` are this object's dicts holding exactly
+        the original views, so that one update of the whole buffer is the same
+        as updating every entry. O(1) unless a dict was modified (then its
+        entries are compared once; restoring them re-enables the fast path).
+        The views' ``writeable`` flags are not consulted: the buffers are."""
+        if params is not self.params or grads is not self.grads:
+            return False
+        for d, views in ((params, self._param_views), (grads, self._grad_views)):
+            if d.modified:
+                if len(d) != len(views) or not all(d.get(n) is a for n, a in views):
+                    return False
+                d.modified = False
+        return True
 
     def __repr__(self):
         return f"FlatParams({len(self)} tensors, {self.data.size} elements, {self.dtype})"
