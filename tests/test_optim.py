@@ -561,3 +561,39 @@ def test_kernel_argument_errors():
         K.adamw_step([0.0], [0.0], np.zeros(1), np.zeros(1), step=1)
     with pytest.raises(ValueError, match="adamw_step: grad must have shape"):
         K.adamw_step(p, np.zeros(3), np.zeros(4), np.zeros(4), step=1)
+
+
+@pytest.mark.parametrize("cls,hp", [(Adam, dict(lr=0.01, amsgrad=True)), (SGD, dict(momentum=0.9)),
+                                    (RMSprop, dict(centered=True, momentum=0.5))], ids=["adam", "sgd", "rmsprop"])
+def test_flat_state_dict_round_trip(cls, hp):
+    grads = grad_sequence(np.float32)
+    want_opt, want = cls(**hp), make_params(np.float32)
+    run(want_opt, want, grads)
+
+    def flat_run(opt, flat, seq):
+        for g in seq:
+            for k in g:
+                np.copyto(flat.grads[k], g[k])
+            opt.update(flat.params, flat.grads)
+
+    # flat for 5 steps -> state dict -> a fresh optimizer continues on plain dicts
+    opt, flat = cls(**hp), FlatParams(make_params(np.float32))
+    flat_run(opt, flat, grads[:5])
+    sd, at5 = opt.state_dict(), {k: a.copy() for k, a in flat.params.items()}
+    resumed, mid = cls(**hp), {k: a.copy() for k, a in at5.items()}
+    resumed.load_state_dict(sd)
+    run(resumed, mid, grads[5:])
+    # ... and the flat optimizer reloads it in place and continues on the flat path
+    flat_run(opt, flat, grads[5:7])
+    opt.load_state_dict(sd)
+    for k in SHAPES:
+        flat.params[k][...] = at5[k]
+    flat_run(opt, flat, grads[5:])
+    assert opt._flat_current(flat)
+    for got_opt, got in ((resumed, mid), (opt, flat.params)):
+        assert got_opt.state.keys() == want_opt.state.keys()
+        for k in SHAPES:
+            np.testing.assert_array_equal(got[k], want[k])
+            assert got_opt.state[k].keys() == want_opt.state[k].keys()
+            for key in want_opt.state[k]:
+                np.testing.assert_array_equal(got_opt.state[k][key], want_opt.state[k][key])
