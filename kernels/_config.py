@@ -18,7 +18,7 @@ import os
 
 import numba
 
-__all__ = ["CACHE", "FASTMATH_FLAGS", "jit"]
+__all__ = ["CACHE", "FASTMATH_FLAGS", "FASTMATH_ORDERED", "jit"]
 
 
 def _env_flag(name: str) -> bool:
@@ -32,6 +32,10 @@ CACHE = not _env_flag("NUMBANET_DISABLE_CACHE")
 #: ``fastmath=True`` adds): they let LLVM assume NaN and Inf never occur, which
 #: makes NaN checks and NaN propagation lie.
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "reassoc", "afn"})
+
+#: The same without ``reassoc``, for code whose rounding depends on the order
+#: of evaluation (e.g. the Cody-Waite range reduction of an ``exp``).
+FASTMATH_ORDERED = FASTMATH_FLAGS - {"reassoc"}
 
 
 def jit(*, parallel: bool = False, fastmath: bool = False):

@@ -1,8 +1,11 @@
 """Affine (fully connected) layer kernels.
 
-Forward and backward use BLAS (``np.dot`` inside ``@njit`` on contiguous
-arrays) for the matrix products and fuse the bias add and the bias-gradient
-reduction into parallel loops over the output rows or column blocks.
+The three matrix products go to NumPy's BLAS (``np.matmul`` into a fresh
+output): measured on this project's machine, NumPy's OpenBLAS runs these
+shapes 10-25% faster than the older SciPy OpenBLAS that ``np.dot`` inside
+``@njit`` binds to, and it threads itself. The work around the products, the
+bias add and the bias-gradient reduction, runs in small ``@njit`` loops over
+the data as it leaves BLAS, instead of NumPy's temporaries and extra passes.
 """
 
 from __future__ import annotations
@@ -10,44 +13,34 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
 from . import _validate as v
 from ._config import jit
 
 __all__ = ["affine_forward", "affine_backward"]
 
-# Columns of dy per task in the bias-gradient reduction: wide enough to be a
-# SIMD-friendly inner loop, narrow enough to spread M=100 over 2 threads.
-_DB_BLOCK = 64
 
-
-@jit(parallel=True)
-def _affine_forward(x, w, b):
-    y = np.dot(x, w)
+@jit()
+def _add_bias(y, b):
+    # In place on the product while it is the freshest thing in cache; a
+    # serial loop because it costs ~1% of the product it follows.
     n, m = y.shape
-    for i in prange(n):
+    for i in range(n):
         for j in range(m):
             y[i, j] += b[j]
     return y
 
 
-@jit(parallel=True)
-def _affine_backward(dy, x, w):
-    dx = np.dot(dy, w.T)
-    dw = np.dot(x.T, dy)
+@jit()
+def _column_sums(dy):
+    # Rows summed in order, column by column in a vectorised inner loop: the
+    # result does not depend on threads or on how BLAS split anything.
     n, m = dy.shape
     db = np.zeros(m, dy.dtype)
-    nblocks = (m + _DB_BLOCK - 1) // _DB_BLOCK
-    # Each task owns a block of columns and sums the rows in order, so db is
-    # race-free and bitwise independent of the thread count.
-    for blk in prange(nblocks):
-        j0 = blk * _DB_BLOCK
-        j1 = min(j0 + _DB_BLOCK, m)
-        for i in range(n):
-            for j in range(j0, j1):
-                db[j] += dy[i, j]
-    return dx, dw, db
+    for i in range(n):
+        for j in range(m):
+            db[j] += dy[i, j]
+    return db
 
 
 def _flatten_x(fn, x):
@@ -83,7 +76,8 @@ def affine_forward(x, w, b):
     d = x2d.shape[1]
     v.shape(fn, "w", w, (d, None), f"D={d} from x of shape {x.shape}")
     v.shape(fn, "b", b, (w.shape[1],), f"M={w.shape[1]} from w")
-    return _affine_forward(x2d, w, b)
+    y = np.empty((x2d.shape[0], w.shape[1]), x.dtype)
+    return _add_bias(np.matmul(x2d, w, out=y), b)
 
 
 def affine_backward(dy, x, w):
@@ -115,5 +109,6 @@ def affine_backward(dy, x, w):
     n, d = x2d.shape
     v.shape(fn, "w", w, (d, None), f"D={d} from x of shape {x.shape}")
     v.shape(fn, "dy", dy, (n, w.shape[1]), "(N, M) from x and w")
-    dx, dw, db = _affine_backward(dy, x2d, w)
-    return dx.reshape(x.shape), dw, db
+    dx = np.matmul(dy, w.T, out=np.empty(x.shape, x.dtype).reshape(x2d.shape))
+    dw = np.matmul(x2d.T, dy, out=np.empty(w.shape, w.dtype))
+    return dx.reshape(x.shape), dw, _column_sums(dy)

@@ -24,7 +24,8 @@ def softmax_cross_entropy(logits, labels):
     probs = exps / sums
     t = _targets(labels, n, k, logits.dtype)
     neg_logp = np.log(sums) - shifted
-    per_row = np.where(t != 0, t * neg_logp, 0).sum(axis=1)
+    with np.errstate(invalid="ignore"):  # 0 * inf in the masked-out branch
+        per_row = np.where(t != 0, t * neg_logp, 0).sum(axis=1)
     loss = per_row.mean() if n else np.nan
     return logits.dtype.type(loss), probs
 

@@ -75,3 +75,34 @@ def test_softmax_ce_bad_logits(K):
         K.softmax_cross_entropy(np.zeros((2, 3), np.float16), np.array([0, 1]))
     with pytest.raises(ValueError, match="at least one class"):
         K.softmax_cross_entropy(np.zeros((2, 0)), np.array([0, 0]))
+
+
+def test_softmax_ce_infinities_match_reference(K, R, dtype):
+    inf = np.inf
+    logits = np.array(
+        [[0.0, -inf, 1.0], [inf, 0.0, 1.0], [-inf, -inf, -inf], [2.0, 2.0, -inf]], dtype
+    )
+    labels = np.array([0, 1, 2, 1])
+    with np.errstate(invalid="ignore"):
+        want_loss, want = R.softmax_cross_entropy(logits, labels)
+    loss, got = K.softmax_cross_entropy(logits, labels)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[0, 1] == 0 and got[3, 2] == 0
+    assert np.isnan(loss) and np.isnan(want_loss)
+    # finite rows alone give a finite loss
+    loss, _ = K.softmax_cross_entropy(logits[[0, 3]], labels[[0, 3]])
+    want_loss, _ = R.softmax_cross_entropy(logits[[0, 3]], labels[[0, 3]])
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+
+
+def test_float32_exp_accuracy(K):
+    """The vectorised float32 exp: within 1.5 ulp of exp over [-87.3, 0]."""
+    x = -np.linspace(0, 87.3, 1_000_001).astype(np.float32)
+    logits = np.stack([np.zeros_like(x), x], axis=1)  # max 0, so p1 = exp(x) / (1 + exp(x))
+    _, probs = K.softmax_cross_entropy(logits, np.zeros(x.size, np.int64))
+    e = np.exp(x.astype(np.float64))
+    want = e / (1 + e)
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    # exp (1 ulp), the sum, the reciprocal and the product each round once
+    assert (np.abs(probs[:, 1] - want) / ulp).max() <= 3.0

@@ -1,0 +1,239 @@
+"""``numbanet-bench``: kernel vs reference (vs PyTorch) on the registry cases.
+
+For each case and dtype it prints the reference time, the kernel time, the
+speed-up, the max absolute and relative error of kernel against reference and,
+when PyTorch is installed, PyTorch's time and our speed ratio. PyTorch runs in
+a separate process with the same thread count, after the Numba measurements,
+so the two runtimes never compete for the cores.
+
+Usage::
+
+    numbanet-bench                       # all cases, float32
+    numbanet-bench --cases 'affine*,softmax_ce' --dtype both --json out.json
+    python -m numbanet.bench --plot speedups.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numba
+import numpy as np
+
+from .registry import cases, compare_outputs
+from .timing import first_call, measure
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(
+        prog="numbanet-bench",
+        description="Compare numbanet's Numba kernels with the NumPy reference (and PyTorch).",
+    )
+    p.add_argument("--cases", default=None, help="comma-separated name globs or substrings (default: all)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "both"])
+    p.add_argument("--repeat", type=int, default=5, help="timed calls per measurement, at least (default 5)")
+    p.add_argument("--budget", type=float, default=1.0, help="seconds per measurement, at most (default 1); fast cases run for at least 0.25 s")
+    p.add_argument("--threads", type=int, default=None, help="threads for Numba, BLAS and PyTorch (default: all cores)")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups (needs matplotlib)")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    if args.budget <= 0:
+        p.error("--budget must be > 0")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def _rate(case, dtype, seconds):
+    if case.flops:
+        return f"{case.flops / seconds / 1e9:.1f} GFLOP/s"
+    if case.nbytes:
+        return f"{case.nbytes(np.dtype(dtype)) / seconds / 1e9:.1f} GB/s"
+    return ""
+
+
+def _measure_numba(items, args, bar):
+    import numbanet.kernels as kernels
+    import numbanet.reference as reference
+
+    results = []
+    for case, dtype in items:
+        bar.set_description(f"{case.name} {dtype}: compiling")
+        rec = {"case": case.name, "group": case.group, "dtype": dtype, "params": dict(case.params)}
+        ker = case.bind(kernels, case.inputs(dtype))
+        ref = case.bind(reference, case.inputs(dtype))
+        k_out, rec["kernel_first_call"] = first_call(ker)
+        bar.set_description(f"{case.name} {dtype}: reference")
+        r_out, _ = first_call(ref)
+        rec["max_abs_err"], rec["max_rel_err"] = compare_outputs(k_out, r_out)
+        rec["reference"] = measure(ref, args.repeat, args.budget)
+        bar.set_description(f"{case.name} {dtype}: kernel")
+        rec["kernel"] = measure(ker, args.repeat, args.budget)
+        rec["speedup"] = rec["reference"]["median"] / rec["kernel"]["median"]
+        rec["kernel_rate"] = _rate(case, dtype, rec["kernel"]["median"])
+        results.append(rec)
+        bar.update()
+    return results
+
+
+def _measure_torch(items, args, threads, bar):
+    """Run the PyTorch timings in a child process; yield one record per item."""
+    req = {
+        "threads": threads,
+        "repeat": args.repeat,
+        "budget": args.budget,
+        "items": [[c.name, dt] for c, dt in items],
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "numbanet.bench._torch_worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdin.write(json.dumps(req))
+    proc.stdin.close()
+    for line in proc.stdout:
+        rec = json.loads(line)
+        bar.set_description(f"torch {rec['case']} {rec['dtype']}")
+        bar.update()
+        yield rec
+    if proc.wait() != 0:
+        raise RuntimeError(f"the PyTorch worker failed with exit code {proc.returncode}")
+
+
+def _fmt_ms(s):
+    return f"{s * 1e3:.3f}" if s < 0.01 else f"{s * 1e3:.1f}"
+
+
+def format_table(results) -> str:
+    have_torch = any("torch" in r for r in results)
+    head = ["case", "dtype", "reference ms", "kernel ms", "speed-up", "max abs err", "max rel err", "kernel rate"]
+    if have_torch:
+        head += ["torch ms", "torch/kernel"]
+    rows = [head]
+    for r in results:
+        row = [
+            r["case"],
+            r["dtype"],
+            _fmt_ms(r["reference"]["median"]),
+            _fmt_ms(r["kernel"]["median"]),
+            f"{r['speedup']:.1f}x",
+            f"{r['max_abs_err']:.2e}",
+            f"{r['max_rel_err']:.2e}",
+            r["kernel_rate"],
+        ]
+        if have_torch:
+            t = r.get("torch")
+            if t is None:
+                row += ["-", "-"]
+            elif "error" in t:
+                row += ["error", "-"]
+            else:
+                row += [_fmt_ms(t["median"]), f"{r['vs_torch']:.2f}x"]
+        rows.append(row)
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    lines = []
+    for k, row in enumerate(rows):
+        cells = [str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot(results, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'numbanet[plot]'") from None
+    labels = [f"{r['case']}\n{r['dtype']}" for r in results]
+    x = np.arange(len(results))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(results)), 4.5))
+    ax.bar(x - 0.2, [r["speedup"] for r in results], 0.4, label="kernel vs reference")
+    if any("vs_torch" in r for r in results):
+        ax.bar(x + 0.2, [r.get("vs_torch", np.nan) for r in results], 0.4, label="kernel vs PyTorch")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("speed-up (x, higher is faster)")
+    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
+    ax.legend()
+    ax.set_title(f"numbanet kernels, {results[0]['threads']} threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    selected = cases(args.cases)
+    if not selected:
+        print(f"numbanet-bench: no case matches {args.cases!r}", file=sys.stderr)
+        return 2
+    if args.list:
+        for c in selected:
+            params = ", ".join(f"{k}={v}" for k, v in c.params.items())
+            print(f"{c.name:22s} {c.group:10s} {params}")
+        return 0
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    items = [(c, dt) for c in selected for dt in dtypes if dt in c.dtypes]
+    if not items:
+        print(f"numbanet-bench: no case supports dtype {args.dtype}", file=sys.stderr)
+        return 2
+
+    if args.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        numba.set_num_threads(args.threads)
+        threadpool_limits(args.threads, user_api="blas")
+    threads = numba.get_num_threads()
+    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    torch_items = [(c, dt) for c, dt in items if c.torch_bind is not None] if use_torch else []
+
+    from tqdm import tqdm
+
+    with tqdm(
+        total=len(items) + len(torch_items),
+        disable=args.quiet or not sys.stderr.isatty(),
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
+        results = _measure_numba(items, args, bar)
+        by_key = {(r["case"], r["dtype"]): r for r in results}
+        if torch_items:
+            for t in _measure_torch(torch_items, args, threads, bar):
+                r = by_key[(t["case"], t["dtype"])]
+                r["torch"] = t
+                if "median" in t:
+                    r["vs_torch"] = t["median"] / r["kernel"]["median"]
+    for r in results:
+        r["threads"] = threads
+
+    print(f"numbanet-bench: {threads} threads, numba {numba.__version__}, numpy {np.__version__}"
+          + (f", torch {results[0]['torch'].get('torch_version')}" if results and "torch" in results[0] else "")
+          + ("" if use_torch else " (PyTorch not installed: no torch columns)"))
+    print("speed-up = reference / kernel; torch/kernel > 1 means numbanet is faster. Median times.")
+    print(format_table(results))
+    errors = [r for r in results if "error" in r.get("torch", {})]
+    for r in errors:
+        print(f"torch failed on {r['case']} {r['dtype']}: {r['torch']['error']}", file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    if args.plot:
+        plot(results, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""Timing helpers shared by the comparison command and its PyTorch worker."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def measure(fn, repeat: int = 5, budget: float = 1.0, min_time: float = 0.25) -> dict:
+    """Time ``fn()`` (already warmed up) and return statistics in seconds.
+
+    Calls ``fn`` at least ``repeat`` times and for at least ``min_time``
+    seconds, so that fast workloads are timed over many calls and settle into
+    a steady state, but stops once ``budget`` seconds are spent (after at
+    least one call), so slow workloads stay affordable. The median is the
+    figure quoted.
+    """
+    times = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        elapsed = t1 - start
+        if elapsed >= budget or (len(times) >= repeat and elapsed >= min_time):
+            break
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "runs": len(times),
+    }
+
+
+def first_call(fn):
+    """Run ``fn`` once (the warm-up that pays for JIT compilation); return
+    ``(result, seconds)``."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0

@@ -1,0 +1,58 @@
+"""The numbanet-bench command on a small case (numba only, and with PyTorch)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from numbanet.bench import compare
+
+FAST = ["--cases", "affine_mnist", "--repeat", "1", "--budget", "0.05", "--quiet"]
+
+
+def test_compare_table_and_json(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert compare.main(FAST + ["--no-torch", "--dtype", "both", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "affine_mnist  float32" in text and "affine_mnist  float64" in text
+    assert "speed-up" in text and "torch ms" not in text
+    records = json.loads(out.read_text())
+    assert [r["dtype"] for r in records] == ["float32", "float64"]
+    for r in records:
+        assert r["kernel"]["median"] > 0 and r["reference"]["median"] > 0
+        assert r["max_rel_err"] < 1e-5
+        assert r["speedup"] == pytest.approx(r["reference"]["median"] / r["kernel"]["median"])
+
+
+def test_compare_with_torch_in_a_worker(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "r.json"
+    assert compare.main(FAST + ["--threads", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "torch/kernel" in text
+    (rec,) = json.loads(out.read_text())
+    assert rec["threads"] == 1 and rec["torch"]["median"] > 0 and "error" not in rec["torch"]
+    assert rec["vs_torch"] == pytest.approx(rec["torch"]["median"] / rec["kernel"]["median"])
+
+
+def test_compare_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "s.png"
+    assert compare.main(FAST + ["--no-torch", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_list_and_bad_arguments(capsys):
+    assert compare.main(["--list"]) == 0
+    assert "affine_wide" in capsys.readouterr().out
+    assert compare.main(["--cases", "no_such_case"]) == 2
+    with pytest.raises(SystemExit):
+        compare.main(["--repeat", "0"])
+
+
+def test_module_entry_point():
+    r = subprocess.run(
+        [sys.executable, "-m", "numbanet.bench", "--list"], capture_output=True, text=True, check=True
+    )
+    assert "softmax_ce" in r.stdout
