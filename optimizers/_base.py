@@ -39,7 +39,12 @@ class Optimizer:
     state : dict
         name -> ``{"step": int, <buffer name>: ndarray, ...}``, created lazily
         on the first update of each name, with the parameter's dtype and
-        shape. Buffers are updated in place.
+        shape (PyTorch's buffer names). Buffers are updated in place. Treat
+        it as read-only between updates and change it with
+        :meth:`load_state_dict`: an optimizer driving a
+        :class:`~numbanet.optimizers.FlatParams` model keeps its state in flat
+        buffers (``state`` holds views of them) and re-checks it only after
+        ``load_state_dict`` or a per-tensor update.
     skipped_steps : int
         Steps skipped for non-finite gradients (``nonfinite="skip"``).
     last_step_skipped : bool
