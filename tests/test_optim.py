@@ -597,3 +597,46 @@ def test_flat_state_dict_round_trip(cls, hp):
             assert got_opt.state[k].keys() == want_opt.state[k].keys()
             for key in want_opt.state[k]:
                 np.testing.assert_array_equal(got_opt.state[k][key], want_opt.state[k][key])
+
+
+def test_flat_params_with_layers():
+    """How a network uses FlatParams: point the layers' parameters and
+    gradients at the views; backward then fills the flat gradient buffer."""
+    from numbanet.layers import Affine, Relu, SoftmaxWithLoss
+
+    rng = np.random.default_rng(7)
+    init = {"W1": rng.standard_normal((20, 16)) * 0.3, "b1": np.zeros(16),
+            "W2": rng.standard_normal((16, 4)) * 0.3, "b2": np.zeros(4)}
+    x, t = rng.standard_normal((32, 20)), rng.integers(0, 4, 32)
+
+    def train(flat):
+        layers = [Affine(init["W1"].copy(), init["b1"].copy()), Relu(), Affine(init["W2"].copy(), init["b2"].copy())]
+        owners = {"W1": (layers[0], "W"), "b1": (layers[0], "b"), "W2": (layers[2], "W"), "b2": (layers[2], "b")}
+        if flat:
+            fp = FlatParams({n: getattr(layer, a) for n, (layer, a) in owners.items()})
+            for n, (layer, a) in owners.items():
+                setattr(layer, a, fp.params[n])
+                setattr(layer, "d" + a, fp.grads[n])
+            params, grads = fp.params, fp.grads
+        else:
+            params = {n: getattr(layer, a) for n, (layer, a) in owners.items()}
+            grads = {n: getattr(layer, "d" + a) for n, (layer, a) in owners.items()}
+        loss_layer, opt = SoftmaxWithLoss(), Adam(lr=0.01)
+        losses = []
+        for _ in range(10):
+            h = x
+            for layer in layers:
+                h = layer.forward(h)
+            losses.append(loss_layer.forward(h, t))
+            d = loss_layer.backward()
+            for layer in reversed(layers):
+                d = layer.backward(d)
+            opt.update(params, grads)
+        if flat:
+            assert opt._flat_current(fp)
+        return losses, params
+
+    (l_dict, p_dict), (l_flat, p_flat) = train(False), train(True)
+    assert l_flat == l_dict and l_dict[-1] < l_dict[0]
+    for n in p_dict:
+        np.testing.assert_array_equal(p_flat[n], p_dict[n])
