@@ -3,8 +3,9 @@
 ``*_16m``: one step on one 16M-element float32 tensor (memory bound: the
 figure of merit is the effective bandwidth, bytes read + written per step /
 time). ``adam_convnet``: a whole ``Adam.update`` on the book's SimpleConvNet
-parameter set (many small tensors plus one large one);
-``adam_convnet_flat`` the same model kept in a :class:`FlatParams` buffer.
+parameter set (small tensors plus one large one); ``adam_mlp100`` on 100
+small tensors; ``*_flat``: the same model kept in a :class:`FlatParams`
+buffer.
 """
 
 from __future__ import annotations
@@ -105,17 +106,25 @@ for _name, (_fn, _state, _hp, _tcls, _tkw, _arrays) in _STEPS.items():
     )
 
 
-# --- a whole Adam.update on the SimpleConvNet parameter set ---------------------
+# --- a whole Adam.update on a model's parameter set ------------------------------
+# adam_convnet: the book's SimpleConvNet; adam_mlp100: 50 small Affine layers
+# (100 tensors, 46k elements) where per-tensor dispatch dominates. The *_flat
+# variants keep the model in one FlatParams buffer (one kernel call).
+
+MLP100_SHAPES = {f"{p}{i}": (30, 30) if p == "W" else (30,) for i in range(50) for p in ("W", "b")}
 
 
-def _convnet_inputs(dtype, rng):
-    return {
-        "params": {k: (rng.standard_normal(s) * 0.1).astype(dtype) for k, s in CONVNET_SHAPES.items()},
-        "grads": {k: rng.standard_normal(s).astype(dtype) for k, s in CONVNET_SHAPES.items()},
-    }
+def _model_inputs(shapes):
+    def make(dtype, rng):
+        return {
+            "params": {k: (rng.standard_normal(s) * 0.1).astype(dtype) for k, s in shapes.items()},
+            "grads": {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()},
+        }
+
+    return make
 
 
-def _convnet_bind(flat):
+def _model_bind(flat):
     def bind(impl, inp):
         from numbanet.optimizers import Adam, FlatParams
 
@@ -138,7 +147,7 @@ def _convnet_bind(flat):
     return bind
 
 
-def _convnet_torch(inp):
+def _model_torch(inp):
     import torch
 
     ps = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in inp["params"].values()]
@@ -153,19 +162,20 @@ def _convnet_torch(inp):
     return run
 
 
-_CONVNET_N = sum(int(np.prod(s)) for s in CONVNET_SHAPES.values())
-for _name, _flat in (("adam_convnet", False), ("adam_convnet_flat", True)):
-    register(
-        Case(
-            name=_name,
-            group="optim",
-            params={"tensors": len(CONVNET_SHAPES), "n": _CONVNET_N, "flat": _flat},
-            make_inputs=_convnet_inputs,
-            bind=_convnet_bind(_flat),
-            torch_bind=_convnet_torch,
-            nbytes=lambda dt: 7 * _CONVNET_N * dt.itemsize,
-            tol={"float32": 1e-6, "float64": 1e-12},
-            description="Adam.update on SimpleConvNet's parameters"
-            + (" in one FlatParams buffer" if _flat else " (dict of 6 tensors)"),
+for _model, _shapes in (("convnet", CONVNET_SHAPES), ("mlp100", MLP100_SHAPES)):
+    _n = sum(int(np.prod(s)) for s in _shapes.values())
+    for _flat in (False, True):
+        register(
+            Case(
+                name=f"adam_{_model}" + ("_flat" if _flat else ""),
+                group="optim",
+                params={"tensors": len(_shapes), "n": _n, "flat": _flat},
+                make_inputs=_model_inputs(_shapes),
+                bind=_model_bind(_flat),
+                torch_bind=_model_torch,
+                nbytes=lambda dt, n=_n: 7 * n * dt.itemsize,
+                tol={"float32": 1e-6, "float64": 1e-12},
+                description=f"Adam.update on {len(_shapes)} tensors ({_model})"
+                + (" in one FlatParams buffer" if _flat else ", dict of arrays"),
+            )
         )
-    )

@@ -57,7 +57,7 @@ def _copy_workload(nbytes):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("pattern", nargs="?", default="*_16m,adam_convnet*")
+    ap.add_argument("pattern", nargs="?", default="*_16m,adam_convnet*,adam_mlp100*")
     ap.add_argument("--repeat", type=int, default=10, help="interleaved rounds")
     ap.add_argument("--no-reference", action="store_true")
     args = ap.parse_args(argv)
