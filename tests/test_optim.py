@@ -640,3 +640,30 @@ def test_flat_params_with_layers():
     assert l_flat == l_dict and l_dict[-1] < l_dict[0]
     for n in p_dict:
         np.testing.assert_array_equal(p_flat[n], p_dict[n])
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_parallel_path_matches_reference_and_is_thread_independent(case, dtype, close):
+    """A tensor above the kernels' parallel threshold (not a whole number of
+    chunks): same result as the reference, bitwise the same on 1 and 2 threads."""
+    import numba
+
+    from numbanet.kernels.optim import _CHUNK, _PARALLEL_MIN
+
+    _, cls, hp = case
+    n = _PARALLEL_MIN + _CHUNK // 2 + 3
+    rng = np.random.default_rng(5)
+    p0 = rng.standard_normal(n).astype(dtype)
+    grads = [{"p": rng.standard_normal(n).astype(dtype)} for _ in range(3)]
+    results = []
+    threads = numba.get_num_threads()
+    try:
+        for t in sorted({1, threads}):
+            numba.set_num_threads(t)
+            results.append(run(cls(**hp), {"p": p0.copy()}, grads)["p"])
+    finally:
+        numba.set_num_threads(threads)
+    want = run(cls(**hp, backend=R), {"p": p0.copy()}, grads)["p"]
+    close(results[-1], want, TOL[dtype])
+    for r in results[:-1]:
+        np.testing.assert_array_equal(r, results[-1])
