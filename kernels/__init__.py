@@ -9,7 +9,9 @@ signatures.
 
 from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import affine_backward, affine_forward
+from .conv import conv2d_backward, conv2d_forward
 from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
 
 __all__ = [
     "affine_forward",
@@ -20,4 +22,10 @@ __all__ = [
     "sigmoid_backward",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
+    "conv2d_forward",
+    "conv2d_backward",
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
 ]

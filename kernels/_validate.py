@@ -104,3 +104,16 @@ def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype) -> tuple[np.n
     raise ValueError(
         f"{fn}: labels must be class indices of shape ({n},) or one-hot of shape ({n}, {k}), got shape {t.shape}"
     )
+
+
+def int_pair(fn: str, name: str, value, *, minimum: int | None = None) -> tuple[int, int]:
+    """Return an int or an ``(h, w)`` pair of ints as a pair, checking each."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{fn}: {name} must be an int or an (h, w) pair, got {value!r}")
+        return (
+            int_param(fn, f"{name}[0]", value[0], minimum=minimum),
+            int_param(fn, f"{name}[1]", value[1], minimum=minimum),
+        )
+    v = int_param(fn, name, value, minimum=minimum)
+    return v, v
