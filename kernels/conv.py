@@ -35,9 +35,29 @@ __all__ = ["conv2d_forward", "conv2d_backward"]
 #: Input channels per group up to which the direct loops beat im2col + BLAS.
 _DIRECT_MAX_CG = 16
 
-#: Batch chunks for the direct dw/db reduction: a fixed number (not the thread
-#: count) so the summation order, hence the result, never depends on threads.
-_DW_CHUNKS = 8
+#: Batch chunks: the unit of parallel work over samples and of the dw/db
+#: partial sums. A fixed number (not the thread count) so that the summation
+#: order, hence the result, never depends on the threads.
+_CHUNKS = 8
+#: The direct kernels' partial sums are small: more chunks balance the threads better.
+_DIRECT_CHUNKS = 16
+
+_blas_controller = None
+
+
+def _single_threaded_blas():
+    """Context manager limiting BLAS to one thread (we parallelise around it).
+
+    Numba's ``np.dot`` calls SciPy's BLAS; called from Numba's threads while
+    itself multi-threaded, it would run 2 x 2 threads on 2 cores.
+    """
+    global _blas_controller
+    if _blas_controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = ThreadpoolController().select(user_api="blas")
+    return _blas_controller.limit(limits=1)
 
 
 @jit()
@@ -54,6 +74,20 @@ def _valid_range(off, s, size, out):
     if lo > hi:
         lo = hi
     return lo, hi
+
+
+@jit()
+def _sum_chunks(part_w, part_b):
+    """Sum per-chunk partials (nchunks, F, R) and (nchunks, F) in chunk order."""
+    nchunks, f_, r_ = part_w.shape
+    dw = np.zeros((f_, r_), part_w.dtype)
+    db = np.zeros(f_, part_b.dtype)
+    for k in range(nchunks):
+        for f in range(f_):
+            db[f] += part_b[k, f]
+            for r in range(r_):
+                dw[f, r] += part_w[k, f, r]
+    return dw, db
 
 
 # --- direct kernels -------------------------------------------------------------
@@ -134,8 +168,8 @@ def _conv2d_backward_dwdb_direct(dy, x, cg, kh_, kw_, sh, sw, ph, pw, dh, dw, gr
     # Partial sums per (filter, batch chunk); the lane buffer keeps the inner
     # loop an element-wise multiply-add (vectorisable without reassociation),
     # reduced once per (sample, tap).
-    part_w = np.zeros((f_, nchunks, cg * kk), dy.dtype)
-    part_b = np.zeros((f_, nchunks), dy.dtype)
+    part_w = np.zeros((nchunks, f_, cg * kk), dy.dtype)
+    part_b = np.zeros((nchunks, f_), dy.dtype)
     for t in prange(f_ * nchunks):
         f = t // nchunks
         k = t - f * nchunks
@@ -150,7 +184,7 @@ def _conv2d_backward_dwdb_direct(dy, x, cg, kh_, kw_, sh, sw, ph, pw, dh, dw, gr
             s = dy.dtype.type(0)
             for ow in range(ow_):
                 s += lanes[ow]
-            part_b[f, k] += s
+            part_b[k, f] += s
             for cc in range(cg):
                 xp = x[n, g * cg + cc]
                 for i in range(kh_):
@@ -168,15 +202,225 @@ def _conv2d_backward_dwdb_direct(dy, x, cg, kh_, kw_, sh, sw, ph, pw, dh, dw, gr
                         s = dy.dtype.type(0)
                         for ow in range(ow_lo, ow_hi):
                             s += lanes[ow]
-                        part_w[f, k, (cc * kh_ + i) * kw_ + j] += s
-    dwt = np.zeros((f_, cg * kk), dy.dtype)
-    db = np.zeros(f_, dy.dtype)
-    for f in prange(f_):
-        for k in range(nchunks):
-            db[f] += part_b[f, k]
-            for r in range(cg * kk):
-                dwt[f, r] += part_w[f, k, r]
+                        part_w[k, f, (cc * kh_ + i) * kw_ + j] += s
+    dwt, db = _sum_chunks(part_w, part_b)
     return dwt.reshape(f_, cg, kh_, kw_), db
+
+
+# --- direct kernels on the "wide grid" (stride 1) --------------------------------
+#
+# With stride 1 the taps of a plane are plain shifts of one another once the
+# input is zero-padded to (Hp, Wp) and flattened: the output computed on a grid
+# of width Wp (OW valid columns, Wp - OW junk ones, cropped at the end) gets
+# ``y_wide[q] += w[tap] * x_pad_flat[off[tap] + q]`` with
+# ``off = i*dh*Wp + j*dw``: one long contiguous multiply-add per tap, which
+# vectorises fully, instead of OH short rows.
+
+
+@jit()
+def _copy_row(dst, src, length):
+    # Indexing by the bare loop variable spares Numba's negative-index
+    # wraparound test, which would keep the loop from vectorising; hence the
+    # slices taken by the callers here and below.
+    for q in range(length):
+        dst[q] = src[q]
+
+
+@jit(fastmath=True)
+def _dot4(a, b0, b1, b2, b3, length):
+    """``(sum_q a[q] * b_u[q] for u < 4)`` over q < length."""
+    z = a.dtype.type(0)
+    s0 = s1 = s2 = s3 = z
+    for q in range(length):
+        aq = a[q]
+        s0 += aq * b0[q]
+        s1 += aq * b1[q]
+        s2 += aq * b2[q]
+        s3 += aq * b3[q]
+    return s0, s1, s2, s3
+
+
+@jit(fastmath=True)
+def _dot1(a, b, length):
+    s = a.dtype.type(0)
+    for q in range(length):
+        s += a[q] * b[q]
+    return s
+
+
+@jit(fastmath=True)
+def _dot_sum(a, length):
+    s = a.dtype.type(0)
+    for q in range(length):
+        s += a[q]
+    return s
+
+
+@jit()
+def _tap_offsets(kh_, kw_, dh, dw, wp):
+    off = np.empty(kh_ * kw_, np.int64)
+    for i in range(kh_):
+        for j in range(kw_):
+            off[i * kw_ + j] = i * dh * wp + j * dw
+    return off
+
+
+@jit()
+def _axpy_taps(acc, src, rows, off, wts, length):
+    """``acc[q] += sum_t wts[t] * src[rows[t], off[t] + q]`` for q < length.
+
+    Four taps per pass over ``acc``, so each load and store of ``acc`` feeds
+    four multiply-adds; taps run in order, so the sum order is fixed.
+    """
+    nt = off.shape[0]
+    t = 0
+    while t + 4 <= nt:
+        w0, w1, w2, w3 = wts[t], wts[t + 1], wts[t + 2], wts[t + 3]
+        s0 = src[rows[t], off[t] :]
+        s1 = src[rows[t + 1], off[t + 1] :]
+        s2 = src[rows[t + 2], off[t + 2] :]
+        s3 = src[rows[t + 3], off[t + 3] :]
+        for q in range(length):
+            acc[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q]
+        t += 4
+    while t < nt:
+        w0 = wts[t]
+        s0 = src[rows[t], off[t] :]
+        for q in range(length):
+            acc[q] += w0 * s0[q]
+        t += 1
+
+
+@jit()
+def _flat_taps(nrows, off):
+    """Row and offset of every (row, tap) pair, row-major: ``nrows * len(off)`` taps."""
+    kk = off.shape[0]
+    rows = np.empty(nrows * kk, np.int64)
+    offs = np.empty(nrows * kk, np.int64)
+    for r in range(nrows):
+        for k in range(kk):
+            rows[r * kk + k] = r
+            offs[r * kk + k] = off[k]
+    return rows, offs
+
+
+@jit()
+def _pad_sample(xn, ph, pw, front, out):
+    """Zero-padded, flattened planes of one sample: out (C, front + Hp*Wp)."""
+    c_, h_, w_ = xn.shape
+    wp = w_ + 2 * pw
+    out[:] = 0
+    for c in range(c_):
+        dst = out[c]
+        for i in range(h_):
+            _copy_row(dst[front + (i + ph) * wp + pw :], xn[c, i], w_)
+
+
+@jit(parallel=True)
+def _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh_, ow_):
+    n_, c_, h_, w_ = x.shape
+    f_, cg, kh_, kw_ = w.shape
+    fg = f_ // groups
+    wp = w_ + 2 * pw
+    plane = (h_ + 2 * ph) * wp
+    kk = kh_ * kw_
+    off = _tap_offsets(kh_, kw_, dh, dw, wp)
+    length = (oh_ - 1) * wp + ow_
+    wf = w.reshape(f_, cg * kk)
+    rows, offs = _flat_taps(cg, off)
+    y = np.empty((n_, f_, oh_, ow_), x.dtype)
+    # One task per sample (a single parallel region: under load from other
+    # processes every extra region end is a barrier that can stall).
+    for n in prange(n_):
+        xp = np.empty((c_, plane), x.dtype)
+        _pad_sample(x[n], ph, pw, 0, xp)
+        acc = np.empty(length, x.dtype)
+        for f in range(f_):
+            g = f // fg
+            acc[:] = b[f]
+            _axpy_taps(acc, xp[g * cg : (g + 1) * cg], rows, offs, wf[f], length)
+            yp = y[n, f]
+            for i in range(oh_):
+                _copy_row(yp[i], acc[i * wp :], ow_)
+    return y
+
+
+@jit(parallel=True)
+def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks):
+    n_, f_, oh_, ow_ = dy.shape
+    _, c_, h_, w_ = x.shape
+    _, cg, kh_, kw_ = w.shape
+    fg = f_ // groups
+    kk = kh_ * kw_
+    ntaps = cg * kk
+    wp = w_ + 2 * pw
+    plane = (h_ + 2 * ph) * wp
+    off = _tap_offsets(kh_, kw_, dh, dw, wp)
+    front = off[kk - 1]
+    length = (oh_ - 1) * wp + ow_
+    # dx_pad[p] = sum_{f, t} w[f, c, t] * dy_wide[f, p - off[t]]: the taps of
+    # the full correlation sit at offsets front - off[t] of dy_wide stored
+    # behind `front` zeros (its junk columns zero too).
+    roff = np.empty(kk, np.int64)
+    for k in range(kk):
+        roff[k] = front - off[k]
+    # weights seen by input channel c: wc[c, fi*KK + tap] = w[g*Fg + fi, c - g*Cg, tap]
+    wr = w.reshape(f_, cg, kk)
+    wc = np.empty((c_, fg * kk), w.dtype)
+    for c in range(c_):
+        g = c // cg
+        for fi in range(fg):
+            for k in range(kk):
+                wc[c, fi * kk + k] = wr[g * fg + fi, c - g * cg, k]
+    rows_dx, offs_dx = _flat_taps(fg, roff)
+    rows, offs = _flat_taps(cg, off)
+    dx = np.empty((n_, c_, h_, w_), dy.dtype)
+    chunk = (n_ + nchunks - 1) // nchunks
+    # Per-chunk partial dw and db, summed in chunk order at the end.
+    part_w = np.zeros((nchunks, f_, ntaps), dy.dtype)
+    part_b = np.zeros((nchunks, f_), dy.dtype)
+    for k in prange(nchunks):
+        xp = np.empty((c_, plane), dy.dtype)
+        dyw = np.empty((f_, front + plane), dy.dtype)
+        acc = np.empty(plane, dy.dtype)
+        for n in range(k * chunk, min(n_, (k + 1) * chunk)):
+            _pad_sample(x[n], ph, pw, 0, xp)
+            # dy_wide: dy[n] on the padded grid of width Wp, behind `front` zeros
+            dyw[:] = 0
+            for f in range(f_):
+                for i in range(oh_):
+                    _copy_row(dyw[f, front + i * wp :], dy[n, f, i], ow_)
+            for c in range(c_):
+                g = c // cg
+                acc[:] = 0
+                _axpy_taps(acc, dyw[g * fg : (g + 1) * fg], rows_dx, offs_dx, wc[c], plane)
+                for i in range(h_):
+                    _copy_row(dx[n, c, i], acc[(i + ph) * wp + pw :], w_)
+            for f in range(f_):
+                g = f // fg
+                d = dyw[f, front:]
+                s = xp[g * cg : (g + 1) * cg]
+                part_b[k, f] += _dot_sum(d, length)  # junk columns are zero
+                # dw: dot products of dy_wide with the shifted input planes,
+                # four taps per sweep sharing each load of dy.
+                pw_f = part_w[k, f]
+                for t0 in range(0, ntaps, 4):
+                    if t0 + 4 <= ntaps:
+                        a0, a1, a2, a3 = _dot4(
+                            d,
+                            s[rows[t0], offs[t0] :], s[rows[t0 + 1], offs[t0 + 1] :],
+                            s[rows[t0 + 2], offs[t0 + 2] :], s[rows[t0 + 3], offs[t0 + 3] :],
+                            length,
+                        )
+                        pw_f[t0] += a0
+                        pw_f[t0 + 1] += a1
+                        pw_f[t0 + 2] += a2
+                        pw_f[t0 + 3] += a3
+                    else:
+                        for u in range(t0, ntaps):
+                            pw_f[u] += _dot1(d, s[rows[u], offs[u] :], length)
+    dwt, db = _sum_chunks(part_w, part_b)
+    return dx, dwt.reshape(w.shape), db
 
 
 # --- im2col + BLAS kernels ----------------------------------------------------------
@@ -195,18 +439,14 @@ def _im2col_plane(xp, col, r0, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
             ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
             cr = col[r0 + i * kw_ + j]
             for oh in range(oh_):
-                base = oh * ow_
-                if oh < oh_lo or oh >= oh_hi:
-                    for ow in range(ow_):
-                        cr[base + ow] = zero
+                crow = cr[oh * ow_ : (oh + 1) * ow_]
+                if oh < oh_lo or oh >= oh_hi or ow_lo == ow_hi:
+                    crow[:] = zero
                     continue
-                xr = xp[oh * sh + off_h]
-                for ow in range(ow_lo):
-                    cr[base + ow] = zero
-                for ow in range(ow_lo, ow_hi):
-                    cr[base + ow] = xr[ow * sw + off_w]
-                for ow in range(ow_hi, ow_):
-                    cr[base + ow] = zero
+                crow[:ow_lo] = zero
+                crow[ow_hi:] = zero
+                xs = xp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
+                _copy_row(crow[ow_lo:], xs, ow_hi - ow_lo)
 
 
 @jit()
@@ -220,15 +460,17 @@ def _col2im_plane(col, r0, dxp, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
             off_w = j * dw - pw
             ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
             cr = col[r0 + i * kw_ + j]
+            if ow_lo == ow_hi:
+                continue
             for oh in range(oh_lo, oh_hi):
-                base = oh * ow_
-                dxr = dxp[oh * sh + off_h]
-                for ow in range(ow_lo, ow_hi):
-                    dxr[ow * sw + off_w] += cr[base + ow]
+                crow = cr[oh * ow_ + ow_lo :]
+                dxs = dxp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
+                for k in range(ow_hi - ow_lo):
+                    dxs[k] += crow[k]
 
 
 @jit(parallel=True)
-def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_):
+def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
     n_, c_, h_, w_ = x.shape
     f_, cg, kh_, kw_ = w.shape
     fg = f_ // groups
@@ -237,60 +479,82 @@ def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_):
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
     y3 = y.reshape(n_, f_, p_)
     w2 = w.reshape(f_, cg * kk)
-    col = np.empty((cg * kk, p_), x.dtype)
-    # Samples in sequence, each product on the (multi-threaded) BLAS; the
-    # im2col and bias loops are split over channels.
-    for n in range(n_):
-        for g in range(groups):
-            for cc in prange(cg):
-                _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
-            np.dot(w2[g * fg : (g + 1) * fg], col, y3[n, g * fg : (g + 1) * fg])
-        for f in prange(f_):
-            bv = b[f]
-            for p in range(p_):
-                y3[n, f, p] += bv
+    chunk = (n_ + nchunks - 1) // nchunks
+    # Each task owns a run of samples and one column buffer; the products run
+    # on single-threaded BLAS (the wrapper limits it) so that the two levels
+    # of threads don't fight over the cores.
+    for t in prange(nchunks):
+        col = np.empty((cg * kk, p_), x.dtype)
+        for n in range(t * chunk, min(n_, (t + 1) * chunk)):
+            for g in range(groups):
+                for cc in range(cg):
+                    _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
+                np.dot(w2[g * fg : (g + 1) * fg], col, y3[n, g * fg : (g + 1) * fg])
+            for f in range(f_):
+                bv = b[f]
+                for p in range(p_):
+                    y3[n, f, p] += bv
     return y
 
 
 @jit(parallel=True)
-def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups):
+def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks):
     n_, f_, oh_, ow_ = dy.shape
     _, c_, h_, w_ = x.shape
     _, cg, kh_, kw_ = w.shape
     fg = f_ // groups
     kk = kh_ * kw_
+    ck = cg * kk
     p_ = oh_ * ow_
     dy3 = dy.reshape(n_, f_, p_)
-    w2 = w.reshape(f_, cg * kk)
-    w2t = np.ascontiguousarray(w2.T)  # (Cg*KK, F): dcol_g = w2t[:, g] @ dy_g
-    dx = np.zeros((n_, c_, h_, w_), dy.dtype)
-    dw2 = np.zeros((f_, cg * kk), dy.dtype)
-    tmp = np.empty((fg, cg * kk), dy.dtype)
-    col = np.empty((cg * kk, p_), dy.dtype)
-    dcol = np.empty((cg * kk, p_), dy.dtype)
-    wg_t = np.empty((cg * kk, fg), dy.dtype)
-    for n in range(n_):
-        for g in range(groups):
-            for cc in prange(cg):
-                _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
-            dyg = dy3[n, g * fg : (g + 1) * fg]
-            # dw_g += dy_g @ col^T, summed over samples in order.
-            np.dot(dyg, col.T, tmp)
-            for fi in prange(fg):
-                for r in range(cg * kk):
-                    dw2[g * fg + fi, r] += tmp[fi, r]
-            wg_t[:, :] = w2t[:, g * fg : (g + 1) * fg]
-            np.dot(wg_t, dyg, dcol)
-            for cc in prange(cg):
-                _col2im_plane(dcol, cc * kk, dx[n, g * cg + cc], kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
-    db = np.zeros(f_, dy.dtype)
-    for f in prange(f_):
-        s = dy.dtype.type(0)
-        for n in range(n_):
-            for p in range(p_):
-                s += dy3[n, f, p]
-        db[f] = s
+    w2 = w.reshape(f_, ck)
+    wgt = np.empty((groups, ck, fg), w.dtype)  # per group w_g^T, contiguous for BLAS
+    for g in range(groups):
+        wgt[g] = w2[g * fg : (g + 1) * fg].T
+    dx = np.empty((n_, c_, h_, w_), dy.dtype)
+    chunk = (n_ + nchunks - 1) // nchunks
+    # Per-chunk partial dw and db, summed in chunk order below: race-free and
+    # independent of the thread count.
+    part_w = np.zeros((nchunks, f_, ck), dy.dtype)
+    part_b = np.zeros((nchunks, f_), dy.dtype)
+    for t in prange(nchunks):
+        col = np.empty((ck, p_), dy.dtype)
+        dcol = np.empty((ck, p_), dy.dtype)
+        tmp = np.empty((fg, ck), dy.dtype)
+        lanes = np.empty(16, dy.dtype)
+        for n in range(t * chunk, min(n_, (t + 1) * chunk)):
+            dx[n] = 0
+            for g in range(groups):
+                for cc in range(cg):
+                    _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
+                dyg = dy3[n, g * fg : (g + 1) * fg]
+                np.dot(dyg, col.T, tmp)
+                part_w[t, g * fg : (g + 1) * fg] += tmp
+                np.dot(wgt[g], dyg, dcol)
+                for cc in range(cg):
+                    _col2im_plane(dcol, cc * kk, dx[n, g * cg + cc], kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
+            for f in range(f_):
+                part_b[t, f] += _sum_row(dy3[n, f], lanes)
+    dw2, db = _sum_chunks(part_w, part_b)
     return dx, dw2.reshape(w.shape), db
+
+
+@jit()
+def _sum_row(a, lanes):
+    """Sum of the 1-D ``a`` in a fixed order, via 16 vectorisable partial sums."""
+    m = a.shape[0]
+    acc = lanes[:16]
+    acc[:] = 0
+    m16 = m - m % 16
+    for i in range(0, m16, 16):
+        for j in range(16):
+            acc[j] += a[i + j]
+    s = a.dtype.type(0)
+    for j in range(16):
+        s += acc[j]
+    for i in range(m16, m):
+        s += a[i]
+    return s
 
 
 # --- validating wrappers ------------------------------------------------------------
@@ -356,8 +620,13 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     v.same_dtype(fn, x=x, w=w, b=b)
     hp, oh, ow = _geometry(fn, x, w, stride, pad, dilation, groups)
     v.shape(fn, "b", b, (w.shape[0],), f"F={w.shape[0]} from w")
-    kernel = _conv2d_forward_direct if _use_direct(w.shape[1]) else _conv2d_forward_gemm
-    return kernel(x, w, b, *hp, oh, ow)
+    if _use_direct(w.shape[1]):
+        sh, sw, ph, pw, dh, dw, groups = hp
+        if sh == sw == 1:
+            return _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh, ow)
+        return _conv2d_forward_direct(x, w, b, *hp, oh, ow)
+    with _single_threaded_blas():
+        return _conv2d_forward_gemm(x, w, b, *hp, oh, ow, max(1, min(x.shape[0], _CHUNKS)))
 
 
 def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1):
@@ -394,8 +663,11 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1):
     v.shape(fn, "dy", dy, (n, f, oh, ow), "(N, F, OH, OW) from x, w and the geometry")
     if n == 0:
         return np.zeros_like(x), np.zeros_like(w), np.zeros(f, w.dtype)
+    if _use_direct(cg) and sh == sw == 1:
+        return _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, min(n, _DIRECT_CHUNKS))
     if _use_direct(cg):
         dx = _conv2d_backward_dx_direct(dy, w, h, wd, c, sh, sw, ph, pw, dh, dw, groups)
-        dwt, db = _conv2d_backward_dwdb_direct(dy, x, cg, kh, kw, sh, sw, ph, pw, dh, dw, groups, min(n, _DW_CHUNKS))
+        dwt, db = _conv2d_backward_dwdb_direct(dy, x, cg, kh, kw, sh, sw, ph, pw, dh, dw, groups, min(n, _CHUNKS))
         return dx, dwt, db
-    return _conv2d_backward_gemm(dy, x, w, *hp)
+    with _single_threaded_blas():
+        return _conv2d_backward_gemm(dy, x, w, *hp, min(n, _CHUNKS))
