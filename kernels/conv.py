@@ -1,16 +1,25 @@
 """2-D convolution (cross-correlation) kernels, forward and backward.
 
-Two strategies, chosen per shape by :func:`_use_direct`:
+Three strategies, chosen per shape by the public wrappers:
 
-* **direct** loops (few input channels per group, e.g. the first layer of a
-  network or depthwise convolution): no column buffer at all. Every task owns
-  one output plane and sweeps the kernel taps over it; the innermost loop runs
-  along an output row with the padding bounds hoisted out, so it is a
-  branch-free ``y_row += w * x_row`` that LLVM vectorises for stride 1.
-* **gemm** (many channels): per sample and group, im2col into one reusable
-  ``(C/groups*KH*KW, OH*OW)`` buffer and one BLAS product (``np.dot`` inside
-  njit). The column matrix of the whole batch is never built, so the extra
-  memory is one sample's columns, not N of them.
+* **wide grid** (few input channels per group, stride 1: a network's first
+  layers, depthwise convolution). No column buffer: each sample's planes are
+  zero-padded to (Hp, Wp) and flattened, and every kernel tap becomes a shift
+  by ``i*dh*Wp + j*dw``; the output is accumulated on a grid of width Wp (the
+  Wp - OW extra columns are cropped), so each tap is one long contiguous
+  multiply-add, four taps per pass. dx is the same full correlation of dy
+  padded onto that grid, dw a set of dot products. One parallel region per
+  call (tasks are samples or batch chunks).
+* **direct** (few channels per group, stride > 1): per-plane loops over the
+  taps, rows strided by the stride.
+* **gemm** (many channels per group): per sample and group, im2col into one
+  reusable ``(C/groups*KH*KW, OH*OW)`` buffer per task and a BLAS product
+  (``np.dot`` inside njit). Parallel over batch chunks with single-threaded
+  BLAS (see :func:`_single_threaded_blas`); measured against serial samples
+  with multi-threaded BLAS and several samples per GEMM in
+  ``python -m numbanet.bench.conv_strategies``. The column matrix of the
+  whole batch is never built: the extra memory is one sample's columns per
+  thread.
 
 Geometry: ``y[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j] *
 x[n, g*Cg + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (taps outside the input
@@ -117,11 +126,13 @@ def _conv2d_forward_direct(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_):
                     off_w = j * dw - pw
                     ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
                     wv = w[f, cc, i, j]
+                    if ow_lo == ow_hi:
+                        continue
                     for oh in range(oh_lo, oh_hi):
-                        xr = xp[oh * sh + off_h]
-                        yr = yp[oh]
-                        for ow in range(ow_lo, ow_hi):
-                            yr[ow] += wv * xr[ow * sw + off_w]
+                        xs = xp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
+                        yr = yp[oh, ow_lo:]
+                        for k in range(ow_hi - ow_lo):
+                            yr[k] += wv * xs[k]
     return y
 
 
@@ -150,11 +161,13 @@ def _conv2d_backward_dx_direct(dy, w, x_shape_h, x_shape_w, c_, sh, sw, ph, pw, 
                     off_w = j * dw - pw
                     ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
                     wv = w[f, cc, i, j]
+                    if ow_lo == ow_hi:
+                        continue
                     for oh in range(oh_lo, oh_hi):
-                        dxr = dxp[oh * sh + off_h]
-                        dyr = dyp[oh]
-                        for ow in range(ow_lo, ow_hi):
-                            dxr[ow * sw + off_w] += wv * dyr[ow]
+                        dxs = dxp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
+                        dyr = dyp[oh, ow_lo:]
+                        for k in range(ow_hi - ow_lo):
+                            dxs[k] += wv * dyr[k]
     return dx
 
 
@@ -165,26 +178,16 @@ def _conv2d_backward_dwdb_direct(dy, x, cg, kh_, kw_, sh, sw, ph, pw, dh, dw, gr
     fg = f_ // groups
     kk = kh_ * kw_
     chunk = (n_ + nchunks - 1) // nchunks
-    # Partial sums per (filter, batch chunk); the lane buffer keeps the inner
-    # loop an element-wise multiply-add (vectorisable without reassociation),
-    # reduced once per (sample, tap).
+    # Partial sums per (batch chunk, filter), summed in chunk order at the end.
     part_w = np.zeros((nchunks, f_, cg * kk), dy.dtype)
     part_b = np.zeros((nchunks, f_), dy.dtype)
     for t in prange(f_ * nchunks):
         f = t // nchunks
         k = t - f * nchunks
         g = f // fg
-        lanes = np.empty(ow_, dy.dtype)
         for n in range(k * chunk, min(n_, (k + 1) * chunk)):
             dyp = dy[n, f]
-            lanes[:] = 0
-            for oh in range(oh_):
-                for ow in range(ow_):
-                    lanes[ow] += dyp[oh, ow]
-            s = dy.dtype.type(0)
-            for ow in range(ow_):
-                s += lanes[ow]
-            part_b[k, f] += s
+            part_b[k, f] += _dot_sum(dy[n, f].reshape(oh_ * ow_), oh_ * ow_)
             for cc in range(cg):
                 xp = x[n, g * cg + cc]
                 for i in range(kh_):
@@ -193,15 +196,12 @@ def _conv2d_backward_dwdb_direct(dy, x, cg, kh_, kw_, sh, sw, ph, pw, dh, dw, gr
                     for j in range(kw_):
                         off_w = j * dw - pw
                         ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
-                        lanes[:] = 0
-                        for oh in range(oh_lo, oh_hi):
-                            xr = xp[oh * sh + off_h]
-                            dyr = dyp[oh]
-                            for ow in range(ow_lo, ow_hi):
-                                lanes[ow] += dyr[ow] * xr[ow * sw + off_w]
+                        if ow_lo == ow_hi:
+                            continue
                         s = dy.dtype.type(0)
-                        for ow in range(ow_lo, ow_hi):
-                            s += lanes[ow]
+                        for oh in range(oh_lo, oh_hi):
+                            xs = xp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
+                            s += _dot1(dyp[oh, ow_lo:], xs, ow_hi - ow_lo)
                         part_w[k, f, (cc * kh_ + i) * kw_ + j] += s
     dwt, db = _sum_chunks(part_w, part_b)
     return dwt.reshape(f_, cg, kh_, kw_), db
@@ -521,7 +521,6 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks):
         col = np.empty((ck, p_), dy.dtype)
         dcol = np.empty((ck, p_), dy.dtype)
         tmp = np.empty((fg, ck), dy.dtype)
-        lanes = np.empty(16, dy.dtype)
         for n in range(t * chunk, min(n_, (t + 1) * chunk)):
             dx[n] = 0
             for g in range(groups):
@@ -534,27 +533,9 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks):
                 for cc in range(cg):
                     _col2im_plane(dcol, cc * kk, dx[n, g * cg + cc], kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
             for f in range(f_):
-                part_b[t, f] += _sum_row(dy3[n, f], lanes)
+                part_b[t, f] += _dot_sum(dy3[n, f], p_)
     dw2, db = _sum_chunks(part_w, part_b)
     return dx, dw2.reshape(w.shape), db
-
-
-@jit()
-def _sum_row(a, lanes):
-    """Sum of the 1-D ``a`` in a fixed order, via 16 vectorisable partial sums."""
-    m = a.shape[0]
-    acc = lanes[:16]
-    acc[:] = 0
-    m16 = m - m % 16
-    for i in range(0, m16, 16):
-        for j in range(16):
-            acc[j] += a[i + j]
-    s = a.dtype.type(0)
-    for j in range(16):
-        s += acc[j]
-    for i in range(m16, m):
-        s += a[i]
-    return s
 
 
 # --- validating wrappers ------------------------------------------------------------
