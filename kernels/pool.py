@@ -51,8 +51,25 @@ def _maxpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_):
         ap = arg[n, c]
         for oh in range(oh_):
             h0 = oh * sh - ph
+            rows_inside = h0 >= 0 and h0 + pool_h <= h_
             for ow in range(ow_):
                 w0 = ow * sw - pw
+                if rows_inside and w0 >= 0 and w0 + pool_w <= w_:
+                    # the common case: the window lies inside the input
+                    best = xp[h0, w0]
+                    k = 0
+                    for i in range(pool_h):
+                        xr = xp[h0 + i, w0:]
+                        for j in range(pool_w):
+                            val = xr[j]
+                            # a strictly larger value, or the first NaN
+                            # (np.argmax semantics); a NaN once taken stays
+                            if best == best and not (val <= best):
+                                best = val
+                                k = i * pool_w + j
+                    yp[oh, ow] = best
+                    ap[oh, ow] = k
+                    continue
                 best = x.dtype.type(ninf)
                 k = 0
                 first = True
@@ -64,8 +81,6 @@ def _maxpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_):
                         val = x.dtype.type(ninf)
                         if inside_h and 0 <= iw < w_:
                             val = xp[ih, iw]
-                        # First tap, a strictly larger value, or the first NaN
-                        # (np.argmax semantics); a NaN once taken stays.
                         if first or (best == best and not (val <= best)):
                             best = val
                             k = i * pool_w + j
