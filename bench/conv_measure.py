@@ -74,8 +74,9 @@ def _time(fn):
     return time.perf_counter() - t0
 
 
-def measure(case, dtype="float32", repeat=7, ref_repeat=3):
-    """Median seconds per call for kernels, reference and torch (None if absent)."""
+def measure(case, dtype="float32", repeat=7, ref_repeat=3, stat="median"):
+    """Seconds per call (median or min over the repeats) for kernels, reference
+    and torch (None if absent)."""
     import numbanet.kernels as kernels
     import numbanet.reference as reference
 
@@ -99,8 +100,8 @@ def measure(case, dtype="float32", repeat=7, ref_repeat=3):
             t_times.append(_time(t_run))
     r_run = case.bind(reference, case.inputs(dtype))
     r_times = [_time(r_run) for _ in range(ref_repeat)]
-    med = statistics.median
-    return med(k_times), med(r_times), (med(t_times) if t_times else None)
+    agg = statistics.median if stat == "median" else min
+    return agg(k_times), agg(r_times), (agg(t_times) if t_times else None)
 
 
 def main(argv=None):
@@ -108,14 +109,16 @@ def main(argv=None):
     p.add_argument("pattern", nargs="?", default="conv*,pool*")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="min estimates the unloaded speed on a busy machine")
     p.add_argument("--memory", action="store_true", help="also measure peak extra RSS")
     args = p.parse_args(argv)
     import numba
 
-    print(f"threads: numba {numba.get_num_threads()}, dtype {args.dtype}")
+    print(f"threads: numba {numba.get_num_threads()}, dtype {args.dtype}, {args.stat} of {args.repeat}")
     print(f"{'case':16s} {'kernel ms':>10s} {'ref ms':>10s} {'torch ms':>10s} {'ref/k':>7s} {'torch/k':>8s} {'GFLOP/s':>8s}")
     for case in cases(args.pattern):
-        k, r, t = measure(case, args.dtype, args.repeat)
+        k, r, t = measure(case, args.dtype, args.repeat, stat=args.stat)
         gf = f"{case.flops / k / 1e9:8.1f}" if case.flops else f"{'':8s}"
         ts = f"{t * 1e3:10.2f}" if t else f"{'-':>10s}"
         tr = f"{t / k:8.2f}" if t else f"{'-':>8s}"

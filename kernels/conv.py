@@ -1,6 +1,6 @@
 """2-D convolution (cross-correlation) kernels, forward and backward.
 
-Three strategies, chosen per shape by the public wrappers:
+Two strategies, chosen per shape by :func:`_use_direct`:
 
 * **wide grid** (few input channels per group, stride 1: a network's first
   layers, depthwise convolution). No column buffer: each sample's planes are
@@ -10,10 +10,8 @@ Three strategies, chosen per shape by the public wrappers:
   multiply-add, four taps per pass. dx is the same full correlation of dy
   padded onto that grid, dw a set of dot products. One parallel region per
   call (tasks are samples or batch chunks).
-* **direct** (few channels per group, stride > 1): per-plane loops over the
-  taps, rows strided by the stride.
-* **gemm** (many channels per group): per sample and group, im2col into one
-  reusable ``(C/groups*KH*KW, OH*OW)`` buffer per task and a BLAS product
+* **gemm** (many channels per group, or stride > 1): per sample and group,
+  im2col into one reusable ``(C/groups*KH*KW, OH*OW)`` buffer per task and a BLAS product
   (``np.dot`` inside njit). Parallel over batch chunks with single-threaded
   BLAS (see :func:`_single_threaded_blas`); measured against serial samples
   with multi-threaded BLAS and several samples per GEMM in
@@ -41,7 +39,8 @@ from ._config import jit
 
 __all__ = ["conv2d_forward", "conv2d_backward"]
 
-#: Input channels per group up to which the direct loops beat im2col + BLAS.
+#: Input channels per group up to which the wide-grid loops beat im2col + BLAS
+#: (measured: Cg=32, F=64 still about even, conv_mid's Cg=64 clearly not).
 _DIRECT_MAX_CG = 16
 
 #: Batch chunks: the unit of parallel work over samples and of the dw/db
@@ -97,114 +96,6 @@ def _sum_chunks(part_w, part_b):
             for r in range(r_):
                 dw[f, r] += part_w[k, f, r]
     return dw, db
-
-
-# --- direct kernels -------------------------------------------------------------
-
-
-@jit(parallel=True)
-def _conv2d_forward_direct(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_):
-    n_, c_, h_, w_ = x.shape
-    f_, cg, kh_, kw_ = w.shape
-    fg = f_ // groups
-    y = np.empty((n_, f_, oh_, ow_), x.dtype)
-    for t in prange(n_ * f_):
-        n = t // f_
-        f = t - n * f_
-        g = f // fg
-        yp = y[n, f]
-        bv = b[f]
-        for i in range(oh_):
-            for j in range(ow_):
-                yp[i, j] = bv
-        for cc in range(cg):
-            xp = x[n, g * cg + cc]
-            for i in range(kh_):
-                off_h = i * dh - ph
-                oh_lo, oh_hi = _valid_range(off_h, sh, h_, oh_)
-                for j in range(kw_):
-                    off_w = j * dw - pw
-                    ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
-                    wv = w[f, cc, i, j]
-                    if ow_lo == ow_hi:
-                        continue
-                    for oh in range(oh_lo, oh_hi):
-                        xs = xp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
-                        yr = yp[oh, ow_lo:]
-                        for k in range(ow_hi - ow_lo):
-                            yr[k] += wv * xs[k]
-    return y
-
-
-@jit(parallel=True)
-def _conv2d_backward_dx_direct(dy, w, x_shape_h, x_shape_w, c_, sh, sw, ph, pw, dh, dw, groups):
-    n_, f_, oh_, ow_ = dy.shape
-    _, cg, kh_, kw_ = w.shape
-    fg = f_ // groups
-    h_, w_ = x_shape_h, x_shape_w
-    dx = np.zeros((n_, c_, h_, w_), dy.dtype)
-    # One task per input plane: the scatter dx[ih, iw] += w * dy[oh, ow] of
-    # all filters of the group lands in memory this task alone owns.
-    for t in prange(n_ * c_):
-        n = t // c_
-        c = t - n * c_
-        g = c // cg
-        cc = c - g * cg
-        dxp = dx[n, c]
-        for fi in range(fg):
-            f = g * fg + fi
-            dyp = dy[n, f]
-            for i in range(kh_):
-                off_h = i * dh - ph
-                oh_lo, oh_hi = _valid_range(off_h, sh, h_, oh_)
-                for j in range(kw_):
-                    off_w = j * dw - pw
-                    ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
-                    wv = w[f, cc, i, j]
-                    if ow_lo == ow_hi:
-                        continue
-                    for oh in range(oh_lo, oh_hi):
-                        dxs = dxp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
-                        dyr = dyp[oh, ow_lo:]
-                        for k in range(ow_hi - ow_lo):
-                            dxs[k] += wv * dyr[k]
-    return dx
-
-
-@jit(parallel=True)
-def _conv2d_backward_dwdb_direct(dy, x, cg, kh_, kw_, sh, sw, ph, pw, dh, dw, groups, nchunks):
-    n_, f_, oh_, ow_ = dy.shape
-    _, _, h_, w_ = x.shape
-    fg = f_ // groups
-    kk = kh_ * kw_
-    chunk = (n_ + nchunks - 1) // nchunks
-    # Partial sums per (batch chunk, filter), summed in chunk order at the end.
-    part_w = np.zeros((nchunks, f_, cg * kk), dy.dtype)
-    part_b = np.zeros((nchunks, f_), dy.dtype)
-    for t in prange(f_ * nchunks):
-        f = t // nchunks
-        k = t - f * nchunks
-        g = f // fg
-        for n in range(k * chunk, min(n_, (k + 1) * chunk)):
-            dyp = dy[n, f]
-            part_b[k, f] += _dot_sum(dy[n, f].reshape(oh_ * ow_), oh_ * ow_)
-            for cc in range(cg):
-                xp = x[n, g * cg + cc]
-                for i in range(kh_):
-                    off_h = i * dh - ph
-                    oh_lo, oh_hi = _valid_range(off_h, sh, h_, oh_)
-                    for j in range(kw_):
-                        off_w = j * dw - pw
-                        ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
-                        if ow_lo == ow_hi:
-                            continue
-                        s = dy.dtype.type(0)
-                        for oh in range(oh_lo, oh_hi):
-                            xs = xp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
-                            s += _dot1(dyp[oh, ow_lo:], xs, ow_hi - ow_lo)
-                        part_w[k, f, (cc * kh_ + i) * kw_ + j] += s
-    dwt, db = _sum_chunks(part_w, part_b)
-    return dwt.reshape(f_, cg, kh_, kw_), db
 
 
 # --- direct kernels on the "wide grid" (stride 1) --------------------------------
@@ -541,8 +432,10 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks):
 # --- validating wrappers ------------------------------------------------------------
 
 
-def _use_direct(cg):
-    return cg <= _DIRECT_MAX_CG
+def _use_direct(cg, sh, sw):
+    """The wide-grid loops for few channels per group at stride 1 (measured:
+    at stride 2 im2col + BLAS wins even for 3 or 8 input channels)."""
+    return cg <= _DIRECT_MAX_CG and sh == sw == 1
 
 
 def _geometry(fn, x, w, stride, pad, dilation, groups):
@@ -601,11 +494,9 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     v.same_dtype(fn, x=x, w=w, b=b)
     hp, oh, ow = _geometry(fn, x, w, stride, pad, dilation, groups)
     v.shape(fn, "b", b, (w.shape[0],), f"F={w.shape[0]} from w")
-    if _use_direct(w.shape[1]):
-        sh, sw, ph, pw, dh, dw, groups = hp
-        if sh == sw == 1:
-            return _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh, ow)
-        return _conv2d_forward_direct(x, w, b, *hp, oh, ow)
+    sh, sw, ph, pw, dh, dw, groups = hp
+    if _use_direct(w.shape[1], sh, sw):
+        return _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh, ow)
     with _single_threaded_blas():
         return _conv2d_forward_gemm(x, w, b, *hp, oh, ow, max(1, min(x.shape[0], _CHUNKS)))
 
@@ -644,11 +535,7 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1):
     v.shape(fn, "dy", dy, (n, f, oh, ow), "(N, F, OH, OW) from x, w and the geometry")
     if n == 0:
         return np.zeros_like(x), np.zeros_like(w), np.zeros(f, w.dtype)
-    if _use_direct(cg) and sh == sw == 1:
+    if _use_direct(cg, sh, sw):
         return _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, min(n, _DIRECT_CHUNKS))
-    if _use_direct(cg):
-        dx = _conv2d_backward_dx_direct(dy, w, h, wd, c, sh, sw, ph, pw, dh, dw, groups)
-        dwt, db = _conv2d_backward_dwdb_direct(dy, x, cg, kh, kw, sh, sw, ph, pw, dh, dw, groups, min(n, _CHUNKS))
-        return dx, dwt, db
     with _single_threaded_blas():
         return _conv2d_backward_gemm(dy, x, w, *hp, min(n, _CHUNKS))
