@@ -7,7 +7,7 @@ Two strategies, chosen per shape by :func:`_use_direct`:
   zero-padded to (Hp, Wp) and flattened, and every kernel tap becomes a shift
   by ``i*dh*Wp + j*dw``; the output is accumulated on a grid of width Wp (the
   Wp - OW extra columns are cropped), so each tap is one long contiguous
-  multiply-add, four taps per pass. dx is the same full correlation of dy
+  multiply-add, up to eight taps per pass. dx is the same full correlation of dy
   padded onto that grid, dw a set of dot products. One parallel region per
   call (tasks are samples or batch chunks).
 * **gemm** (many channels per group, or stride > 1): per sample and group,
@@ -160,11 +160,27 @@ def _tap_offsets(kh_, kw_, dh, dw, wp):
 def _axpy_taps(acc, src, rows, off, wts, length):
     """``acc[q] += sum_t wts[t] * src[rows[t], off[t] + q]`` for q < length.
 
-    Four taps per pass over ``acc``, so each load and store of ``acc`` feeds
-    four multiply-adds; taps run in order, so the sum order is fixed.
+    Eight (then four, then one) taps per pass over ``acc``, so each load and
+    store of ``acc`` feeds several multiply-adds; the order is fixed.
     """
     nt = off.shape[0]
     t = 0
+    while t + 8 <= nt:
+        w0, w1, w2, w3 = wts[t], wts[t + 1], wts[t + 2], wts[t + 3]
+        w4, w5, w6, w7 = wts[t + 4], wts[t + 5], wts[t + 6], wts[t + 7]
+        s0 = src[rows[t], off[t] :]
+        s1 = src[rows[t + 1], off[t + 1] :]
+        s2 = src[rows[t + 2], off[t + 2] :]
+        s3 = src[rows[t + 3], off[t + 3] :]
+        s4 = src[rows[t + 4], off[t + 4] :]
+        s5 = src[rows[t + 5], off[t + 5] :]
+        s6 = src[rows[t + 6], off[t + 6] :]
+        s7 = src[rows[t + 7], off[t + 7] :]
+        for q in range(length):
+            acc[q] += (w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q]) + (
+                w4 * s4[q] + w5 * s5[q] + w6 * s6[q] + w7 * s7[q]
+            )
+        t += 8
     while t + 4 <= nt:
         w0, w1, w2, w3 = wts[t], wts[t + 1], wts[t + 2], wts[t + 3]
         s0 = src[rows[t], off[t] :]
