@@ -74,7 +74,7 @@ def _time(fn):
     return time.perf_counter() - t0
 
 
-def measure(case, dtype="float32", repeat=7, ref_repeat=3, stat="median"):
+def measure(case, dtype="float32", repeat=7, ref_repeat=3, stat="median", budget=0.0):
     """Seconds per call (median or min over the repeats) for kernels, reference
     and torch (None if absent)."""
     import numbanet.kernels as kernels
@@ -93,8 +93,12 @@ def measure(case, dtype="float32", repeat=7, ref_repeat=3, stat="median"):
             t_run()
         except ImportError:
             t_run = None
+    # At least `repeat` interleaved pairs, more until `budget` seconds pass:
+    # on a shared machine the fast cases then get enough samples to find
+    # quiet moments.
     k_times, t_times = [], []
-    for _ in range(repeat):
+    start = time.perf_counter()
+    while len(k_times) < repeat or (time.perf_counter() - start < budget and len(k_times) < 1000):
         k_times.append(_time(k_run))
         if t_run is not None:
             t_times.append(_time(t_run))
@@ -111,14 +115,19 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--stat", choices=("median", "min"), default="median",
                    help="min estimates the unloaded speed on a busy machine")
+    p.add_argument("--budget", type=float, default=0.0, help="keep repeating up to this many seconds per case")
     p.add_argument("--memory", action="store_true", help="also measure peak extra RSS")
     args = p.parse_args(argv)
     import numba
 
-    print(f"threads: numba {numba.get_num_threads()}, dtype {args.dtype}, {args.stat} of {args.repeat}")
+    import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
+    from threadpoolctl import threadpool_info
+
+    blas = {i["prefix"]: i.get("architecture") for i in threadpool_info() if i["user_api"] == "blas"}
+    print(f"threads: numba {numba.get_num_threads()}, dtype {args.dtype}, {args.stat} of {args.repeat}; BLAS {blas}")
     print(f"{'case':16s} {'kernel ms':>10s} {'ref ms':>10s} {'torch ms':>10s} {'ref/k':>7s} {'torch/k':>8s} {'GFLOP/s':>8s}")
     for case in cases(args.pattern):
-        k, r, t = measure(case, args.dtype, args.repeat, stat=args.stat)
+        k, r, t = measure(case, args.dtype, args.repeat, stat=args.stat, budget=args.budget)
         gf = f"{case.flops / k / 1e9:8.1f}" if case.flops else f"{'':8s}"
         ts = f"{t * 1e3:10.2f}" if t else f"{'-':>10s}"
         tr = f"{t / k:8.2f}" if t else f"{'-':>8s}"
