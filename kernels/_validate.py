@@ -142,3 +142,16 @@ def inplace_array(fn: str, name: str, a, like: np.ndarray | None = None) -> np.n
         if a.shape != like.shape:
             raise ValueError(f"{fn}: {name} must have the shape of param {like.shape}, got {a.shape}")
     return a
+
+
+def int_pair(fn: str, name: str, value, *, minimum: int | None = None) -> tuple[int, int]:
+    """Return an int or an ``(h, w)`` pair of ints as a pair, checking each."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{fn}: {name} must be an int or an (h, w) pair, got {value!r}")
+        return (
+            int_param(fn, f"{name}[0]", value[0], minimum=minimum),
+            int_param(fn, f"{name}[1]", value[1], minimum=minimum),
+        )
+    v = int_param(fn, name, value, minimum=minimum)
+    return v, v
