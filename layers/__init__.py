@@ -7,5 +7,6 @@ Thin wrappers: they hold state and call :mod:`numbanet.kernels` (or, with
 
 from ._base import Layer
 from .basic import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from .conv import Convolution, Pooling
 
-__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss"]
+__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "Convolution", "Pooling"]
