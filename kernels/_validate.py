@@ -165,7 +165,12 @@ def float_param(fn: str, name: str, value, *, minimum=None, below=None) -> float
 
 def inplace_array(fn: str, name: str, a, like: np.ndarray | None = None) -> np.ndarray:
     """Check that ``a`` is a writable float32/float64 ndarray (updated in place),
-    with the dtype and shape of ``like`` when given. Returns ``a`` itself."""
+    with the dtype and shape of ``like`` when given. Returns ``a`` itself.
+
+    Like :func:`float_array`, the first check of a wrapper: it applies the
+    requested thread count to the calling thread.
+    """
+    sync_thread()
     if not isinstance(a, np.ndarray):
         raise TypeError(
             f"{fn}: {name} must be a float32 or float64 ndarray (it is updated in place), "

@@ -477,6 +477,8 @@ def _geometry(fn, x, w, stride, pad, dilation, groups):
             f"{fn}: the kernel spans {ekh}x{ekw} (with dilation {dh}x{dw}), larger than "
             f"the padded input {h + 2 * ph}x{wd + 2 * pw}"
         )
+    v.output_size(fn, (n, f, oh, ow), x.dtype, "stride, pad and dilation")
+    v.output_size(fn, (c, h + 2 * ph, wd + 2 * pw), x.dtype, "pad")  # a padded sample
     return (sh, sw, ph, pw, dh, dw, groups), oh, ow
 
 

@@ -256,7 +256,20 @@ def _arrays(fn, param, grad, *states):
         if a is None:
             raise ValueError(f"{fn}: {name} is required by these hyperparameters, got None")
         views.append(_work(v.inplace_array(fn, name, a, like=p), copies))
+    _no_overlap(fn, param, grad, states)
     return views, copies
+
+
+def _no_overlap(fn, param, grad, states):
+    """Refuse arrays that share memory with an array the step writes: the
+    fused kernel reads and writes element by element, so an alias or an
+    overlap would feed it values it already updated."""
+    arrays = [("param", param), ("grad", grad)]
+    arrays += [(name, a) for name, a, needed in states if needed and isinstance(a, np.ndarray)]
+    for i, (name_a, a) in enumerate(arrays):
+        for name_b, b in arrays[i + 1:]:
+            if isinstance(b, np.ndarray) and np.may_share_memory(a, b):
+                raise ValueError(f"{fn}: {name_b} shares memory with {name_a}; pass separate arrays")
 
 
 def _work(a, copies):

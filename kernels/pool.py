@@ -186,6 +186,8 @@ def _geometry(fn, x_shape, pool_h, pool_w, stride, pad):
         )
     oh = (h + 2 * ph - pool_h) // sh + 1
     ow = (w + 2 * pw - pool_w) // sw + 1
+    # float64 and int64 argmax: the largest output any pooling op allocates.
+    v.output_size(fn, (x_shape[0], x_shape[1], oh, ow), np.float64, "pool_h, pool_w, stride and pad")
     return pool_h, pool_w, (sh, sw, ph, pw), oh, ow
 
 

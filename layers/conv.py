@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._base import Layer
 
 
@@ -38,8 +40,11 @@ class Convolution(Layer):
         return dict(stride=self.stride, pad=self.pad, dilation=self.dilation, groups=self.groups)
 
     def forward(self, x):
+        # State changes only once the kernel accepted the input, so a bad call
+        # leaves the layer as it was.
+        y = self.ops.conv2d_forward(x, self.W, self.b, **self._geometry())
         self.x = x
-        return self.ops.conv2d_forward(x, self.W, self.b, **self._geometry())
+        return y
 
     def backward(self, dout):
         dx, dW, db = self.ops.conv2d_backward(dout, self.x, self.W, **self._geometry())
@@ -80,11 +85,13 @@ class Pooling(Layer):
         self.arg_max = None
 
     def forward(self, x):
-        self.x_shape = x.shape
+        # State changes only once the kernel accepted the input.
         if self.mode == "max":
             out, self.arg_max = self.ops.maxpool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
-            return out
-        return self.ops.avgpool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        else:
+            out = self.ops.avgpool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        self.x_shape = np.shape(x)
+        return out
 
     def backward(self, dout):
         if self.mode == "max":

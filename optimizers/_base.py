@@ -113,6 +113,8 @@ class Optimizer:
                 raise TypeError(f"{fn}: grads[{name!r}] has dtype {g.dtype} but params[{name!r}] has {p.dtype}")
             if g.shape != p.shape:
                 raise ValueError(f"{fn}: grads[{name!r}] has shape {g.shape} but params[{name!r}] has {p.shape}")
+            if np.may_share_memory(g, p):
+                raise ValueError(f"{fn}: grads[{name!r}] shares memory with params[{name!r}]; pass separate arrays")
             st = self.state.get(name)
             if st is not None:
                 for key, a in st.items():

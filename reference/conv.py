@@ -47,7 +47,8 @@ def im2col(x, kh, kw, stride=1, pad=0, dilation=1, pad_value=0):
             x0 = j * dw
             x_max = x0 + sw * ow
             col[:, :, i, j, :, :] = img[:, :, y0:y_max:sh, x0:x_max:sw]
-    return col.transpose(0, 4, 5, 1, 2, 3).reshape(n * oh * ow, -1)
+    # Explicit column count: -1 cannot be inferred when N*OH*OW is 0.
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(n * oh * ow, c * kh * kw)
 
 
 def col2im(col, x_shape, kh, kw, stride=1, pad=0, dilation=1):
