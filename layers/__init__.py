@@ -7,5 +7,15 @@ Thin wrappers: they hold state and call :mod:`numbanet.kernels` (or, with
 
 from ._base import Layer
 from .basic import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from .regularization import BatchNormalization, Dropout, Flatten
 
-__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss"]
+__all__ = [
+    "Layer",
+    "Affine",
+    "Relu",
+    "Sigmoid",
+    "SoftmaxWithLoss",
+    "BatchNormalization",
+    "Dropout",
+    "Flatten",
+]

@@ -9,11 +9,14 @@ their arguments.
 
 from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import affine_backward, affine_forward
+from .batchnorm import batchnorm_backward, batchnorm_forward
 from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
 
 __all__ = [
     "affine_forward",
     "affine_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
     "relu_forward",
     "relu_backward",
     "sigmoid_forward",
