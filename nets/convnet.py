@@ -45,6 +45,10 @@ class SimpleConvNet(Sequential):
         :mod:`numbanet.kernels` (default) or :mod:`numbanet.reference`.
     seed : int or None
         Seeds the weight initialisation.
+    flat : bool
+        Keep all parameters (and gradients) in one buffer
+        (:meth:`Sequential.flatten_params`) so that an optimizer updates the
+        network in one call.
 
     Layers: Convolution, Relu, Pooling, Flatten, Affine, Relu, Affine; the
     parameters are named ``0.W``, ``0.b`` (conv), ``4.W``, ``4.b``, ``6.W``,
@@ -61,6 +65,7 @@ class SimpleConvNet(Sequential):
         dtype=np.float32,
         backend=None,
         seed=None,
+        flat=True,
     ):
         cp = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
         cp.update(conv_param or {})
@@ -84,6 +89,7 @@ class SimpleConvNet(Sequential):
             L.Relu(**kw),
             L.Affine(weight((hidden_size, output_size), hidden_size), np.zeros(output_size, dt), **kw),
             loss=L.SoftmaxWithLoss(**kw),
+            flat=flat,
         )
 
 
@@ -104,7 +110,7 @@ class ConvNet(Sequential):
     batchnorm : bool
         False removes the batch norm layers (convolutions then get biases).
     weight_init_std : float or "he" (default)
-    dtype, backend, seed : as :class:`SimpleConvNet`.
+    dtype, backend, seed, flat : as :class:`SimpleConvNet`.
     """
 
     def __init__(
@@ -120,6 +126,7 @@ class ConvNet(Sequential):
         dtype=np.float32,
         backend=None,
         seed=None,
+        flat=True,
     ):
         if filter_size % 2 != 1:
             raise ValueError(f"ConvNet: filter_size must be odd, got {filter_size}")
@@ -158,4 +165,4 @@ class ConvNet(Sequential):
         stack.append(
             L.Affine(weight((hidden_size, output_size), hidden_size), np.zeros(output_size, dt), **kw)
         )
-        super().__init__(*stack, loss=L.SoftmaxWithLoss(**kw))
+        super().__init__(*stack, loss=L.SoftmaxWithLoss(**kw), flat=flat)

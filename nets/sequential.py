@@ -20,6 +20,9 @@ class Sequential:
     loss : layer, optional
         Final layer with ``forward(x, t) -> loss`` and ``backward()``; default a
         new ``SoftmaxWithLoss`` on the first layer's backend.
+    flat : bool
+        Call :meth:`flatten_params` (one buffer for all parameters, one for
+        all gradients) so that optimizers take their one-call fast path.
 
     Attributes
     ----------
@@ -33,13 +36,15 @@ class Sequential:
         The loss of the latest :meth:`gradient` call.
     """
 
-    def __init__(self, *layers, loss=None):
+    def __init__(self, *layers, loss=None, flat=False):
         self.layers = list(layers)
         if loss is None:
             loss = SoftmaxWithLoss(backend=self.layers[0].ops if self.layers else None)
         self.last_layer = loss
         self.last_loss = None
         self._flat = None
+        if flat:
+            self.flatten_params()
 
     # -- named arrays ------------------------------------------------------
     def _named(self, attr):
@@ -51,11 +56,34 @@ class Sequential:
 
     @property
     def params(self) -> dict[str, np.ndarray]:
-        return self._named("params")
+        return self._flat.params if self._flat is not None else self._named("params")
 
     @property
     def grads(self) -> dict[str, np.ndarray]:
-        return self._named("grads")
+        return self._flat.grads if self._flat is not None else self._named("grads")
+
+    def flatten_params(self):
+        """Move every parameter and gradient into one contiguous buffer each.
+
+        Uses :class:`numbanet.optimizers.FlatParams`: the current values are
+        copied in and each layer's ``W``/``dW`` (etc.) attributes are re-pointed
+        at views of the buffers, so the layers keep working (they write
+        gradients in place). From then on :attr:`params` and :attr:`grads`
+        return the same two dicts every time, which lets an optimizer update
+        the whole model with one fused kernel call. Returns the FlatParams.
+        Idempotent; all parameters must share one dtype.
+        """
+        if self._flat is not None:
+            return self._flat
+        from numbanet.optimizers import FlatParams
+
+        flat = FlatParams(self._named("params"))
+        for i, layer in enumerate(self.layers):
+            for name in getattr(layer, "param_names", ()):
+                setattr(layer, name, flat.params[f"{i}.{name}"])
+                setattr(layer, "d" + name, flat.grads[f"{i}.{name}"])
+        self._flat = flat
+        return flat
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
