@@ -40,7 +40,7 @@ def _parse(argv):
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--seed", type=int, default=0, help="seeds the weights and the shuffling")
-    p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="Numba and BLAS threads (default: all cores)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="MNIST: a folder of IDX files (optionally .gz) or a .npz; default: the digits")
@@ -82,6 +82,11 @@ def main(argv=None):
 
     if args.threads is not None:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        # NumPy's BLAS (used by the affine kernels) gets the same budget, so
+        # its threads and Numba's never oversubscribe the cores.
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads, user_api="blas")
     dtype = np.dtype(args.dtype)
     if args.data is None:
         (x_tr, t_tr), (x_te, t_te) = load_digits(dtype=dtype)
