@@ -10,7 +10,10 @@ signatures.
 from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import affine_backward, affine_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward
+from .conv import conv2d_backward, conv2d_forward
 from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from .optim import adagrad_step, adam_step, adamw_step, all_finite, rmsprop_step, sgd_step
+from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
 
 __all__ = [
     "affine_forward",
@@ -23,4 +26,16 @@ __all__ = [
     "sigmoid_backward",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
+    "sgd_step",
+    "adagrad_step",
+    "rmsprop_step",
+    "adam_step",
+    "adamw_step",
+    "all_finite",
+    "conv2d_forward",
+    "conv2d_backward",
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
 ]

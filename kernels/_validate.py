@@ -9,6 +9,7 @@ what was given.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -104,3 +105,53 @@ def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype) -> tuple[np.n
     raise ValueError(
         f"{fn}: labels must be class indices of shape ({n},) or one-hot of shape ({n}, {k}), got shape {t.shape}"
     )
+
+
+def float_param(fn: str, name: str, value, *, minimum=None, below=None) -> float:
+    """Return ``value`` as a Python float, checking that it is a finite real
+    number in ``[minimum, below)`` (either bound may be ``None``)."""
+    if type(value) is not float:  # the common case skips the slower ABC check
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__} {value!r}")
+        value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{fn}: {name} must be finite, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+    if below is not None and not value < below:
+        where = f"in [{minimum}, {below})" if minimum is not None else f"< {below}"
+        raise ValueError(f"{fn}: {name} must lie {where}, got {value}")
+    return value
+
+
+def inplace_array(fn: str, name: str, a, like: np.ndarray | None = None) -> np.ndarray:
+    """Check that ``a`` is a writable float32/float64 ndarray (updated in place),
+    with the dtype and shape of ``like`` when given. Returns ``a`` itself."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(
+            f"{fn}: {name} must be a float32 or float64 ndarray (it is updated in place), "
+            f"got {type(a).__name__}"
+        )
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{fn}: {name} must have dtype float32 or float64, got {a.dtype}")
+    if not a.flags.writeable:
+        raise ValueError(f"{fn}: {name} is read-only but is updated in place")
+    if like is not None:
+        if a.dtype != like.dtype:
+            raise TypeError(f"{fn}: {name} has dtype {a.dtype} but param has dtype {like.dtype}")
+        if a.shape != like.shape:
+            raise ValueError(f"{fn}: {name} must have the shape of param {like.shape}, got {a.shape}")
+    return a
+
+
+def int_pair(fn: str, name: str, value, *, minimum: int | None = None) -> tuple[int, int]:
+    """Return an int or an ``(h, w)`` pair of ints as a pair, checking each."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{fn}: {name} must be an int or an (h, w) pair, got {value!r}")
+        return (
+            int_param(fn, f"{name}[0]", value[0], minimum=minimum),
+            int_param(fn, f"{name}[1]", value[1], minimum=minimum),
+        )
+    v = int_param(fn, name, value, minimum=minimum)
+    return v, v

@@ -7,6 +7,7 @@ Thin wrappers: they hold state and call :mod:`numbanet.kernels` (or, with
 
 from ._base import Layer
 from .basic import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from .conv import Convolution, Pooling
 from .regularization import BatchNormalization, Dropout, Flatten
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "Relu",
     "Sigmoid",
     "SoftmaxWithLoss",
+    "Convolution",
+    "Pooling",
     "BatchNormalization",
     "Dropout",
     "Flatten",

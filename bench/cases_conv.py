@@ -1,0 +1,163 @@
+"""Registry cases for convolution and pooling: forward + backward workloads.
+
+Each conv case runs ``conv2d_forward`` then ``conv2d_backward`` with a fixed
+random ``dy``; the pooling case runs max pooling forward then backward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import Case, register
+
+
+def _randn(rng, shape, dtype, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def _out(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+# --- convolution ------------------------------------------------------------------
+
+
+def _conv_inputs(xs, ws, stride, pad, groups):
+    n, c, h, w = xs
+    f, cg, kh, kw = ws
+
+    def make(dtype, rng):
+        return {
+            "x": _randn(rng, xs, dtype),
+            "w": _randn(rng, ws, dtype, scale=1.0 / np.sqrt(cg * kh * kw)),
+            "b": _randn(rng, (f,), dtype),
+            "dy": _randn(rng, (n, f, _out(h, kh, stride, pad), _out(w, kw, stride, pad)), dtype),
+            "stride": stride,
+            "pad": pad,
+            "groups": groups,
+        }
+
+    return make
+
+
+def _conv_bind(impl, inp):
+    x, w, b, dy = inp["x"], inp["w"], inp["b"], inp["dy"]
+    hp = dict(stride=inp["stride"], pad=inp["pad"], groups=inp["groups"])
+
+    def run():
+        y = impl.conv2d_forward(x, w, b, **hp)
+        dx, dw, db = impl.conv2d_backward(dy, x, w, **hp)
+        return y, dx, dw, db
+
+    return run
+
+
+def _conv_torch(inp):
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(inp["x"]).requires_grad_()
+    w = torch.from_numpy(inp["w"]).requires_grad_()
+    b = torch.from_numpy(inp["b"]).requires_grad_()
+    dy = torch.from_numpy(inp["dy"])
+    hp = dict(stride=inp["stride"], padding=inp["pad"], groups=inp["groups"])
+
+    def run():
+        x.grad = w.grad = b.grad = None
+        y = F.conv2d(x, w, b, **hp)
+        y.backward(dy)
+        return y, x.grad, w.grad, b.grad
+
+    return run
+
+
+_CONV_CASES = {
+    # name: (x shape, w shape, stride, pad, groups)
+    "conv_mnist": ((100, 1, 28, 28), (30, 1, 5, 5), 1, 0, 1),
+    "conv_cifar_stem": ((64, 3, 32, 32), (32, 3, 3, 3), 1, 1, 1),
+    "conv_mid": ((64, 64, 32, 32), (64, 64, 3, 3), 1, 1, 1),
+    "conv_deep": ((32, 128, 16, 16), (128, 128, 3, 3), 1, 1, 1),
+    "conv_strided": ((32, 64, 32, 32), (128, 64, 3, 3), 2, 1, 1),
+    "conv_depthwise": ((32, 64, 32, 32), (64, 1, 3, 3), 1, 1, 64),
+}
+
+for _name, (_xs, _ws, _s, _p, _g) in _CONV_CASES.items():
+    _oh = _out(_xs[2], _ws[2], _s, _p)
+    _ow = _out(_xs[3], _ws[3], _s, _p)
+    # forward, dx and dw are one multiply-add per (n, f, oh, ow, c, i, j) each
+    _macs = _xs[0] * _ws[0] * _oh * _ow * _ws[1] * _ws[2] * _ws[3]
+    register(
+        Case(
+            name=_name,
+            group="conv",
+            params={"x": _xs, "w": _ws, "stride": _s, "pad": _p, "groups": _g},
+            make_inputs=_conv_inputs(_xs, _ws, _s, _p, _g),
+            bind=_conv_bind,
+            torch_bind=_conv_torch,
+            flops=3 * 2.0 * _macs,
+            description="conv2d_forward + conv2d_backward",
+        )
+    )
+
+
+# --- pooling ----------------------------------------------------------------------
+
+
+def _pool_inputs(xs, k, s):
+    n, c, h, w = xs
+
+    def make(dtype, rng):
+        return {
+            "x": _randn(rng, xs, dtype),
+            "dy": _randn(rng, (n, c, _out(h, k, s, 0), _out(w, k, s, 0)), dtype),
+            "k": k,
+            "stride": s,
+        }
+
+    return make
+
+
+def _pool_bind(impl, inp):
+    x, dy, k, s = inp["x"], inp["dy"], inp["k"], inp["stride"]
+
+    def run():
+        y, arg = impl.maxpool2d_forward(x, k, k, s)
+        dx = impl.maxpool2d_backward(dy, arg, x.shape, k, k, s)
+        return y, dx
+
+    return run
+
+
+def _pool_torch(inp):
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(inp["x"]).requires_grad_()
+    dy = torch.from_numpy(inp["dy"])
+    k, s = inp["k"], inp["stride"]
+
+    def run():
+        x.grad = None
+        y = F.max_pool2d(x, k, s)
+        y.backward(dy)
+        return y, x.grad
+
+    return run
+
+
+_POOL_SHAPE = (100, 30, 24, 24)
+register(
+    Case(
+        name="pool_mnist",
+        group="pool",
+        params={"x": _POOL_SHAPE, "pool": (2, 2), "stride": 2, "pad": 0},
+        make_inputs=_pool_inputs(_POOL_SHAPE, 2, 2),
+        bind=_pool_bind,
+        torch_bind=_pool_torch,
+        # forward reads x, writes y and argmax; backward reads dy, argmax, writes dx
+        nbytes=lambda dt: (2 * int(np.prod(_POOL_SHAPE)) + 2 * int(np.prod(_POOL_SHAPE)) // 4) * dt.itemsize
+        + 2 * int(np.prod(_POOL_SHAPE)) // 4 * 8,
+        tol={"float32": 0.0, "float64": 0.0},
+        description="maxpool2d_forward + maxpool2d_backward",
+    )
+)

@@ -1,0 +1,557 @@
+"""2-D convolution (cross-correlation) kernels, forward and backward.
+
+Two strategies, chosen per shape by :func:`_use_direct`:
+
+* **wide grid** (few input channels per group, stride 1: a network's first
+  layers, depthwise convolution). No column buffer: each sample's planes are
+  zero-padded to (Hp, Wp) and flattened, and every kernel tap becomes a shift
+  by ``i*dh*Wp + j*dw``; the output is accumulated on a grid of width Wp (the
+  Wp - OW extra columns are cropped), so each tap is one long contiguous
+  multiply-add, up to eight taps per pass. dx is the same full correlation of dy
+  padded onto that grid, dw a set of dot products. One parallel region per
+  call (tasks are samples or batch chunks).
+* **gemm** (many channels per group, or stride > 1): per sample and group,
+  im2col into one reusable ``(C/groups*KH*KW, OH*OW)`` buffer per task and a BLAS product
+  (``np.dot`` inside njit). Parallel over batch chunks with single-threaded
+  BLAS (see :func:`_single_threaded_blas`); measured against serial samples
+  with multi-threaded BLAS and several samples per GEMM in
+  ``python -m numbanet.bench.conv_strategies``. The column matrix of the
+  whole batch is never built: the extra memory is one sample's columns per
+  thread.
+
+Geometry: ``y[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j] *
+x[n, g*Cg + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (taps outside the input
+read zero), ``g = f // (F/groups)``, ``Cg = C/groups``,
+``OH = (H + 2ph - dh(KH-1) - 1) // sh + 1`` (likewise OW).
+
+Determinism: every output element (of y, dx, dw, db) is written by one task,
+or summed from per-chunk partials in a fixed order, so results are bitwise
+identical from run to run whatever the thread scheduling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from . import _validate as v
+from ._config import jit
+
+__all__ = ["conv2d_forward", "conv2d_backward"]
+
+#: Input channels per group up to which the wide-grid loops beat im2col + BLAS
+#: (measured: Cg=32, F=64 still about even, conv_mid's Cg=64 clearly not).
+_DIRECT_MAX_CG = 16
+
+#: Batch chunks: the unit of parallel work over samples and of the dw/db
+#: partial sums. A fixed number (not the thread count) so that the summation
+#: order, hence the result, never depends on the threads.
+_CHUNKS = 8
+#: The direct kernels' partial sums are small: more chunks balance the threads better.
+_DIRECT_CHUNKS = 16
+
+_blas_controller = None
+
+
+def _single_threaded_blas():
+    """Context manager limiting BLAS to one thread (we parallelise around it).
+
+    Numba's ``np.dot`` calls SciPy's BLAS; called from Numba's threads while
+    itself multi-threaded, it would run 2 x 2 threads on 2 cores.
+    """
+    global _blas_controller
+    if _blas_controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = ThreadpoolController().select(user_api="blas")
+    return _blas_controller.limit(limits=1)
+
+
+@jit()
+def _valid_range(off, s, size, out):
+    """Outputs ``o`` in ``[lo, hi)`` whose tap ``o*s + off`` lies in ``[0, size)``."""
+    lo = 0
+    if off < 0:
+        lo = (-off + s - 1) // s
+    hi = 0
+    if size - off > 0:
+        hi = (size - off + s - 1) // s
+    if hi > out:
+        hi = out
+    if lo > hi:
+        lo = hi
+    return lo, hi
+
+
+@jit()
+def _sum_chunks(part_w, part_b):
+    """Sum per-chunk partials (nchunks, F, R) and (nchunks, F) in chunk order."""
+    nchunks, f_, r_ = part_w.shape
+    dw = np.zeros((f_, r_), part_w.dtype)
+    db = np.zeros(f_, part_b.dtype)
+    for k in range(nchunks):
+        for f in range(f_):
+            db[f] += part_b[k, f]
+            for r in range(r_):
+                dw[f, r] += part_w[k, f, r]
+    return dw, db
+
+
+# --- direct kernels on the "wide grid" (stride 1) --------------------------------
+#
+# With stride 1 the taps of a plane are plain shifts of one another once the
+# input is zero-padded to (Hp, Wp) and flattened: the output computed on a grid
+# of width Wp (OW valid columns, Wp - OW junk ones, cropped at the end) gets
+# ``y_wide[q] += w[tap] * x_pad_flat[off[tap] + q]`` with
+# ``off = i*dh*Wp + j*dw``: one long contiguous multiply-add per tap, which
+# vectorises fully, instead of OH short rows.
+
+
+@jit()
+def _copy_row(dst, src, length):
+    # Indexing by the bare loop variable spares Numba's negative-index
+    # wraparound test, which would keep the loop from vectorising; hence the
+    # slices taken by the callers here and below.
+    for q in range(length):
+        dst[q] = src[q]
+
+
+@jit(fastmath=True)
+def _dot4(a, b0, b1, b2, b3, length):
+    """``(sum_q a[q] * b_u[q] for u < 4)`` over q < length."""
+    z = a.dtype.type(0)
+    s0 = s1 = s2 = s3 = z
+    for q in range(length):
+        aq = a[q]
+        s0 += aq * b0[q]
+        s1 += aq * b1[q]
+        s2 += aq * b2[q]
+        s3 += aq * b3[q]
+    return s0, s1, s2, s3
+
+
+@jit(fastmath=True)
+def _dot1(a, b, length):
+    s = a.dtype.type(0)
+    for q in range(length):
+        s += a[q] * b[q]
+    return s
+
+
+@jit(fastmath=True)
+def _dot_sum(a, length):
+    s = a.dtype.type(0)
+    for q in range(length):
+        s += a[q]
+    return s
+
+
+@jit()
+def _tap_offsets(kh_, kw_, dh, dw, wp):
+    off = np.empty(kh_ * kw_, np.int64)
+    for i in range(kh_):
+        for j in range(kw_):
+            off[i * kw_ + j] = i * dh * wp + j * dw
+    return off
+
+
+@jit()
+def _axpy_taps(acc, src, rows, off, wts, length):
+    """``acc[q] += sum_t wts[t] * src[rows[t], off[t] + q]`` for q < length.
+
+    Eight (then four, then one) taps per pass over ``acc``, so each load and
+    store of ``acc`` feeds several multiply-adds; the order is fixed.
+    """
+    nt = off.shape[0]
+    t = 0
+    while t + 8 <= nt:
+        w0, w1, w2, w3 = wts[t], wts[t + 1], wts[t + 2], wts[t + 3]
+        w4, w5, w6, w7 = wts[t + 4], wts[t + 5], wts[t + 6], wts[t + 7]
+        s0 = src[rows[t], off[t] :]
+        s1 = src[rows[t + 1], off[t + 1] :]
+        s2 = src[rows[t + 2], off[t + 2] :]
+        s3 = src[rows[t + 3], off[t + 3] :]
+        s4 = src[rows[t + 4], off[t + 4] :]
+        s5 = src[rows[t + 5], off[t + 5] :]
+        s6 = src[rows[t + 6], off[t + 6] :]
+        s7 = src[rows[t + 7], off[t + 7] :]
+        for q in range(length):
+            acc[q] += (w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q]) + (
+                w4 * s4[q] + w5 * s5[q] + w6 * s6[q] + w7 * s7[q]
+            )
+        t += 8
+    while t + 4 <= nt:
+        w0, w1, w2, w3 = wts[t], wts[t + 1], wts[t + 2], wts[t + 3]
+        s0 = src[rows[t], off[t] :]
+        s1 = src[rows[t + 1], off[t + 1] :]
+        s2 = src[rows[t + 2], off[t + 2] :]
+        s3 = src[rows[t + 3], off[t + 3] :]
+        for q in range(length):
+            acc[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q]
+        t += 4
+    while t < nt:
+        w0 = wts[t]
+        s0 = src[rows[t], off[t] :]
+        for q in range(length):
+            acc[q] += w0 * s0[q]
+        t += 1
+
+
+@jit()
+def _flat_taps(nrows, off):
+    """Row and offset of every (row, tap) pair, row-major: ``nrows * len(off)`` taps."""
+    kk = off.shape[0]
+    rows = np.empty(nrows * kk, np.int64)
+    offs = np.empty(nrows * kk, np.int64)
+    for r in range(nrows):
+        for k in range(kk):
+            rows[r * kk + k] = r
+            offs[r * kk + k] = off[k]
+    return rows, offs
+
+
+@jit()
+def _pad_sample(xn, ph, pw, front, out):
+    """Zero-padded, flattened planes of one sample: out (C, front + Hp*Wp)."""
+    c_, h_, w_ = xn.shape
+    wp = w_ + 2 * pw
+    out[:] = 0
+    for c in range(c_):
+        dst = out[c]
+        for i in range(h_):
+            _copy_row(dst[front + (i + ph) * wp + pw :], xn[c, i], w_)
+
+
+@jit(parallel=True)
+def _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh_, ow_):
+    n_, c_, h_, w_ = x.shape
+    f_, cg, kh_, kw_ = w.shape
+    fg = f_ // groups
+    wp = w_ + 2 * pw
+    plane = (h_ + 2 * ph) * wp
+    kk = kh_ * kw_
+    off = _tap_offsets(kh_, kw_, dh, dw, wp)
+    length = (oh_ - 1) * wp + ow_
+    wf = w.reshape(f_, cg * kk)
+    rows, offs = _flat_taps(cg, off)
+    y = np.empty((n_, f_, oh_, ow_), x.dtype)
+    # One task per sample (a single parallel region: under load from other
+    # processes every extra region end is a barrier that can stall).
+    for n in prange(n_):
+        xp = np.empty((c_, plane), x.dtype)
+        _pad_sample(x[n], ph, pw, 0, xp)
+        acc = np.empty(length, x.dtype)
+        for f in range(f_):
+            g = f // fg
+            acc[:] = b[f]
+            _axpy_taps(acc, xp[g * cg : (g + 1) * cg], rows, offs, wf[f], length)
+            yp = y[n, f]
+            for i in range(oh_):
+                _copy_row(yp[i], acc[i * wp :], ow_)
+    return y
+
+
+@jit(parallel=True)
+def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks):
+    n_, f_, oh_, ow_ = dy.shape
+    _, c_, h_, w_ = x.shape
+    _, cg, kh_, kw_ = w.shape
+    fg = f_ // groups
+    kk = kh_ * kw_
+    ntaps = cg * kk
+    wp = w_ + 2 * pw
+    plane = (h_ + 2 * ph) * wp
+    off = _tap_offsets(kh_, kw_, dh, dw, wp)
+    front = off[kk - 1]
+    length = (oh_ - 1) * wp + ow_
+    # dx_pad[p] = sum_{f, t} w[f, c, t] * dy_wide[f, p - off[t]]: the taps of
+    # the full correlation sit at offsets front - off[t] of dy_wide stored
+    # behind `front` zeros (its junk columns zero too).
+    roff = np.empty(kk, np.int64)
+    for k in range(kk):
+        roff[k] = front - off[k]
+    # weights seen by input channel c: wc[c, fi*KK + tap] = w[g*Fg + fi, c - g*Cg, tap]
+    wr = w.reshape(f_, cg, kk)
+    wc = np.empty((c_, fg * kk), w.dtype)
+    for c in range(c_):
+        g = c // cg
+        for fi in range(fg):
+            for k in range(kk):
+                wc[c, fi * kk + k] = wr[g * fg + fi, c - g * cg, k]
+    rows_dx, offs_dx = _flat_taps(fg, roff)
+    rows, offs = _flat_taps(cg, off)
+    dx = np.empty((n_, c_, h_, w_), dy.dtype)
+    chunk = (n_ + nchunks - 1) // nchunks
+    # Per-chunk partial dw and db, summed in chunk order at the end.
+    part_w = np.zeros((nchunks, f_, ntaps), dy.dtype)
+    part_b = np.zeros((nchunks, f_), dy.dtype)
+    for k in prange(nchunks):
+        xp = np.empty((c_, plane), dy.dtype)
+        dyw = np.empty((f_, front + plane), dy.dtype)
+        acc = np.empty(plane, dy.dtype)
+        for n in range(k * chunk, min(n_, (k + 1) * chunk)):
+            _pad_sample(x[n], ph, pw, 0, xp)
+            # dy_wide: dy[n] on the padded grid of width Wp, behind `front` zeros
+            dyw[:] = 0
+            for f in range(f_):
+                for i in range(oh_):
+                    _copy_row(dyw[f, front + i * wp :], dy[n, f, i], ow_)
+            for c in range(c_):
+                g = c // cg
+                acc[:] = 0
+                _axpy_taps(acc, dyw[g * fg : (g + 1) * fg], rows_dx, offs_dx, wc[c], plane)
+                for i in range(h_):
+                    _copy_row(dx[n, c, i], acc[(i + ph) * wp + pw :], w_)
+            for f in range(f_):
+                g = f // fg
+                d = dyw[f, front:]
+                s = xp[g * cg : (g + 1) * cg]
+                part_b[k, f] += _dot_sum(d, length)  # junk columns are zero
+                # dw: dot products of dy_wide with the shifted input planes,
+                # four taps per sweep sharing each load of dy.
+                pw_f = part_w[k, f]
+                for t0 in range(0, ntaps, 4):
+                    if t0 + 4 <= ntaps:
+                        a0, a1, a2, a3 = _dot4(
+                            d,
+                            s[rows[t0], offs[t0] :], s[rows[t0 + 1], offs[t0 + 1] :],
+                            s[rows[t0 + 2], offs[t0 + 2] :], s[rows[t0 + 3], offs[t0 + 3] :],
+                            length,
+                        )
+                        pw_f[t0] += a0
+                        pw_f[t0 + 1] += a1
+                        pw_f[t0 + 2] += a2
+                        pw_f[t0 + 3] += a3
+                    else:
+                        for u in range(t0, ntaps):
+                            pw_f[u] += _dot1(d, s[rows[u], offs[u] :], length)
+    dwt, db = _sum_chunks(part_w, part_b)
+    return dx, dwt.reshape(w.shape), db
+
+
+# --- im2col + BLAS kernels ----------------------------------------------------------
+
+
+@jit()
+def _im2col_plane(xp, col, r0, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
+    """Rows ``r0 .. r0 + KH*KW`` of ``col`` (K, OH*OW) from one input plane."""
+    h_, w_ = xp.shape
+    zero = col.dtype.type(0)
+    for i in range(kh_):
+        off_h = i * dh - ph
+        oh_lo, oh_hi = _valid_range(off_h, sh, h_, oh_)
+        for j in range(kw_):
+            off_w = j * dw - pw
+            ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
+            cr = col[r0 + i * kw_ + j]
+            for oh in range(oh_):
+                crow = cr[oh * ow_ : (oh + 1) * ow_]
+                if oh < oh_lo or oh >= oh_hi or ow_lo == ow_hi:
+                    crow[:] = zero
+                    continue
+                crow[:ow_lo] = zero
+                crow[ow_hi:] = zero
+                xs = xp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
+                _copy_row(crow[ow_lo:], xs, ow_hi - ow_lo)
+
+
+@jit()
+def _col2im_plane(col, r0, dxp, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
+    """Add rows ``r0 .. r0 + KH*KW`` of ``col`` back into one input plane."""
+    h_, w_ = dxp.shape
+    for i in range(kh_):
+        off_h = i * dh - ph
+        oh_lo, oh_hi = _valid_range(off_h, sh, h_, oh_)
+        for j in range(kw_):
+            off_w = j * dw - pw
+            ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
+            cr = col[r0 + i * kw_ + j]
+            if ow_lo == ow_hi:
+                continue
+            for oh in range(oh_lo, oh_hi):
+                crow = cr[oh * ow_ + ow_lo :]
+                dxs = dxp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
+                for k in range(ow_hi - ow_lo):
+                    dxs[k] += crow[k]
+
+
+@jit(parallel=True)
+def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
+    n_, c_, h_, w_ = x.shape
+    f_, cg, kh_, kw_ = w.shape
+    fg = f_ // groups
+    kk = kh_ * kw_
+    p_ = oh_ * ow_
+    y = np.empty((n_, f_, oh_, ow_), x.dtype)
+    y3 = y.reshape(n_, f_, p_)
+    w2 = w.reshape(f_, cg * kk)
+    chunk = (n_ + nchunks - 1) // nchunks
+    # Each task owns a run of samples and one column buffer; the products run
+    # on single-threaded BLAS (the wrapper limits it) so that the two levels
+    # of threads don't fight over the cores.
+    for t in prange(nchunks):
+        col = np.empty((cg * kk, p_), x.dtype)
+        for n in range(t * chunk, min(n_, (t + 1) * chunk)):
+            for g in range(groups):
+                for cc in range(cg):
+                    _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
+                np.dot(w2[g * fg : (g + 1) * fg], col, y3[n, g * fg : (g + 1) * fg])
+            for f in range(f_):
+                bv = b[f]
+                for p in range(p_):
+                    y3[n, f, p] += bv
+    return y
+
+
+@jit(parallel=True)
+def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks):
+    n_, f_, oh_, ow_ = dy.shape
+    _, c_, h_, w_ = x.shape
+    _, cg, kh_, kw_ = w.shape
+    fg = f_ // groups
+    kk = kh_ * kw_
+    ck = cg * kk
+    p_ = oh_ * ow_
+    dy3 = dy.reshape(n_, f_, p_)
+    w2 = w.reshape(f_, ck)
+    wgt = np.empty((groups, ck, fg), w.dtype)  # per group w_g^T, contiguous for BLAS
+    for g in range(groups):
+        wgt[g] = w2[g * fg : (g + 1) * fg].T
+    dx = np.empty((n_, c_, h_, w_), dy.dtype)
+    chunk = (n_ + nchunks - 1) // nchunks
+    # Per-chunk partial dw and db, summed in chunk order below: race-free and
+    # independent of the thread count.
+    part_w = np.zeros((nchunks, f_, ck), dy.dtype)
+    part_b = np.zeros((nchunks, f_), dy.dtype)
+    for t in prange(nchunks):
+        col = np.empty((ck, p_), dy.dtype)
+        dcol = np.empty((ck, p_), dy.dtype)
+        tmp = np.empty((fg, ck), dy.dtype)
+        for n in range(t * chunk, min(n_, (t + 1) * chunk)):
+            dx[n] = 0
+            for g in range(groups):
+                for cc in range(cg):
+                    _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
+                dyg = dy3[n, g * fg : (g + 1) * fg]
+                np.dot(dyg, col.T, tmp)
+                part_w[t, g * fg : (g + 1) * fg] += tmp
+                np.dot(wgt[g], dyg, dcol)
+                for cc in range(cg):
+                    _col2im_plane(dcol, cc * kk, dx[n, g * cg + cc], kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
+            for f in range(f_):
+                part_b[t, f] += _dot_sum(dy3[n, f], p_)
+    dw2, db = _sum_chunks(part_w, part_b)
+    return dx, dw2.reshape(w.shape), db
+
+
+# --- validating wrappers ------------------------------------------------------------
+
+
+def _use_direct(cg, sh, sw):
+    """The wide-grid loops for few channels per group at stride 1 (measured:
+    at stride 2 im2col + BLAS wins even for 3 or 8 input channels)."""
+    return cg <= _DIRECT_MAX_CG and sh == sw == 1
+
+
+def _geometry(fn, x, w, stride, pad, dilation, groups):
+    """Check hyperparameters against ``x`` and ``w``; return them with OH, OW."""
+    sh, sw = v.int_pair(fn, "stride", stride, minimum=1)
+    ph, pw = v.int_pair(fn, "pad", pad, minimum=0)
+    dh, dw = v.int_pair(fn, "dilation", dilation, minimum=1)
+    groups = v.int_param(fn, "groups", groups, minimum=1)
+    n, c, h, wd = x.shape
+    f, cg, kh, kw = w.shape
+    if c % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide the C={c} input channels of x")
+    if f % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide the F={f} filters of w")
+    v.shape(fn, "w", w, (f, c // groups, None, None), f"C/groups={c // groups} input channels per filter for x with C={c}, groups={groups}")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{fn}: w must have a non-empty kernel, got shape {w.shape}")
+    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    oh = (h + 2 * ph - ekh) // sh + 1
+    ow = (wd + 2 * pw - ekw) // sw + 1
+    if h + 2 * ph < ekh or wd + 2 * pw < ekw:
+        raise ValueError(
+            f"{fn}: the kernel spans {ekh}x{ekw} (with dilation {dh}x{dw}), larger than "
+            f"the padded input {h + 2 * ph}x{wd + 2 * pw}"
+        )
+    return (sh, sw, ph, pw, dh, dw, groups), oh, ow
+
+
+def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
+    """Convolution (cross-correlation) forward pass, as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    w : ndarray, shape (F, C/groups, KH, KW)
+    b : ndarray, shape (F,), or None
+    stride, pad, dilation : int or (int, int)
+        ``(sh, sw)`` >= 1, ``(ph, pw)`` >= 0 (zero padding), ``(dh, dw)`` >= 1.
+    groups : int
+        Divides C and F; filter ``f`` sees input channels
+        ``g*C/groups .. (g+1)*C/groups - 1`` with ``g = f // (F/groups)``.
+
+    Returns
+    -------
+    y : ndarray, shape (N, F, OH, OW)
+        ``y[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j] *
+        x[n, g*C/groups + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]``, with
+        ``OH = (H + 2ph - dh(KH-1) - 1) // sh + 1`` and likewise OW.
+    """
+    fn = "conv2d_forward"
+    x = v.float_array(fn, "x", x, 4)
+    w = v.float_array(fn, "w", w, 4)
+    if b is None:
+        b = np.zeros(w.shape[0], w.dtype)
+    b = v.float_array(fn, "b", b, 1)
+    v.same_dtype(fn, x=x, w=w, b=b)
+    hp, oh, ow = _geometry(fn, x, w, stride, pad, dilation, groups)
+    v.shape(fn, "b", b, (w.shape[0],), f"F={w.shape[0]} from w")
+    sh, sw, ph, pw, dh, dw, groups = hp
+    if _use_direct(w.shape[1], sh, sw):
+        return _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh, ow)
+    with _single_threaded_blas():
+        return _conv2d_forward_gemm(x, w, b, *hp, oh, ow, max(1, min(x.shape[0], _CHUNKS)))
+
+
+def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1):
+    """Convolution backward pass: gradients with respect to ``x``, ``w`` and ``b``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, F, OH, OW)
+        Gradient of the loss with respect to the output ``y`` of
+        :func:`conv2d_forward` called with the same arguments.
+    x, w, stride, pad, dilation, groups
+        As in :func:`conv2d_forward`.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+        ``dx[n, c, ih, iw] = sum dy[n, f, oh, ow] * w[f, c - g*C/groups, i, j]``
+        over the ``(f, oh, ow, i, j)`` whose tap reads ``x[n, c, ih, iw]``.
+    dw : ndarray, shape (F, C/groups, KH, KW)
+        ``dw[f, c, i, j] = sum_{n, oh, ow} dy[n, f, oh, ow] *
+        x[n, g*C/groups + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]``.
+    db : ndarray, shape (F,)
+        ``db[f] = sum_{n, oh, ow} dy[n, f, oh, ow]``.
+    """
+    fn = "conv2d_backward"
+    dy = v.float_array(fn, "dy", dy, 4)
+    x = v.float_array(fn, "x", x, 4)
+    w = v.float_array(fn, "w", w, 4)
+    v.same_dtype(fn, dy=dy, x=x, w=w)
+    hp, oh, ow = _geometry(fn, x, w, stride, pad, dilation, groups)
+    sh, sw, ph, pw, dh, dw, groups = hp
+    n, c, h, wd = x.shape
+    f, cg, kh, kw = w.shape
+    v.shape(fn, "dy", dy, (n, f, oh, ow), "(N, F, OH, OW) from x, w and the geometry")
+    if n == 0:
+        return np.zeros_like(x), np.zeros_like(w), np.zeros(f, w.dtype)
+    if _use_direct(cg, sh, sw):
+        return _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, min(n, _DIRECT_CHUNKS))
+    with _single_threaded_blas():
+        return _conv2d_backward_gemm(dy, x, w, *hp, min(n, _CHUNKS))

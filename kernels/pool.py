@@ -1,0 +1,289 @@
+"""2-D max and average pooling kernels, forward and backward.
+
+Every task owns one (n, c) plane of the output (forward) or of ``dx``
+(backward), so overlapping windows (stride < pool size) need no atomics and
+results are bitwise deterministic.
+
+Geometry: window ``(oh, ow)`` covers the taps ``(i, j)``, ``0 <= i < pool_h``,
+``0 <= j < pool_w``, reading ``x[n, c, oh*sh - ph + i, ow*sw - pw + j]``;
+``OH = (H + 2ph - pool_h) // sh + 1`` (likewise OW); ``stride`` defaults to the
+pool size.
+
+Max pooling: padded taps count as ``-inf`` and ties go to the first maximum in
+row-major tap order (NaN wins, as in ``np.argmax``).
+``argmax`` layout: int64 array of shape (N, C, OH, OW) holding the window-local
+flat tap index ``i * pool_w + j`` of each maximum (the same layout as the
+book's ``np.argmax`` over im2col rows, which :mod:`numbanet.reference` uses).
+A window made only of padding yields ``-inf`` with an index pointing into the
+padding, and passes no gradient back.
+
+Average pooling divides by ``pool_h * pool_w`` whether or not taps are padding
+(PyTorch's ``count_include_pad=True``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from . import _validate as v
+from ._config import jit
+
+__all__ = [
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
+]
+
+
+@jit(parallel=True)
+def _maxpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_):
+    n_, c_, h_, w_ = x.shape
+    y = np.empty((n_, c_, oh_, ow_), x.dtype)
+    arg = np.empty((n_, c_, oh_, ow_), np.int64)
+    ninf = -np.inf
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t - n * c_
+        xp = x[n, c]
+        yp = y[n, c]
+        ap = arg[n, c]
+        for oh in range(oh_):
+            h0 = oh * sh - ph
+            rows_inside = h0 >= 0 and h0 + pool_h <= h_
+            for ow in range(ow_):
+                w0 = ow * sw - pw
+                if rows_inside and w0 >= 0 and w0 + pool_w <= w_:
+                    # the common case: the window lies inside the input
+                    best = xp[h0, w0]
+                    k = 0
+                    for i in range(pool_h):
+                        xr = xp[h0 + i, w0:]
+                        for j in range(pool_w):
+                            val = xr[j]
+                            # a strictly larger value, or the first NaN
+                            # (np.argmax semantics); a NaN once taken stays
+                            if best == best and not (val <= best):
+                                best = val
+                                k = i * pool_w + j
+                    yp[oh, ow] = best
+                    ap[oh, ow] = k
+                    continue
+                best = x.dtype.type(ninf)
+                k = 0
+                first = True
+                for i in range(pool_h):
+                    ih = h0 + i
+                    inside_h = 0 <= ih < h_
+                    for j in range(pool_w):
+                        iw = w0 + j
+                        val = x.dtype.type(ninf)
+                        if inside_h and 0 <= iw < w_:
+                            val = xp[ih, iw]
+                        if first or (best == best and not (val <= best)):
+                            best = val
+                            k = i * pool_w + j
+                            first = False
+                yp[oh, ow] = best
+                ap[oh, ow] = k
+    return y, arg
+
+
+@jit(parallel=True)
+def _maxpool2d_backward(dy, arg, h_, w_, pool_h, pool_w, sh, sw, ph, pw):
+    n_, c_, oh_, ow_ = dy.shape
+    dx = np.zeros((n_, c_, h_, w_), dy.dtype)
+    size = pool_h * pool_w
+    bad = np.zeros(n_ * c_, np.int64)
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t - n * c_
+        dxp = dx[n, c]
+        dyp = dy[n, c]
+        ap = arg[n, c]
+        for oh in range(oh_):
+            for ow in range(ow_):
+                k = ap[oh, ow]
+                if k < 0 or k >= size:
+                    bad[t] += 1
+                    continue
+                i = k // pool_w
+                ih = oh * sh - ph + i
+                iw = ow * sw - pw + (k - i * pool_w)
+                if 0 <= ih < h_ and 0 <= iw < w_:
+                    dxp[ih, iw] += dyp[oh, ow]
+    return dx, bad.sum()
+
+
+@jit(parallel=True)
+def _avgpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_):
+    n_, c_, h_, w_ = x.shape
+    y = np.empty((n_, c_, oh_, ow_), x.dtype)
+    div = x.dtype.type(pool_h * pool_w)
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t - n * c_
+        xp = x[n, c]
+        yp = y[n, c]
+        for oh in range(oh_):
+            h0 = oh * sh - ph
+            i0 = max(0, -h0)
+            i1 = min(pool_h, h_ - h0)
+            for ow in range(ow_):
+                w0 = ow * sw - pw
+                j0 = max(0, -w0)
+                j1 = min(pool_w, w_ - w0)
+                s = x.dtype.type(0)
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        s += xp[h0 + i, w0 + j]
+                yp[oh, ow] = s / div
+    return y
+
+
+@jit(parallel=True)
+def _avgpool2d_backward(dy, h_, w_, pool_h, pool_w, sh, sw, ph, pw):
+    n_, c_, oh_, ow_ = dy.shape
+    dx = np.zeros((n_, c_, h_, w_), dy.dtype)
+    div = dy.dtype.type(pool_h * pool_w)
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t - n * c_
+        dxp = dx[n, c]
+        dyp = dy[n, c]
+        for oh in range(oh_):
+            h0 = oh * sh - ph
+            i0 = max(0, -h0)
+            i1 = min(pool_h, h_ - h0)
+            for ow in range(ow_):
+                w0 = ow * sw - pw
+                j0 = max(0, -w0)
+                j1 = min(pool_w, w_ - w0)
+                g = dyp[oh, ow] / div
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        dxp[h0 + i, w0 + j] += g
+    return dx
+
+
+# --- validating wrappers ------------------------------------------------------------
+
+
+def _geometry(fn, x_shape, pool_h, pool_w, stride, pad):
+    """Check the pooling hyperparameters; return ``(sh, sw, ph, pw), OH, OW``."""
+    pool_h = v.int_param(fn, "pool_h", pool_h, minimum=1)
+    pool_w = v.int_param(fn, "pool_w", pool_w, minimum=1)
+    if stride is None:
+        sh, sw = pool_h, pool_w
+    else:
+        sh, sw = v.int_pair(fn, "stride", stride, minimum=1)
+    ph, pw = v.int_pair(fn, "pad", pad, minimum=0)
+    _, _, h, w = x_shape
+    if h + 2 * ph < pool_h or w + 2 * pw < pool_w:
+        raise ValueError(
+            f"{fn}: the {pool_h}x{pool_w} pool is larger than the padded input {h + 2 * ph}x{w + 2 * pw}"
+        )
+    oh = (h + 2 * ph - pool_h) // sh + 1
+    ow = (w + 2 * pw - pool_w) // sw + 1
+    return pool_h, pool_w, (sh, sw, ph, pw), oh, ow
+
+
+def _x_shape(fn, x_shape):
+    try:
+        shp = tuple(x_shape)
+    except TypeError:
+        raise TypeError(f"{fn}: x_shape must be a tuple (N, C, H, W), got {x_shape!r}") from None
+    if len(shp) != 4:
+        raise ValueError(f"{fn}: x_shape must be (N, C, H, W), got {shp!r}")
+    return tuple(v.int_param(fn, f"x_shape[{i}]", s, minimum=0) for i, s in enumerate(shp))
+
+
+def maxpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
+    """Max pooling forward pass.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    pool_h, pool_w : int
+        Window size.
+    stride : int or (int, int), optional
+        Defaults to ``(pool_h, pool_w)``.
+    pad : int or (int, int)
+        Implicit ``-inf`` padding on each side.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+        ``y[n, c, oh, ow] = max_{i, j} x_pad[n, c, oh*sh + i, ow*sw + j]``.
+    argmax : ndarray of int64, shape (N, C, OH, OW)
+        Window-local index ``i * pool_w + j`` of the (first) maximum; see the
+        module docstring.
+    """
+    fn = "maxpool2d_forward"
+    x = v.float_array(fn, "x", x, 4)
+    pool_h, pool_w, hp, oh, ow = _geometry(fn, x.shape, pool_h, pool_w, stride, pad)
+    return _maxpool2d_forward(x, pool_h, pool_w, *hp, oh, ow)
+
+
+def maxpool2d_backward(dy, argmax, x_shape, pool_h, pool_w, stride=None, pad=0):
+    """Max pooling backward pass: ``dy`` goes to the tap recorded in ``argmax``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, C, OH, OW)
+    argmax : integer ndarray, shape (N, C, OH, OW)
+        As returned by :func:`maxpool2d_forward`; entries in ``[0, pool_h*pool_w)``.
+    x_shape : tuple (N, C, H, W)
+    pool_h, pool_w, stride, pad
+        As in :func:`maxpool2d_forward`.
+
+    Returns
+    -------
+    dx : ndarray, shape x_shape
+        ``dx[n, c, ih, iw] = sum of dy[n, c, oh, ow]`` over the windows whose
+        maximum is the tap at ``(ih, iw)``.
+    """
+    fn = "maxpool2d_backward"
+    x_shape = _x_shape(fn, x_shape)
+    dy = v.float_array(fn, "dy", dy, 4)
+    pool_h, pool_w, hp, oh, ow = _geometry(fn, x_shape, pool_h, pool_w, stride, pad)
+    n, c, h, w = x_shape
+    v.shape(fn, "dy", dy, (n, c, oh, ow), "(N, C, OH, OW) from x_shape and the pooling geometry")
+    if not isinstance(argmax, np.ndarray) or not np.issubdtype(argmax.dtype, np.integer):
+        got = argmax.dtype if isinstance(argmax, np.ndarray) else type(argmax).__name__
+        raise TypeError(f"{fn}: argmax must be an integer array from maxpool2d_forward, got {got}")
+    v.shape(fn, "argmax", argmax, dy.shape, "the shape of dy")
+    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    dx, bad = _maxpool2d_backward(dy, argmax, h, w, pool_h, pool_w, *hp)
+    if bad:
+        raise ValueError(f"{fn}: argmax must hold window indices in [0, {pool_h * pool_w}), found {bad} outside")
+    return dx
+
+
+def avgpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
+    """Average pooling forward pass.
+
+    Returns ``y`` (N, C, OH, OW) with ``y[n, c, oh, ow] = sum_{i, j}
+    x_pad[n, c, oh*sh + i, ow*sw + j] / (pool_h * pool_w)`` (zero padding,
+    counted in the divisor). Arguments as in :func:`maxpool2d_forward`.
+    """
+    fn = "avgpool2d_forward"
+    x = v.float_array(fn, "x", x, 4)
+    pool_h, pool_w, hp, oh, ow = _geometry(fn, x.shape, pool_h, pool_w, stride, pad)
+    return _avgpool2d_forward(x, pool_h, pool_w, *hp, oh, ow)
+
+
+def avgpool2d_backward(dy, x_shape, pool_h, pool_w, stride=None, pad=0):
+    """Average pooling backward pass.
+
+    Returns ``dx`` of shape ``x_shape``: each ``dy[n, c, oh, ow] / (pool_h *
+    pool_w)`` added to every non-padding tap of its window.
+    """
+    fn = "avgpool2d_backward"
+    x_shape = _x_shape(fn, x_shape)
+    dy = v.float_array(fn, "dy", dy, 4)
+    pool_h, pool_w, hp, oh, ow = _geometry(fn, x_shape, pool_h, pool_w, stride, pad)
+    n, c, h, w = x_shape
+    v.shape(fn, "dy", dy, (n, c, oh, ow), "(N, C, OH, OW) from x_shape and the pooling geometry")
+    return _avgpool2d_backward(dy, h, w, pool_h, pool_w, *hp)

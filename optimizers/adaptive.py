@@ -1,0 +1,215 @@
+"""Optimizers with per-element step sizes: AdaGrad, RMSprop, Adam, AdamW."""
+
+from __future__ import annotations
+
+from numbanet.kernels import _validate as v
+
+from ._base import Optimizer
+
+
+def _nonneg(fn, obj, *names):
+    return {n: v.float_param(fn, n, getattr(obj, n), minimum=0.0) for n in names}
+
+
+class AdaGrad(Optimizer):
+    r"""AdaGrad; the same update as ``torch.optim.Adagrad``.
+
+    .. math::
+
+        d_t &= g_t + \lambda\,\theta_{t-1} \\
+        s_t &= s_{t-1} + d_t^2, \qquad s_0 = \text{initial\_accumulator\_value} \\
+        \theta_t &= \theta_{t-1} - \eta_t\, \frac{d_t}{\sqrt{s_t} + \epsilon},
+        \qquad \eta_t = \frac{\eta}{1 + (t - 1)\,\text{lr\_decay}}
+
+    State: ``"sum"`` (:math:`s`). The book's AdaGrad is this with
+    :math:`\epsilon = 10^{-7}` hard-coded (PyTorch's default is
+    :math:`10^{-10}`).
+
+    Parameters
+    ----------
+    lr : float >= 0, default 0.01
+    eps : float >= 0, default 1e-10
+    weight_decay : float >= 0, default 0
+    initial_accumulator_value : float >= 0, default 0
+    lr_decay : float >= 0, default 0
+    backend, nonfinite
+        See :class:`~numbanet.optimizers.Optimizer`.
+    """
+
+    hyperparameters = ("lr", "eps", "weight_decay", "initial_accumulator_value", "lr_decay")
+
+    def __init__(self, lr=0.01, eps=1e-10, weight_decay=0.0, initial_accumulator_value=0.0, lr_decay=0.0, *,
+                 backend=None, nonfinite="propagate"):
+        super().__init__(backend=backend, nonfinite=nonfinite)
+        self.lr = lr
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.initial_accumulator_value = initial_accumulator_value
+        self.lr_decay = lr_decay
+        self._hyper(type(self).__name__)
+
+    def _hyper(self, fn):
+        return _nonneg(fn, self, *self.hyperparameters)
+
+    def _state_init(self, h):
+        return {"sum": h["initial_accumulator_value"]}
+
+    def _apply(self, p, g, st, new, h):
+        self.ops.adagrad_step(p, g, st["sum"], step=st["step"], lr=h["lr"], eps=h["eps"],
+                              weight_decay=h["weight_decay"], lr_decay=h["lr_decay"])
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop, optionally centered and with momentum; the same update as
+    ``torch.optim.RMSprop``.
+
+    .. math::
+
+        d_t &= g_t + \lambda\,\theta_{t-1} \\
+        v_t &= \alpha\, v_{t-1} + (1 - \alpha)\, d_t^2 \\
+        \bar g_t &= \alpha\, \bar g_{t-1} + (1 - \alpha)\, d_t \qquad \text{(centered)} \\
+        a_t &= \sqrt{v_t - \bar g_t^2} + \epsilon \ \text{(centered)}, \qquad
+               a_t = \sqrt{v_t} + \epsilon \ \text{(otherwise)} \\
+        b_t &= \mu\, b_{t-1} + d_t / a_t, \quad \theta_t = \theta_{t-1} - \eta\, b_t
+               \qquad (\mu > 0) \\
+        \theta_t &= \theta_{t-1} - \eta\, d_t / a_t \qquad (\mu = 0)
+
+    State: ``"square_avg"`` (:math:`v`), ``"grad_avg"`` (:math:`\bar g`,
+    centered only), ``"momentum_buffer"`` (:math:`b`, momentum only), all
+    starting at zero. The book's RMSprop (``decay_rate`` = :math:`\alpha`) is
+    the plain form with :math:`\epsilon = 10^{-7}` hard-coded.
+
+    Parameters
+    ----------
+    lr : float >= 0, default 0.01
+    alpha : float >= 0, default 0.99
+    eps : float >= 0, default 1e-8
+    weight_decay : float >= 0, default 0
+    momentum : float >= 0, default 0
+    centered : bool, default False
+    backend, nonfinite
+        See :class:`~numbanet.optimizers.Optimizer`.
+    """
+
+    hyperparameters = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
+
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
+                 backend=None, nonfinite="propagate"):
+        super().__init__(backend=backend, nonfinite=nonfinite)
+        self.lr = lr
+        self.alpha = alpha
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.centered = centered
+        self._hyper(type(self).__name__)
+
+    def _hyper(self, fn):
+        h = _nonneg(fn, self, "lr", "alpha", "eps", "weight_decay", "momentum")
+        h["centered"] = bool(self.centered)
+        return h
+
+    def _state_init(self, h):
+        init = {"square_avg": 0.0}
+        if h["momentum"] > 0:
+            init["momentum_buffer"] = 0.0
+        if h["centered"]:
+            init["grad_avg"] = 0.0
+        return init
+
+    def _apply(self, p, g, st, new, h):
+        self.ops.rmsprop_step(p, g, st["square_avg"], st.get("grad_avg"), st.get("momentum_buffer"), lr=h["lr"],
+                              alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"],
+                              momentum=h["momentum"], centered=h["centered"])
+
+
+class Adam(Optimizer):
+    r"""Adam with L2 weight decay (added to the gradient) and optional
+    AMSGrad; the same update as ``torch.optim.Adam``.
+
+    .. math::
+
+        d_t &= g_t + \lambda\,\theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1)\, d_t \\
+        v_t &= \beta_2 v_{t-1} + (1 - \beta_2)\, d_t^2 \\
+        \hat v_t &= \max(\hat v_{t-1}, v_t) \ \text{(amsgrad)}, \qquad \hat v_t = v_t \ \text{(otherwise)} \\
+        \theta_t &= \theta_{t-1} - \frac{\eta}{1 - \beta_1^t}\,
+                    \frac{m_t}{\sqrt{\hat v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    State: ``"exp_avg"`` (:math:`m`), ``"exp_avg_sq"`` (:math:`v`),
+    ``"max_exp_avg_sq"`` (:math:`\hat v`, amsgrad only), all starting at zero,
+    and the step count :math:`t`. The bias corrections are computed once per
+    step in float64.
+
+    Where the book differs: its Adam adds :math:`\epsilon` to the
+    *uncorrected* root, :math:`\theta \leftarrow \theta - \eta
+    \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t} \frac{m}{\sqrt{v} + \epsilon}`,
+    i.e. an effective :math:`\epsilon / \sqrt{1 - \beta_2^t}` here, and hard-codes
+    :math:`\epsilon = 10^{-7}`.
+
+    Parameters
+    ----------
+    lr : float >= 0, default 0.001
+    beta1, beta2 : float in [0, 1), default 0.9, 0.999
+    eps : float >= 0, default 1e-8
+    weight_decay : float >= 0, default 0
+    amsgrad : bool, default False
+    backend, nonfinite
+        See :class:`~numbanet.optimizers.Optimizer`.
+    """
+
+    hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad")
+    _kernel = "adam_step"
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, *,
+                 backend=None, nonfinite="propagate"):
+        super().__init__(backend=backend, nonfinite=nonfinite)
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.amsgrad = amsgrad
+        self._hyper(type(self).__name__)
+
+    def _hyper(self, fn):
+        h = _nonneg(fn, self, "lr", "eps", "weight_decay")
+        h["beta1"] = v.float_param(fn, "beta1", self.beta1, minimum=0.0, below=1.0)
+        h["beta2"] = v.float_param(fn, "beta2", self.beta2, minimum=0.0, below=1.0)
+        h["amsgrad"] = bool(self.amsgrad)
+        return h
+
+    def _state_init(self, h):
+        init = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
+        if h["amsgrad"]:
+            init["max_exp_avg_sq"] = 0.0
+        return init
+
+    def _apply(self, p, g, st, new, h):
+        getattr(self.ops, self._kernel)(p, g, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"),
+                                        step=st["step"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"],
+                                        eps=h["eps"], weight_decay=h["weight_decay"], amsgrad=h["amsgrad"])
+
+
+class AdamW(Adam):
+    r"""AdamW: Adam with decoupled weight decay; the same update as
+    ``torch.optim.AdamW``.
+
+    .. math::
+
+        \theta' &= \theta_{t-1}\,(1 - \eta\lambda) \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1)\, g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2)\, g_t^2 \\
+        \theta_t &= \theta' - \frac{\eta}{1 - \beta_1^t}\,
+                    \frac{m_t}{\sqrt{\hat v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    (:math:`\hat v` as in :class:`Adam`). The weight decay shrinks the
+    parameter directly instead of entering :math:`m` and :math:`v` through the
+    gradient. Default ``weight_decay=0.01`` (PyTorch's). The book has no AdamW.
+    """
+
+    _kernel = "adamw_step"
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=False, *,
+                 backend=None, nonfinite="propagate"):
+        super().__init__(lr, beta1, beta2, eps, weight_decay, amsgrad, backend=backend, nonfinite=nonfinite)

@@ -1,0 +1,102 @@
+"""Optimizer steps, plain NumPy: the textbook formula, one array operation at
+a time (each makes a full pass over memory), updating ``param`` and the state
+in place. Python-float scalars keep float32 arrays float32 (NEP 50). The
+operation order follows PyTorch's single-tensor implementations."""
+
+import math
+
+import numpy as np
+
+
+def _lerp_(start, end, weight):
+    """``start <- lerp(start, end, weight)`` the way PyTorch rounds it."""
+    w = start.dtype.type(weight)
+    if abs(w) < 0.5:
+        start += w * (end - start)
+    else:
+        start[...] = end - (end - start) * (1 - w)
+
+
+def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampening=0.0,
+             nesterov=False, weight_decay=0.0, first_step=False):
+    """SGD: ``d = g + wd*p``; ``b = d`` (first) or ``momentum*b + (1-dampening)*d``;
+    ``d = d + momentum*b`` (Nesterov) or ``b``; ``p -= lr*d``."""
+    d = grad
+    if weight_decay != 0:
+        d = d + weight_decay * param
+    if momentum != 0:
+        if first_step:
+            momentum_buffer[...] = d
+        else:
+            momentum_buffer *= momentum
+            momentum_buffer += (1 - dampening) * d
+        d = d + momentum * momentum_buffer if nesterov else momentum_buffer
+    param += -lr * d
+
+
+def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0):
+    """AdaGrad: ``s += d**2``; ``p -= lr_t * d / (sqrt(s) + eps)``."""
+    d = grad
+    if weight_decay != 0:
+        d = d + weight_decay * param
+    clr = lr / (1 + (step - 1) * lr_decay)
+    state_sum += d * d
+    std = np.sqrt(state_sum) + eps
+    param += -clr * d / std
+
+
+def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=0.01, alpha=0.99,
+                 eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    """RMSprop: ``v = alpha*v + (1-alpha)*d**2``; ``avg = sqrt(v [- gbar**2]) + eps``;
+    ``p -= lr * d / avg`` (or through the momentum buffer)."""
+    d = grad
+    if weight_decay != 0:
+        d = d + weight_decay * param
+    square_avg *= alpha
+    square_avg += (1 - alpha) * d * d
+    if centered:
+        _lerp_(grad_avg, d, 1 - alpha)
+        avg = np.sqrt(square_avg - grad_avg * grad_avg)
+    else:
+        avg = np.sqrt(square_avg)
+    avg += eps
+    if momentum > 0:
+        momentum_buffer *= momentum
+        momentum_buffer += d / avg
+        param += -lr * momentum_buffer
+    else:
+        param += -lr * d / avg
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,
+              beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled_weight_decay=False):
+    """Adam (L2 weight decay) or, with ``decoupled_weight_decay``, AdamW."""
+    d = grad
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param *= 1 - lr * weight_decay
+        else:
+            d = d + weight_decay * param
+    _lerp_(exp_avg, d, 1 - beta1)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * d * d
+    step_size = lr / (1 - beta1**step)
+    bc2_sqrt = math.sqrt(1 - beta2**step)
+    v = exp_avg_sq
+    if amsgrad:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v = max_exp_avg_sq
+    denom = np.sqrt(v) / bc2_sqrt + eps
+    param += -step_size * exp_avg / denom
+
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,
+               beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=False):
+    """AdamW: Adam with decoupled weight decay ``p *= 1 - lr*wd``."""
+    adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, beta1=beta1, beta2=beta2,
+              eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, decoupled_weight_decay=True)
+
+
+def all_finite(a):
+    """Whether every element of ``a`` is finite."""
+    return bool(np.isfinite(a).all())

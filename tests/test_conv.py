@@ -1,0 +1,251 @@
+"""Convolution kernels against the reference, numerical gradients and PyTorch."""
+
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from numbanet.kernels import conv as kconv
+from numbanet.layers import Convolution
+from numbanet.nets import numerical_gradient
+
+# Both kernel strategies must be right on every shape, whatever _use_direct
+# would pick by channel count: "direct" (the wide-grid loops, taken at stride 1;
+# stride > 1 always goes to im2col + BLAS) and "gemm".
+STRATEGIES = {"direct": 10**9, "gemm": 0}
+
+
+@contextlib.contextmanager
+def strategy(name):
+    old = kconv._DIRECT_MAX_CG
+    kconv._DIRECT_MAX_CG = STRATEGIES[name]
+    try:
+        yield
+    finally:
+        kconv._DIRECT_MAX_CG = old
+
+
+def out_size(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+@st.composite
+def conv_configs(draw, max_n=9, max_c=17, max_hw=33, max_k=7):
+    """(x shape, w shape, stride, pad, dilation, groups) with a non-empty output."""
+    if draw(st.booleans()):  # depthwise, possibly with a channel multiplier
+        groups = c = draw(st.integers(1, max_c))
+        f = c * draw(st.integers(1, max(1, max_c // c)))
+        cg = 1
+    else:
+        groups = draw(st.sampled_from([1, 1, 2, 3, 4]))
+        cg = draw(st.integers(1, max(1, max_c // groups)))
+        c = cg * groups
+        f = groups * draw(st.integers(1, max(1, max_c // groups)))
+    n = draw(st.integers(1, max_n))
+    h, w = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
+    kh, kw = draw(st.integers(1, max_k)), draw(st.integers(1, max_k))
+    # stride 1 half of the time: it is the only one the wide-grid path takes
+    stride = (1, 1) if draw(st.booleans()) else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pad = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    dil = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    assume(out_size(h, kh, stride[0], pad[0], dil[0]) > 0)
+    assume(out_size(w, kw, stride[1], pad[1], dil[1]) > 0)
+    # ints where both entries agree, to exercise the scalar form too
+    stride, pad, dil = (t[0] if t[0] == t[1] else t for t in (stride, pad, dil))
+    return (n, c, h, w), (f, cg, kh, kw), stride, pad, dil, groups
+
+
+def make(rng, xs, ws, dt, stride, pad, dil, groups, R):
+    x = rng.standard_normal(xs).astype(dt)
+    w = rng.standard_normal(ws).astype(dt)
+    b = rng.standard_normal(ws[0]).astype(dt)
+    y_shape = R.conv2d_forward(x[:1, :, :, :], w, b, stride, pad, dil, groups).shape
+    dy = rng.standard_normal((xs[0],) + y_shape[1:]).astype(dt)
+    return x, w, b, dy
+
+
+@pytest.mark.parametrize("strat", sorted(STRATEGIES))
+@given(cfg=conv_configs(), f32=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=30)
+def test_conv_matches_reference(K, R, close, strat, cfg, f32, seed):
+    xs, ws, stride, pad, dil, groups = cfg
+    dt = np.float32 if f32 else np.float64
+    x, w, b, dy = make(np.random.default_rng(seed), xs, ws, dt, stride, pad, dil, groups, R)
+    hp = (stride, pad, dil, groups)
+    with strategy(strat):
+        y = K.conv2d_forward(x, w, b, *hp)
+        grads = K.conv2d_backward(dy, x, w, *hp)
+    close(y, R.conv2d_forward(x, w, b, *hp), what="y")
+    for got, want, what in zip(grads, R.conv2d_backward(dy, x, w, *hp), ("dx", "dw", "db")):
+        close(got, want, what=what)
+
+
+@pytest.mark.parametrize("strat", sorted(STRATEGIES))
+def test_conv_no_bias_and_noncontiguous(K, R, close, rng, strat):
+    x = rng.standard_normal((3, 8, 9, 10))[:, ::2]  # (3, 4, 9, 10), strided
+    w = np.asfortranarray(rng.standard_normal((6, 2, 3, 2)))
+    with strategy(strat):
+        y = K.conv2d_forward(x, w, None, 1, 1, 1, 2)
+    close(y, R.conv2d_forward(x, w, None, 1, 1, 1, 2))
+    assert y.flags.c_contiguous
+
+
+@pytest.mark.parametrize("strat", sorted(STRATEGIES))
+@pytest.mark.parametrize(
+    "xs,ws,stride,pad,dil,groups",
+    [
+        ((2, 4, 6, 5), (4, 2, 3, 2), (2, 1), (1, 2), (1, 2), 2),
+        ((3, 3, 5, 4), (3, 1, 2, 3), 1, 1, 1, 3),  # depthwise
+        ((2, 2, 7, 6), (3, 2, 3, 3), 2, 0, (2, 1), 1),
+    ],
+)
+def test_conv_gradient_check(K, rng, strat, xs, ws, stride, pad, dil, groups):
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    hp = (stride, pad, dil, groups)
+    with strategy(strat):
+        dy = rng.standard_normal(K.conv2d_forward(x, w, b, *hp).shape)
+
+        def loss():
+            return float((K.conv2d_forward(x, w, b, *hp) * dy).sum())
+
+        dx, dw, db = K.conv2d_backward(dy, x, w, *hp)
+        for analytic, var in ((dx, x), (dw, w), (db, b)):
+            np.testing.assert_allclose(analytic, numerical_gradient(loss, var), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("strat", sorted(STRATEGIES))
+def test_conv_backward_deterministic(K, rng, strat):
+    x = rng.standard_normal((13, 8, 17, 15)).astype(np.float32)
+    w = rng.standard_normal((12, 4, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((13, 12, 9, 15)).astype(np.float32)
+    hp = ((2, 1), 1, 1, 2)
+    with strategy(strat):
+        first = K.conv2d_backward(dy, x, w, *hp)
+        for _ in range(3):
+            for a, b in zip(K.conv2d_backward(dy, x, w, *hp), first):
+                assert np.array_equal(a, b)
+
+
+def test_conv_direct_independent_of_thread_count(K, rng):
+    numba = pytest.importorskip("numba")
+    x = rng.standard_normal((11, 3, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal((11, 8, 16, 16)).astype(np.float32)
+    first = K.conv2d_backward(dy, x, w)
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        again = K.conv2d_backward(dy, x, w)
+    finally:
+        numba.set_num_threads(old)
+    for a, b in zip(again, first):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("strat", sorted(STRATEGIES))
+def test_conv_empty_batch(K, strat):
+    x = np.zeros((0, 2, 5, 5), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    with strategy(strat):
+        assert K.conv2d_forward(x, w, np.ones(3, np.float32)).shape == (0, 3, 3, 3)
+        dx, dw, db = K.conv2d_backward(np.zeros((0, 3, 3, 3), np.float32), x, w)
+    assert dx.shape == x.shape and not dw.any() and not db.any()
+
+
+@pytest.mark.parametrize("strat", sorted(STRATEGIES))
+@given(cfg=conv_configs(max_n=4, max_hw=20), f32=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=12)
+def test_conv_matches_torch(K, close, strat, cfg, f32, seed):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    xs, ws, stride, pad, dil, groups = cfg
+    dt = np.float32 if f32 else np.float64
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dt)
+    w = rng.standard_normal(ws).astype(dt)
+    b = rng.standard_normal(ws[0]).astype(dt)
+    xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w, b))
+    yt = F.conv2d(xt, wt, bt, stride=stride, padding=pad, dilation=dil, groups=groups)
+    dy = rng.standard_normal(tuple(yt.shape)).astype(dt)
+    yt.backward(torch.from_numpy(dy))
+    with strategy(strat):
+        y = K.conv2d_forward(x, w, b, stride, pad, dil, groups)
+        dx, dw, db = K.conv2d_backward(dy, x, w, stride, pad, dil, groups)
+    rtol = 1e-4 if f32 else 1e-10  # torch may pick other algorithms (Winograd, ...)
+    close(y, yt.detach().numpy(), rtol=rtol, what="y")
+    close(dx, xt.grad.numpy(), rtol=rtol, what="dx")
+    close(dw, wt.grad.numpy(), rtol=rtol, what="dw")
+    close(db, bt.grad.numpy(), rtol=rtol, what="db")
+
+
+def _z(*shape, dtype=np.float64):
+    return np.zeros(shape, dtype)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(x=_z(2, 3, 8, 8), w=_z(4, 2, 3, 3)), ValueError, r"w must have shape \(4, 3, \*, \*\)"),
+        (dict(x=_z(2, 6, 8, 8), w=_z(4, 2, 3, 3), groups=4), ValueError, "groups=4 must divide the C=6"),
+        (dict(x=_z(2, 6, 8, 8), w=_z(4, 3, 3, 3), groups=3), ValueError, "groups=3 must divide the F=4"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 5, 3)), ValueError, "larger than the padded input 4x4"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 3, 3), dilation=2), ValueError, "kernel spans 5x5"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 3, 3), stride=0), ValueError, "stride must be >= 1, got 0"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 3, 3), stride=(1, -1)), ValueError, r"stride\[1\] must be >= 1"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 3, 3), dilation=0), ValueError, "dilation must be >= 1"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 3, 3), pad=-1), ValueError, "pad must be >= 0"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 3, 3), groups=0), ValueError, "groups must be >= 1"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 3, 3), stride=1.5), TypeError, "stride must be an int"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 3, 3), pad=(1, 2, 3)), ValueError, r"pad must be an int or an \(h, w\) pair"),
+        (dict(x=_z(3, 4, 4), w=_z(4, 3, 3, 3)), ValueError, "x must be 4-D"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 3)), ValueError, "w must be 4-D"),
+        (dict(x=_z(2, 3, 4, 4, dtype=np.int32), w=_z(4, 3, 3, 3)), TypeError, "x must have dtype float32 or float64, got int32"),
+        (dict(x=_z(2, 3, 4, 4), w=_z(4, 3, 3, 3, dtype=np.float32)), TypeError, "w has dtype float32 but"),
+    ],
+)
+def test_conv_bad_input(K, kwargs, exc, match):
+    kw = dict(kwargs)
+    x, w = kw.pop("x"), kw.pop("w")
+    b = np.zeros(w.shape[0], w.dtype) if w.ndim == 4 else None
+    with pytest.raises(exc, match="^conv2d_forward: .*" + match):
+        K.conv2d_forward(x, w, b, **kw)
+    with pytest.raises(exc, match="^conv2d_backward: .*" + match):
+        K.conv2d_backward(np.zeros((2, 4, 2, 2)), x, w, **kw)
+
+
+def test_conv_bad_bias_and_dy(K):
+    x, w = _z(2, 3, 6, 6), _z(4, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"conv2d_forward: b must have shape \(4,\)"):
+        K.conv2d_forward(x, w, _z(3))
+    with pytest.raises(TypeError, match="b has dtype float32"):
+        K.conv2d_forward(x, w, _z(4, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"conv2d_backward: dy must have shape \(2, 4, 4, 4\)"):
+        K.conv2d_backward(_z(2, 4, 6, 6), x, w)
+    with pytest.raises(TypeError, match="dy must have dtype float32 or float64"):
+        K.conv2d_backward(_z(2, 4, 4, 4, dtype=np.int64), x, w)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_convolution_layer(rng, close, dtype, with_bias, R):
+    W = rng.standard_normal((6, 2, 3, 3)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype) if with_bias else None
+    x = rng.standard_normal((4, 4, 9, 8)).astype(dtype)
+    layers = [Convolution(W, b, stride=(2, 1), pad=1, dilation=1, groups=2, backend=be) for be in (None, R)]
+    assert layers[0].W is W and layers[0].params["W"] is W
+    dW_id = id(layers[0].dW)
+    outs = [layer.forward(x) for layer in layers]
+    close(outs[0], outs[1])
+    dout = rng.standard_normal(outs[0].shape).astype(dtype)
+    dxs = [layer.backward(dout) for layer in layers]
+    close(dxs[0], dxs[1])
+    close(layers[0].dW, layers[1].dW)
+    assert id(layers[0].dW) == dW_id and layers[0].grads["W"] is layers[0].dW
+    if with_bias:
+        close(layers[0].db, layers[1].db)
+        assert set(layers[0].grads) == {"W", "b"}
+    else:
+        assert set(layers[0].grads) == {"W"}
