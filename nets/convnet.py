@@ -108,7 +108,8 @@ class ConvNet(Sequential):
     dropout_ratio : float
         0 removes the dropout layer.
     batchnorm : bool
-        False removes the batch norm layers (convolutions then get biases).
+        False removes the batch norm layers. With batch norm the convolutions
+        have no bias (the normalisation would cancel it).
     weight_init_std : float or "he" (default)
     dtype, backend, seed, flat : as :class:`SimpleConvNet`.
     """
@@ -147,7 +148,9 @@ class ConvNet(Sequential):
                 raise ValueError(f"ConvNet: input {input_dim} is too small for {len(channels)} pooling stages")
             stack.append(
                 L.Convolution(
-                    weight((f, c, filter_size, filter_size), c * filter_size**2), np.zeros(f, dt),
+                    weight((f, c, filter_size, filter_size), c * filter_size**2),
+                    # batch norm subtracts the channel mean: a bias would be dead weight
+                    None if batchnorm else np.zeros(f, dt),
                     stride=1, pad=filter_size // 2, **kw,
                 )
             )

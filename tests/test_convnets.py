@@ -57,8 +57,8 @@ def test_gradient_check_convnet(rng):
     errors = gradient_check(net, x, t)
     kinds = {type(layer).__name__ for layer in net.layers}
     assert {"Convolution", "BatchNormalization", "Relu", "Pooling", "Flatten", "Affine", "Dropout"} <= kinds
-    # Conv and affine biases feeding batch norm have a zero gradient; gradient_check
-    # reports their absolute error, which must be at rounding level too.
+    # The affine bias feeding batch norm has a zero gradient; gradient_check
+    # reports its absolute error, which must be at rounding level too.
     assert max(errors.values()) < 1e-6, errors
 
 
