@@ -8,5 +8,17 @@ Thin wrappers: they hold state and call :mod:`numbanet.kernels` (or, with
 from ._base import Layer
 from .basic import Affine, Relu, Sigmoid, SoftmaxWithLoss
 from .conv import Convolution, Pooling
+from .regularization import BatchNormalization, Dropout, Flatten
 
-__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "Convolution", "Pooling"]
+__all__ = [
+    "Layer",
+    "Affine",
+    "Relu",
+    "Sigmoid",
+    "SoftmaxWithLoss",
+    "Convolution",
+    "Pooling",
+    "BatchNormalization",
+    "Dropout",
+    "Flatten",
+]

@@ -29,6 +29,10 @@ class Layer:
     """
 
     param_names: tuple[str, ...] = ()
+    #: Non-trainable state saved with the parameters (e.g. running statistics).
+    buffer_names: tuple[str, ...] = ()
+    #: True for layers whose ``forward`` takes ``train_flg`` (dropout, batch norm).
+    uses_train_flg: bool = False
 
     def __init__(self, backend=None):
         self.ops = resolve_backend(backend)
@@ -42,6 +46,11 @@ class Layer:
     def grads(self) -> dict[str, np.ndarray]:
         """The gradient arrays by parameter name, not copies."""
         return {name: getattr(self, "d" + name) for name in self.param_names}
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trainable state arrays by name, not copies."""
+        return {name: getattr(self, name) for name in self.buffer_names}
 
     def _init_grads(self):
         for name in self.param_names:

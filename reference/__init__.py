@@ -9,6 +9,7 @@ their arguments.
 
 from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import affine_backward, affine_forward
+from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv import conv2d_backward, conv2d_forward
 from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from .optim import adagrad_step, adam_step, adamw_step, all_finite, rmsprop_step, sgd_step
@@ -17,6 +18,8 @@ from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, max
 __all__ = [
     "affine_forward",
     "affine_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
     "relu_forward",
     "relu_backward",
     "sigmoid_forward",

@@ -1,0 +1,244 @@
+"""Batch normalization kernels, per feature (2-D input) or per channel (4-D).
+
+Statistics are taken over every axis but the channel axis, as PyTorch's
+``BatchNorm1d``/``BatchNorm2d`` do (not the book's flatten-everything form).
+Both kernels view the input as ``(N, C, S)`` with ``S = H * W`` (``S = 1`` for
+2-D input) and run a parallel loop over channels: each channel's sums are made
+by one thread in a fixed order, so results are bitwise independent of the
+thread count. The sums accumulate in float64 whatever the dtype (deliberate: a
+float32 channel of 100 x 24 x 24 values keeps float32 accuracy); everything
+written out is in the input dtype.
+
+The running statistics are not touched in place: :func:`batchnorm_forward`
+returns their updated values, and the caller (the layer) decides to store them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from numba import prange
+
+from . import _validate as v
+from ._config import jit
+
+__all__ = ["batchnorm_forward", "batchnorm_backward"]
+
+
+@jit(parallel=True)
+def _bn_stats(x, eps):
+    """Per-channel mean, biased variance and 1/sqrt(var + eps) of x (N, C, S)."""
+    n, c, s = x.shape
+    m = n * s
+    mean = np.empty(c, x.dtype)
+    var = np.empty(c, x.dtype)
+    inv_std = np.empty(c, x.dtype)
+    for ch in prange(c):
+        acc = 0.0
+        for i in range(n):
+            for k in range(s):
+                acc += x[i, ch, k]
+        mu = acc / m
+        # Two passes (mean, then squared deviations): no cancellation when
+        # the mean is large compared with the spread.
+        acc2 = 0.0
+        for i in range(n):
+            for k in range(s):
+                d = x[i, ch, k] - mu
+                acc2 += d * d
+        sigma2 = acc2 / m
+        mean[ch] = mu
+        var[ch] = sigma2
+        inv_std[ch] = 1.0 / np.sqrt(sigma2 + eps)
+    return mean, var, inv_std
+
+
+@jit(parallel=True)
+def _bn_normalize(x, mean, inv_std, gamma, beta):
+    """y = (x - mean) * inv_std * gamma + beta, per channel, in x's dtype."""
+    n, c, s = x.shape
+    y = np.empty_like(x)
+    for ch in prange(c):
+        mu = mean[ch]
+        inv = inv_std[ch]
+        g = gamma[ch]
+        b = beta[ch]
+        for i in range(n):
+            for k in range(s):
+                y[i, ch, k] = (x[i, ch, k] - mu) * inv * g + b
+    return y
+
+
+@jit(parallel=True)
+def _bn_backward(dy, x, gamma, mean, inv_std, train):
+    n, c, s = x.shape
+    m = n * s
+    dx = np.empty_like(x)
+    dgamma = np.empty(c, x.dtype)
+    dbeta = np.empty(c, x.dtype)
+    for ch in prange(c):
+        mu = mean[ch]
+        inv = inv_std[ch]
+        sum_dy = 0.0
+        sum_dy_xhat = 0.0
+        for i in range(n):
+            for k in range(s):
+                sum_dy += dy[i, ch, k]
+                sum_dy_xhat += dy[i, ch, k] * ((x[i, ch, k] - mu) * inv)
+        dbeta[ch] = sum_dy
+        dgamma[ch] = sum_dy_xhat
+        scale = gamma[ch] * inv
+        if train:
+            # dx = gamma*inv/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)), written
+            # as dy*scale - (a + xhat*b) with the per-channel terms hoisted.
+            a = dbeta[ch] * (scale / x.dtype.type(m))
+            b = dgamma[ch] * (scale / x.dtype.type(m))
+            for i in range(n):
+                for k in range(s):
+                    xhat = (x[i, ch, k] - mu) * inv
+                    dx[i, ch, k] = dy[i, ch, k] * scale - (a + xhat * b)
+        else:
+            for i in range(n):
+                for k in range(s):
+                    dx[i, ch, k] = dy[i, ch, k] * scale
+    return dx, dgamma, dbeta
+
+
+def _as_ncs(fn, name, x):
+    x = v.float_array(fn, name, x, (2, 4))
+    n, c = x.shape[:2]
+    return x, x.reshape(n, c, math.prod(x.shape[2:]))
+
+
+def _per_channel(fn, c, dtype, **arrays):
+    out = []
+    for name, a in arrays.items():
+        a = v.float_array(fn, name, a, 1)
+        v.shape(fn, name, a, (c,), f"one value per channel, C={c}")
+        out.append(a)
+    v.same_dtype(fn, x=np.empty(0, dtype), **dict(zip(arrays, out)))
+    return out
+
+
+def _float_param(fn, name, value, lo, hi, *, lo_open=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    ok = (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:
+        left = "(" if lo_open else "["
+        raise ValueError(f"{fn}: {name} must lie in {left}{lo}, {hi}], got {value}")
+    return value
+
+
+def _bool_param(fn, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-5, train=True):
+    """Batch normalization forward pass.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C) or (N, C, H, W)
+        Input; statistics are per column ``c`` over the other axes
+        (``M = N`` or ``M = N * H * W`` values per channel).
+    gamma, beta : ndarray, shape (C,)
+        Scale and shift.
+    running_mean, running_var : ndarray, shape (C,)
+        Running statistics; read, never modified.
+    momentum : float in [0, 1]
+        The book's convention: ``running = momentum * running + (1 - momentum)
+        * batch``. PyTorch's ``momentum`` is ``1 - momentum`` here (torch 0.1
+        is our 0.9).
+    eps : float > 0
+        Added to the variance.
+    train : bool
+        True: normalise with the batch statistics and return updated running
+        statistics. False: normalise with the running statistics.
+
+    Returns
+    -------
+    y : ndarray, same shape as ``x``
+        ``y = (x - mean) * inv_std * gamma + beta`` per channel.
+    mean : ndarray, shape (C,)
+        The mean used: ``mu = sum(x) / M`` (train) or ``running_mean``.
+    inv_std : ndarray, shape (C,)
+        ``1 / sqrt(var + eps)`` with ``var = sum((x - mu)^2) / M`` (biased,
+        train) or ``running_var``. Pass ``mean`` and ``inv_std`` to
+        :func:`batchnorm_backward`.
+    new_running_mean, new_running_var : ndarray, shape (C,)
+        Train: ``momentum * running_mean + (1 - momentum) * mu`` and
+        ``momentum * running_var + (1 - momentum) * var * M / (M - 1)`` (the
+        unbiased variance, as PyTorch). Inference: the given running arrays.
+    """
+    fn = "batchnorm_forward"
+    x, x3 = _as_ncs(fn, "x", x)
+    n, c, s = x3.shape
+    gamma, beta, running_mean, running_var = _per_channel(
+        fn, c, x.dtype, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var
+    )
+    momentum = _float_param(fn, "momentum", momentum, 0.0, 1.0)
+    eps = _float_param(fn, "eps", eps, 0.0, np.inf, lo_open=True)
+    train = _bool_param(fn, "train", train)
+    dt = x.dtype.type
+    if train:
+        m = n * s
+        if m < 2:
+            raise ValueError(
+                f"{fn}: training needs more than 1 value per channel to estimate a variance, "
+                f"got x of shape {x.shape}"
+            )
+        mean, var, inv_std = _bn_stats(x3, dt(eps))
+        keep, new = dt(momentum), dt(1.0 - momentum)
+        new_rm = keep * running_mean + new * mean
+        new_rv = keep * running_var + new * (var * dt(m / (m - 1)))
+    else:
+        mean = running_mean
+        inv_std = dt(1) / np.sqrt(running_var + dt(eps))
+        new_rm, new_rv = running_mean, running_var
+    y = _bn_normalize(x3, mean, inv_std, gamma, beta)
+    return y.reshape(x.shape), mean, inv_std, new_rm, new_rv
+
+
+def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True):
+    """Batch normalization backward pass.
+
+    Parameters
+    ----------
+    dy : ndarray, same shape as ``x``
+        Gradient with respect to ``y``.
+    x : ndarray, shape (N, C) or (N, C, H, W)
+        The forward input.
+    gamma : ndarray, shape (C,)
+    mean, inv_std : ndarray, shape (C,)
+        As returned by :func:`batchnorm_forward`.
+    train : bool
+        Whether the forward pass used batch statistics (then ``mean`` and
+        ``inv_std`` depend on ``x``) or running statistics (constants).
+
+    Returns
+    -------
+    dx : ndarray, same shape as ``x``
+        Train: ``gamma * inv_std / M * (M * dy - dbeta - xhat * dgamma)``;
+        inference: ``gamma * inv_std * dy``, where
+        ``xhat = (x - mean) * inv_std``.
+    dgamma : ndarray, shape (C,)
+        ``sum(dy * xhat)`` over all axes but the channel.
+    dbeta : ndarray, shape (C,)
+        ``sum(dy)`` over all axes but the channel.
+    """
+    fn = "batchnorm_backward"
+    x, x3 = _as_ncs(fn, "x", x)
+    dy = v.float_array(fn, "dy", dy)
+    v.same_dtype(fn, x=x, dy=dy)
+    v.shape(fn, "dy", dy, x.shape, "the shape of x")
+    c = x3.shape[1]
+    gamma, mean, inv_std = _per_channel(fn, c, x.dtype, gamma=gamma, mean=mean, inv_std=inv_std)
+    train = _bool_param(fn, "train", train)
+    dx, dgamma, dbeta = _bn_backward(dy.reshape(x3.shape), x3, gamma, mean, inv_std, train)
+    return dx.reshape(x.shape), dgamma, dbeta

@@ -1,0 +1,50 @@
+"""Batch normalization per feature (2-D) or per channel (4-D), pure NumPy."""
+
+import numpy as np
+
+
+def _axes(x):
+    """Reduction axes and the shape that broadcasts a (C,) vector against x."""
+    if x.ndim == 2:
+        return (0,), (1, -1)
+    return (0, 2, 3), (1, -1, 1, 1)
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-5, train=True):
+    """Return ``(y, mean, inv_std, new_running_mean, new_running_var)``.
+
+    Train: batch mean and biased variance over all axes but the channel; the
+    running statistics move towards the batch mean and the *unbiased*
+    variance with the book's ``momentum``. Inference: running statistics.
+    """
+    axes, bshape = _axes(x)
+    dt = x.dtype.type
+    if train:
+        m = x.size // x.shape[1]
+        mean = x.mean(axis=axes)
+        xc = x - mean.reshape(bshape)
+        var = (xc * xc).mean(axis=axes)
+        inv_std = dt(1) / np.sqrt(var + dt(eps))
+        new_rm = dt(momentum) * running_mean + dt(1 - momentum) * mean
+        new_rv = dt(momentum) * running_var + dt(1 - momentum) * (var * dt(m / (m - 1)))
+    else:
+        mean = running_mean
+        inv_std = dt(1) / np.sqrt(running_var + dt(eps))
+        new_rm, new_rv = running_mean, running_var
+    xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
+    y = xhat * gamma.reshape(bshape) + beta.reshape(bshape)
+    return y, mean, inv_std, new_rm, new_rv
+
+
+def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True):
+    """Return ``(dx, dgamma, dbeta)``; see :func:`batchnorm_forward`."""
+    axes, bshape = _axes(x)
+    m = x.size // x.shape[1] if x.size else 0
+    xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * xhat).sum(axis=axes)
+    scale = (gamma * inv_std).reshape(bshape)
+    if not train:
+        return dy * scale, dgamma, dbeta
+    dx = scale / x.dtype.type(m) * (x.dtype.type(m) * dy - dbeta.reshape(bshape) - xhat * dgamma.reshape(bshape))
+    return dx, dgamma, dbeta
