@@ -165,6 +165,28 @@ def _all_finite(dt, rng):
     return {"a": _randn(rng, (3, 4), dt)}
 
 
+def _bn_forward(shape, train):
+    def make(dt, rng):
+        c = shape[1]
+        return {"x": _randn(rng, shape, dt), "gamma": _randn(rng, (c,), dt), "beta": _randn(rng, (c,), dt),
+                "running_mean": _randn(rng, (c,), dt), "running_var": rng.uniform(0.5, 2, c).astype(dt),
+                "momentum": 0.9, "eps": 1e-5, "train": train}
+
+    return make
+
+
+def _bn_backward(shape, train):
+    def make(dt, rng):
+        kw = _bn_forward(shape, train)(dt, rng)
+        from .batchnorm import batchnorm_forward
+
+        _, mean, inv_std, _, _ = batchnorm_forward(**kw)
+        return {"dy": _randn(rng, shape, dt), "x": kw["x"], "gamma": kw["gamma"], "mean": mean,
+                "inv_std": inv_std, "train": train}
+
+    return make
+
+
 #: op name -> list of example builders ``(dtype, rng) -> kwargs``.
 EXAMPLES = {
     "affine_forward": [_affine_forward],
@@ -187,6 +209,9 @@ EXAMPLES = {
     "adam_step": [_adam(False), _adam(True)],
     "adamw_step": [_adam(False), _adam(True)],
     "all_finite": [_all_finite],
+    "batchnorm_forward": [_bn_forward((4, 3), True), _bn_forward((2, 3, 2, 3), True), _bn_forward((2, 3, 2, 3), False)],
+    "batchnorm_backward": [_bn_backward((4, 3), True), _bn_backward((2, 3, 2, 3), True),
+                           _bn_backward((2, 3, 2, 3), False)],
 }
 
 

@@ -100,6 +100,10 @@ class Dropout(Layer):
         self.reuse_mask = False
 
     def forward(self, x, train_flg=True):
+        from numbanet.kernels import _validate as v  # lazy: keeps Numba out of the import
+
+        # Validated before the generator draws, so a bad call changes nothing.
+        x = v.float_array("Dropout.forward", "x", x)
         if not train_flg:
             self.mask = None
             return x
@@ -110,7 +114,13 @@ class Dropout(Layer):
         return x * self.mask
 
     def backward(self, dout):
-        return dout if self.mask is None else dout * self.mask
+        from numbanet.kernels import _validate as v  # lazy: keeps Numba out of the import
+
+        dout = v.float_array("Dropout.backward", "dout", dout)
+        if self.mask is None:
+            return dout
+        v.shape("Dropout.backward", "dout", dout, self.mask.shape, "the shape of the forward input")
+        return dout * self.mask
 
 
 class Flatten(Layer):
@@ -121,8 +131,16 @@ class Flatten(Layer):
         self.x_shape = None
 
     def forward(self, x):
+        from numbanet.kernels import _validate as v  # lazy: keeps Numba out of the import
+
+        x = v.float_array("Flatten.forward", "x", x, min_ndim=1)
         self.x_shape = x.shape
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     def backward(self, dout):
+        from numbanet.kernels import _validate as v  # lazy: keeps Numba out of the import
+
+        dout = v.float_array("Flatten.backward", "dout", dout)
+        n, d = self.x_shape[0], math.prod(self.x_shape[1:])
+        v.shape("Flatten.backward", "dout", dout, (n, d), f"(N, D) from the forward input {self.x_shape}")
         return dout.reshape(self.x_shape)
