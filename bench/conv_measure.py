@@ -2,8 +2,8 @@
 
 Times each case's forward+backward workload on :mod:`numbanet.kernels`,
 :mod:`numbanet.reference` and PyTorch (threads matched to Numba's) in one
-process, interleaving kernel and torch runs so that load from other processes
-hits both alike, and prints medians and ratios::
+process, alternating blocks of kernel and torch runs so that load from other
+processes hits both alike, and prints medians (or minima) and ratios::
 
     python -m numbanet.bench.conv_measure                 # all conv/pool cases
     python -m numbanet.bench.conv_measure conv_mid --memory
@@ -93,15 +93,23 @@ def measure(case, dtype="float32", repeat=7, ref_repeat=3, stat="median", budget
             t_run()
         except ImportError:
             t_run = None
-    # At least `repeat` interleaved pairs, more until `budget` seconds pass:
-    # on a shared machine the fast cases then get enough samples to find
-    # quiet moments.
+    # Three rounds of a block of kernel calls then a block of torch calls:
+    # blocks, not strict alternation, because each runtime's idle OpenMP
+    # threads keep spinning for a while after a parallel region and would
+    # steal the cores from the other's next call. Each block has at least
+    # repeat/3 calls and runs on until budget/6 seconds, so that fast cases
+    # get enough samples on a shared machine.
     k_times, t_times = [], []
-    start = time.perf_counter()
-    while len(k_times) < repeat or (time.perf_counter() - start < budget and len(k_times) < 1000):
-        k_times.append(_time(k_run))
-        if t_run is not None:
-            t_times.append(_time(t_run))
+    per_block = max(1, -(-repeat // 3))
+    for _ in range(3):
+        for run, times in ((k_run, k_times), (t_run, t_times)):
+            if run is None:
+                continue
+            start = time.perf_counter()
+            count = 0
+            while count < per_block or (time.perf_counter() - start < budget / 6 and count < 300):
+                times.append(_time(run))
+                count += 1
     r_run = case.bind(reference, case.inputs(dtype))
     r_times = [_time(r_run) for _ in range(ref_repeat)]
     agg = statistics.median if stat == "median" else min
