@@ -192,10 +192,9 @@ def main(argv=None) -> int:
         return 2
 
     if args.threads is not None:
-        from threadpoolctl import threadpool_limits
+        from numbanet.kernels import set_num_threads
 
-        numba.set_num_threads(args.threads)
-        threadpool_limits(args.threads, user_api="blas")
+        set_num_threads(args.threads)
     threads = numba.get_num_threads()
     use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     torch_items = [(c, dt) for c, dt in items if c.torch_bind is not None] if use_torch else []
