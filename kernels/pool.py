@@ -116,6 +116,14 @@ def _maxpool2d_backward(dy, arg, h_, w_, pool_h, pool_w, sh, sw, ph, pw):
     return dx, bad.sum()
 
 
+@jit()
+def _window(o, stride, pad, pool, size):
+    """Start of output position ``o``'s window in the input, and the range of
+    window offsets ``[lo, hi)`` that fall inside the unpadded input."""
+    start = o * stride - pad
+    return start, max(0, -start), min(pool, size - start)
+
+
 @jit(parallel=True)
 def _avgpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_):
     n_, c_, h_, w_ = x.shape
@@ -127,13 +135,9 @@ def _avgpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_):
         xp = x[n, c]
         yp = y[n, c]
         for oh in range(oh_):
-            h0 = oh * sh - ph
-            i0 = max(0, -h0)
-            i1 = min(pool_h, h_ - h0)
+            h0, i0, i1 = _window(oh, sh, ph, pool_h, h_)
             for ow in range(ow_):
-                w0 = ow * sw - pw
-                j0 = max(0, -w0)
-                j1 = min(pool_w, w_ - w0)
+                w0, j0, j1 = _window(ow, sw, pw, pool_w, w_)
                 s = x.dtype.type(0)
                 for i in range(i0, i1):
                     for j in range(j0, j1):
@@ -153,13 +157,9 @@ def _avgpool2d_backward(dy, h_, w_, pool_h, pool_w, sh, sw, ph, pw):
         dxp = dx[n, c]
         dyp = dy[n, c]
         for oh in range(oh_):
-            h0 = oh * sh - ph
-            i0 = max(0, -h0)
-            i1 = min(pool_h, h_ - h0)
+            h0, i0, i1 = _window(oh, sh, ph, pool_h, h_)
             for ow in range(ow_):
-                w0 = ow * sw - pw
-                j0 = max(0, -w0)
-                j1 = min(pool_w, w_ - w0)
+                w0, j0, j1 = _window(ow, sw, pw, pool_w, w_)
                 g = dyp[oh, ow] / div
                 for i in range(i0, i1):
                     for j in range(j0, j1):
