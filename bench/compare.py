@@ -191,11 +191,11 @@ def main(argv=None) -> int:
         print(f"numbanet-bench: no case supports dtype {args.dtype}", file=sys.stderr)
         return 2
 
-    if args.threads is not None:
-        from numbanet.kernels import set_num_threads
+    from numbanet.kernels import get_num_threads, set_num_threads
 
+    if args.threads is not None:
         set_num_threads(args.threads)
-    threads = numba.get_num_threads()
+    threads = get_num_threads()
     use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     torch_items = [(c, dt) for c, dt in items if c.torch_bind is not None] if use_torch else []
 

@@ -85,10 +85,9 @@ def measure(case, dtype="float32", repeat=7, ref_repeat=3, stat="median", budget
     t_run = None
     if case.torch_bind is not None:
         try:
-            import numba
             import torch
 
-            torch.set_num_threads(numba.get_num_threads())
+            torch.set_num_threads(kernels.get_num_threads())
             t_run = case.torch_bind(case.inputs(dtype))
             t_run()
         except ImportError:
@@ -126,13 +125,13 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=0.0, help="keep repeating up to this many seconds per case")
     p.add_argument("--memory", action="store_true", help="also measure peak extra RSS")
     args = p.parse_args(argv)
-    import numba
-
     import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
     from threadpoolctl import threadpool_info
 
     blas = {i["prefix"]: i.get("architecture") for i in threadpool_info() if i["user_api"] == "blas"}
-    print(f"threads: numba {numba.get_num_threads()}, dtype {args.dtype}, {args.stat} of {args.repeat}; BLAS {blas}")
+    from numbanet.kernels import get_num_threads
+
+    print(f"threads: numba {get_num_threads()}, dtype {args.dtype}, {args.stat} of {args.repeat}; BLAS {blas}")
     print(f"{'case':16s} {'kernel ms':>10s} {'ref ms':>10s} {'torch ms':>10s} {'ref/k':>7s} {'torch/k':>8s} {'GFLOP/s':>8s}")
     for case in cases(args.pattern):
         k, r, t = measure(case, args.dtype, args.repeat, stat=args.stat, budget=args.budget)

@@ -64,11 +64,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     name = argv[0] if argv else "conv_mid"
     reps = int(argv[1]) if len(argv) > 1 else 7
-    import numba
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(numba.get_num_threads())
+    torch.set_num_threads(kernels.get_num_threads())
     case = get(name)
     inp = case.inputs("float32")
     x, w, b, s, p = inp["x"], inp["w"], inp["b"], inp["stride"], inp["pad"]
@@ -91,7 +90,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
-    print(f"{name} forward, float32, {numba.get_num_threads()} threads, {reps} interleaved repeats")
+    print(f"{name} forward, float32, {kernels.get_num_threads()} threads, {reps} interleaved repeats")
     for k, ts in times.items():
         print(f"  {k:42s} median {statistics.median(ts) * 1e3:8.2f} ms   min {min(ts) * 1e3:8.2f} ms")
 

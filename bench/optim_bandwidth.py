@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numba
 import numpy as np
 
 import numbanet.kernels as kernels
@@ -64,10 +63,10 @@ def main(argv=None):
     try:
         import torch
 
-        torch.set_num_threads(numba.get_num_threads())
+        torch.set_num_threads(kernels.get_num_threads())
     except ImportError:
         torch = None
-    print(f"threads: numba {numba.get_num_threads()}, torch {torch.get_num_threads() if torch else '-'}")
+    print(f"threads: numba {kernels.get_num_threads()}, torch {torch.get_num_threads() if torch else '-'}")
     hdr = (f"{'case':18} {'kernel ms':>9} {'ref ms':>8} {'torch ms':>8} {'copy ms':>8} "
            f"{'x ref':>6} {'x torch':>7} {'GB/s':>6} {'copy GB/s':>9} {'% copy':>6}")
     print(hdr)

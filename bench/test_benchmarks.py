@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import importlib
 
-import numba
 import numpy as np
 import pytest
 
 from numbanet.bench import cases
+from numbanet.kernels import get_num_threads
 
 DTYPE = "float32"
 IMPLS = ["kernels", "reference", "torch"]
@@ -32,7 +32,7 @@ def _bind(case, impl_name):
         if case.torch_bind is None:
             pytest.skip(f"{case.name} has no PyTorch workload")
         torch = pytest.importorskip("torch")
-        torch.set_num_threads(numba.get_num_threads())
+        torch.set_num_threads(get_num_threads())
         return case.torch_bind(inputs)
     return case.bind(importlib.import_module(f"numbanet.{impl_name}"), inputs)
 
@@ -45,7 +45,7 @@ def test_case(benchmark, case, impl_name):
     benchmark.group = case.name
     benchmark.name = f"{case.name}[{impl_name}]"
     benchmark.extra_info.update({k: str(v) for k, v in case.params.items()})
-    benchmark.extra_info.update(dtype=DTYPE, impl=impl_name, threads=numba.get_num_threads())
+    benchmark.extra_info.update(dtype=DTYPE, impl=impl_name, threads=get_num_threads())
     benchmark(fn)
     median = benchmark.stats.stats.median if benchmark.stats else None
     if median:

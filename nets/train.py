@@ -76,17 +76,15 @@ def main(argv=None):
     import numba
 
     from numbanet import optimizers
+    from numbanet.kernels import get_num_threads, set_num_threads
 
     from .data import load_digits, load_mnist
     from .trainer import Trainer, format_history
 
     if args.threads is not None:
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-        # NumPy's BLAS (used by the affine kernels) gets the same budget, so
-        # its threads and Numba's never oversubscribe the cores.
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(args.threads, user_api="blas")
+        # Numba's threads and NumPy's BLAS (used by the affine kernels) get the
+        # same budget, so they never oversubscribe the cores.
+        set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     dtype = np.dtype(args.dtype)
     if args.data is None:
         (x_tr, t_tr), (x_te, t_te) = load_digits(dtype=dtype)
@@ -102,7 +100,7 @@ def main(argv=None):
         print(
             f"{type(net).__name__} on {source}: {len(x_tr)} train / {len(x_te)} test, "
             f"{cls_name}(lr={lr}), batch {args.batch_size}, {args.epochs} epochs, "
-            f"{args.dtype}, {numba.get_num_threads()} threads, seed {args.seed}",
+            f"{args.dtype}, {get_num_threads()} threads, seed {args.seed}",
             flush=True,
         )
     trainer = Trainer(net, opt, x_tr, t_tr, x_te, t_te, epochs=args.epochs, batch_size=args.batch_size,

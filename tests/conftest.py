@@ -5,6 +5,13 @@ from hypothesis import HealthCheck, settings
 import numbanet.kernels as kernels
 import numbanet.reference as reference
 
+
+def pytest_configure(config):
+    # Start Numba's threads the way numbanet does (idle OpenMP workers sleep),
+    # before any test calls numba.set_num_threads directly and starts them
+    # with libgomp's spinning default.
+    kernels.get_num_threads()
+
 # The first example of each kernel pays for JIT compilation: no deadline.
 settings.register_profile(
     "numbanet",

@@ -305,3 +305,50 @@ def test_startup_script_runs(capsys):
     assert main(["--repeat", "1", "--ops", "relu_forward"]) == 0
     out = capsys.readouterr().out
     assert "import numbanet.layers: best" in out and "| relu_forward |" in out
+
+
+# --- idle OpenMP workers sleep instead of spinning -----------------------------
+
+_WAIT_POLICY_PROBE = """
+import json, os, subprocess, sys
+import numpy as np
+import numba
+import numbanet.kernels as K
+K.relu_forward(np.ones(3, np.float32))  # first kernel call starts Numba's threads
+child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('OMP_WAIT_POLICY'))"],
+                       capture_output=True, text=True).stdout.strip()
+print(json.dumps({"layer": numba.threading_layer(), "env": os.environ.get("OMP_WAIT_POLICY"),
+                  "child": child}))
+"""
+
+
+def _probe_wait_policy(env):
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("NUMBANET_", "OMP_", "GOMP_"))}
+    full_env.update(env, OMP_DISPLAY_ENV="TRUE")  # libgomp prints its settings once, when loaded
+    proc = subprocess.run([sys.executable, "-c", _WAIT_POLICY_PROBE],
+                          capture_output=True, text=True, env=full_env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shown = [line.split("=", 1)[1].strip().strip("'") for line in proc.stderr.splitlines()
+             if line.strip().startswith("OMP_WAIT_POLICY")]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), shown
+
+
+@needs_jit
+def test_openmp_workers_wait_passively_without_leaking_the_setting():
+    out, shown = _probe_wait_policy({})
+    # The setting reaches libgomp and nothing else: not this process's
+    # environment afterwards, not its subprocesses (e.g. the PyTorch worker).
+    assert out["env"] is None and out["child"] == "None"
+    if out["layer"] == "omp":
+        assert shown == ["PASSIVE"]
+    else:  # TBB or workqueue: no libgomp was loaded, so nothing was shown
+        assert shown == []
+
+
+@needs_jit
+def test_a_users_openmp_wait_policy_wins():
+    out, shown = _probe_wait_policy({"OMP_WAIT_POLICY": "ACTIVE"})
+    assert out["env"] == "ACTIVE" and out["child"] == "ACTIVE"
+    if out["layer"] == "omp":
+        assert shown == ["ACTIVE"]
