@@ -28,6 +28,9 @@ else in the process or its subprocesses sees the change. A user who sets
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` keeps their own choice, and the TBB
 and workqueue layers are not affected.
 
+The same first call also keeps glibc from unmapping large freed blocks (see
+:mod:`numbanet.kernels._malloc`), the other cost that grew with threads.
+
 Nothing happens at import. ``NUMBANET_NUM_THREADS`` is read on the first
 kernel call (or the first ``get_num_threads``/``set_num_threads``); unset,
 Numba's default (all cores, or ``NUMBA_NUM_THREADS``) and the BLAS defaults
@@ -39,6 +42,8 @@ from __future__ import annotations
 
 import os
 import threading
+
+from ._malloc import tune_malloc
 
 __all__ = ["set_num_threads", "get_num_threads", "sync_thread"]
 
@@ -138,6 +143,7 @@ def sync_thread() -> None:
         return
     with _lock:
         _launch_numba_threads()
+        tune_malloc()
         _read_env()
         token, n = _token, _requested
     if n is not None:

@@ -352,3 +352,52 @@ def test_a_users_openmp_wait_policy_wins():
     assert out["env"] == "ACTIVE" and out["child"] == "ACTIVE"
     if out["layer"] == "omp":
         assert shown == ["ACTIVE"]
+
+
+# --- large freed blocks stay in the process ---------------------------------------
+
+_MALLOC_PROBE = """
+import ctypes, json
+import numpy as np
+import numbanet.kernels as K
+from numbanet.kernels import _malloc
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+K.relu_forward(np.ones(3, np.float32))  # the first kernel call tunes malloc
+nbytes = 20 * 2**20
+before = libc.mallinfo2()
+a = np.ones(nbytes, np.uint8)
+during = libc.mallinfo2()
+del a
+after = libc.mallinfo2()
+print(json.dumps({"state": _malloc.tune_malloc(),
+                  "mmapped": during.hblkhd - before.hblkhd >= nbytes,
+                  "kept": after.fordblks >= nbytes}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or not hasattr(os, "confstr")
+                    or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""), reason="glibc only")
+@pytest.mark.parametrize("env, expected", [
+    # Tuned: the 20 MiB block comes from the heap and stays there, free, after del.
+    ({}, {"state": "tuned", "mmapped": False, "kept": True}),
+    # Untouched: glibc's defaults (the mmap threshold starts at 128 KiB and only
+    # rises as large blocks are freed) or the user's fixed 128 KiB threshold.
+    ({"NUMBANET_MALLOC_TUNING": "0", "MALLOC_MMAP_THRESHOLD_": "131072"},
+     {"state": "disabled", "mmapped": True}),
+    ({"MALLOC_MMAP_THRESHOLD_": "131072"}, {"state": "user", "mmapped": True}),
+])
+def test_large_freed_blocks_are_kept_for_reuse_unless_the_user_chose(env, expected):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "NUMBANET_"))}
+    proc = subprocess.run([sys.executable, "-c", _MALLOC_PROBE], capture_output=True, text=True,
+                          env={**full_env, **env}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "kept" not in expected:
+        del out["kept"]
+    assert out == expected
