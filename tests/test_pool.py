@@ -47,6 +47,25 @@ def test_pool_matches_reference(K, R, close, cfg, f32, ties, seed):
     close(K.avgpool2d_backward(dy, xs, kh, kw, stride, pad), R.avgpool2d_backward(dy, xs, kh, kw, stride, pad))
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("pad", [0, 1, (0, 1), (1, 0)])
+@pytest.mark.parametrize("hw", [(2, 2), (3, 5), (8, 8), (9, 33), (24, 24), (2, 41)])
+def test_maxpool_2x2_stride2_matches_reference(K, R, hw, pad, dt):
+    """The vectorised 2x2, stride-2 path (and its edge windows): ties, NaN
+    and -inf included, results and argmax identical to the reference."""
+    rng = np.random.default_rng(hash(hw) % 2**32)
+    x = rng.integers(-2, 2, (3, 4) + hw).astype(dt)
+    x.flat[rng.choice(x.size, max(1, x.size // 17), replace=False)] = np.nan
+    x.flat[rng.choice(x.size, max(1, x.size // 13), replace=False)] = -np.inf
+    y, arg = K.maxpool2d_forward(x, 2, 2, 2, pad)
+    yr, argr = R.maxpool2d_forward(x, 2, 2, 2, pad)
+    np.testing.assert_array_equal(y, yr)
+    np.testing.assert_array_equal(arg, argr)
+    dy = rng.standard_normal(y.shape).astype(dt)
+    np.testing.assert_array_equal(K.maxpool2d_backward(dy, arg, x.shape, 2, 2, 2, pad),
+                                  R.maxpool2d_backward(dy, argr, x.shape, 2, 2, 2, pad))
+
+
 def test_maxpool_argmax_layout_and_padding(K):
     x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # all negative: zero padding would win
     y, arg = K.maxpool2d_forward(x, 2, 2, 2, 1)
