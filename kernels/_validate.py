@@ -95,6 +95,13 @@ def int_param(fn: str, name: str, value, *, minimum: int | None = None) -> int:
     return value
 
 
+def bool_param(fn: str, name: str, value) -> bool:
+    """Return ``value`` as a Python bool; only ``True``/``False`` (or NumPy's) pass."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def _memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -80,7 +80,7 @@ def affine_forward(x, w, b):
     return _add_bias(np.matmul(x2d, w, out=y), b)
 
 
-def affine_backward(dy, x, w):
+def affine_backward(dy, x, w, *, need_dx=True):
     """Affine backward pass.
 
     Parameters
@@ -91,10 +91,12 @@ def affine_backward(dy, x, w):
         The forward input (flattened to ``x2d`` of shape (N, D)).
     w : ndarray, shape (D, M)
         Weights.
+    need_dx : bool, keyword-only
+        ``False`` skips ``dx`` (returned as ``None``), for a first layer.
 
     Returns
     -------
-    dx : ndarray, same shape as ``x``
+    dx : ndarray, same shape as ``x``, or None when ``need_dx`` is False
         ``dx = dy @ w.T``, reshaped to ``x.shape``.
     dw : ndarray, shape (D, M)
         ``dw = x2d.T @ dy``.
@@ -109,6 +111,8 @@ def affine_backward(dy, x, w):
     n, d = x2d.shape
     v.shape(fn, "w", w, (d, None), f"D={d} from x of shape {x.shape}")
     v.shape(fn, "dy", dy, (n, w.shape[1]), "(N, M) from x and w")
-    dx = np.matmul(dy, w.T, out=np.empty(x.shape, x.dtype).reshape(x2d.shape))
+    dx = None
+    if v.bool_param(fn, "need_dx", need_dx):
+        dx = np.matmul(dy, w.T, out=np.empty(x.shape, x.dtype).reshape(x2d.shape)).reshape(x.shape)
     dw = np.matmul(x2d.T, dy, out=np.empty(w.shape, w.dtype))
-    return dx.reshape(x.shape), dw, _column_sums(dy)
+    return dx, dw, _column_sums(dy)

@@ -212,19 +212,29 @@ def _flat_taps(nrows, off):
 
 
 @jit()
-def _pad_sample(xn, ph, pw, front, out):
-    """Zero-padded, flattened planes of one sample: out (C, front + Hp*Wp)."""
-    c_, h_, w_ = xn.shape
+def _pad_block(xb, ph, pw, front, plane, out):
+    """Zero-padded, flattened planes of the samples ``xb`` (S, C, H, W) side by
+    side: ``out[c, front + s*plane + (i + ph)*Wp + pw + j] = xb[s, c, i, j]``,
+    zero elsewhere; out has shape (C, >= front + S*plane)."""
+    s_, c_, h_, w_ = xb.shape
     wp = w_ + 2 * pw
     out[:] = 0
     for c in range(c_):
         dst = out[c]
-        for i in range(h_):
-            _copy_row(dst[front + (i + ph) * wp + pw :], xn[c, i], w_)
+        for s in range(s_):
+            for i in range(h_):
+                _copy_row(dst[front + s * plane + (i + ph) * wp + pw :], xb[s, c, i], w_)
+
+
+def _block_samples(n, plane, blocks):
+    """Samples per block of the wide grid: enough to make each long loop a few
+    thousand elements (small images gain most: an 8x8 image alone gives
+    loops of 78), at most ``ceil(n / blocks)`` so the threads get work."""
+    return max(1, min(-(-n // blocks), 4096 // plane))
 
 
 @jit(parallel=True)
-def _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh_, ow_):
+def _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh_, ow_, spb):
     n_, c_, h_, w_ = x.shape
     f_, cg, kh_, kw_ = w.shape
     fg = f_ // groups
@@ -232,28 +242,33 @@ def _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh_, ow_):
     plane = (h_ + 2 * ph) * wp
     kk = kh_ * kw_
     off = _tap_offsets(kh_, kw_, dh, dw, wp)
-    length = (oh_ - 1) * wp + ow_
     wf = w.reshape(f_, cg * kk)
     rows, offs = _flat_taps(cg, off)
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
-    # One task per sample (a single parallel region: under load from other
-    # processes every extra region end is a barrier that can stall).
-    for n in prange(n_):
-        xp = np.empty((c_, plane), x.dtype)
-        _pad_sample(x[n], ph, pw, 0, xp)
+    # One task per block of `spb` samples whose padded planes lie end to end:
+    # every tap is one shift over the whole block (the rows between samples
+    # are junk, never copied out). A single parallel region: under load from
+    # other processes every extra region end is a barrier that can stall.
+    for blk in prange((n_ + spb - 1) // spb):
+        n0 = blk * spb
+        s_ = min(spb, n_ - n0)
+        length = (s_ - 1) * plane + (oh_ - 1) * wp + ow_
+        xp = np.empty((c_, s_ * plane), x.dtype)
+        _pad_block(x[n0 : n0 + s_], ph, pw, 0, plane, xp)
         acc = np.empty(length, x.dtype)
         for f in range(f_):
             g = f // fg
             acc[:] = b[f]
             _axpy_taps(acc, xp[g * cg : (g + 1) * cg], rows, offs, wf[f], length)
-            yp = y[n, f]
-            for i in range(oh_):
-                _copy_row(yp[i], acc[i * wp :], ow_)
+            for s in range(s_):
+                yp = y[n0 + s, f]
+                for i in range(oh_):
+                    _copy_row(yp[i], acc[s * plane + i * wp :], ow_)
     return y
 
 
 @jit(parallel=True)
-def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks):
+def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, spb):
     n_, f_, oh_, ow_ = dy.shape
     _, c_, h_, w_ = x.shape
     _, cg, kh_, kw_ = w.shape
@@ -264,7 +279,6 @@ def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks):
     plane = (h_ + 2 * ph) * wp
     off = _tap_offsets(kh_, kw_, dh, dw, wp)
     front = off[kk - 1]
-    length = (oh_ - 1) * wp + ow_
     # dx_pad[p] = sum_{f, t} w[f, c, t] * dy_wide[f, p - off[t]]: the taps of
     # the full correlation sit at offsets front - off[t] of dy_wide stored
     # behind `front` zeros (its junk columns zero too).
@@ -281,32 +295,39 @@ def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks):
                 wc[c, fi * kk + k] = wr[g * fg + fi, c - g * cg, k]
     rows_dx, offs_dx = _flat_taps(fg, roff)
     rows, offs = _flat_taps(cg, off)
-    dx = np.empty((n_, c_, h_, w_), dy.dtype)
+    dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
     chunk = (n_ + nchunks - 1) // nchunks
-    # Per-chunk partial dw and db, summed in chunk order at the end.
+    # Per-chunk partial dw and db, summed in chunk order at the end. Within a
+    # chunk, blocks of `spb` samples share one wide grid (their planes end to
+    # end, as in the forward pass); spb depends on the shapes only, so the
+    # summation order, hence the result, never depends on the threads.
     part_w = np.zeros((nchunks, f_, ntaps), dy.dtype)
     part_b = np.zeros((nchunks, f_), dy.dtype)
     for k in prange(nchunks):
-        xp = np.empty((c_, plane), dy.dtype)
-        dyw = np.empty((f_, front + plane), dy.dtype)
-        acc = np.empty(plane, dy.dtype)
-        for n in range(k * chunk, min(n_, (k + 1) * chunk)):
-            _pad_sample(x[n], ph, pw, 0, xp)
-            # dy_wide: dy[n] on the padded grid of width Wp, behind `front` zeros
+        xp = np.empty((c_, spb * plane), dy.dtype)
+        dyw = np.empty((f_, front + spb * plane), dy.dtype)
+        acc = np.empty(spb * plane, dy.dtype)
+        for n0 in range(k * chunk, min(n_, (k + 1) * chunk), spb):
+            s_ = min(spb, min(n_, (k + 1) * chunk) - n0)
+            length = (s_ - 1) * plane + (oh_ - 1) * wp + ow_
+            _pad_block(x[n0 : n0 + s_], ph, pw, 0, plane, xp)
+            # dy_wide: dy on the padded grids of width Wp, behind `front` zeros
             dyw[:] = 0
             for f in range(f_):
-                for i in range(oh_):
-                    _copy_row(dyw[f, front + i * wp :], dy[n, f, i], ow_)
-            for c in range(c_):
+                for s in range(s_):
+                    for i in range(oh_):
+                        _copy_row(dyw[f, front + s * plane + i * wp :], dy[n0 + s, f, i], ow_)
+            for c in range(c_ if need_dx else 0):
                 g = c // cg
                 acc[:] = 0
-                _axpy_taps(acc, dyw[g * fg : (g + 1) * fg], rows_dx, offs_dx, wc[c], plane)
-                for i in range(h_):
-                    _copy_row(dx[n, c, i], acc[(i + ph) * wp + pw :], w_)
+                _axpy_taps(acc, dyw[g * fg : (g + 1) * fg], rows_dx, offs_dx, wc[c], s_ * plane)
+                for s in range(s_):
+                    for i in range(h_):
+                        _copy_row(dx[n0 + s, c, i], acc[s * plane + (i + ph) * wp + pw :], w_)
             for f in range(f_):
                 g = f // fg
                 d = dyw[f, front:]
-                s = xp[g * cg : (g + 1) * cg]
+                src = xp[g * cg : (g + 1) * cg]
                 part_b[k, f] += _dot_sum(d, length)  # junk columns are zero
                 # dw: dot products of dy_wide with the shifted input planes,
                 # four taps per sweep sharing each load of dy.
@@ -315,8 +336,8 @@ def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks):
                     if t0 + 4 <= ntaps:
                         a0, a1, a2, a3 = _dot4(
                             d,
-                            s[rows[t0], offs[t0] :], s[rows[t0 + 1], offs[t0 + 1] :],
-                            s[rows[t0 + 2], offs[t0 + 2] :], s[rows[t0 + 3], offs[t0 + 3] :],
+                            src[rows[t0], offs[t0] :], src[rows[t0 + 1], offs[t0 + 1] :],
+                            src[rows[t0 + 2], offs[t0 + 2] :], src[rows[t0 + 3], offs[t0 + 3] :],
                             length,
                         )
                         pw_f[t0] += a0
@@ -325,7 +346,7 @@ def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks):
                         pw_f[t0 + 3] += a3
                     else:
                         for u in range(t0, ntaps):
-                            pw_f[u] += _dot1(d, s[rows[u], offs[u] :], length)
+                            pw_f[u] += _dot1(d, src[rows[u], offs[u] :], length)
     dwt, db = _sum_chunks(part_w, part_b)
     return dx, dwt.reshape(w.shape), db
 
@@ -405,7 +426,7 @@ def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchu
 
 
 @jit(parallel=True)
-def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks):
+def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx):
     n_, f_, oh_, ow_ = dy.shape
     _, c_, h_, w_ = x.shape
     _, cg, kh_, kw_ = w.shape
@@ -418,7 +439,7 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks):
     wgt = np.empty((groups, ck, fg), w.dtype)  # per group w_g^T, contiguous for BLAS
     for g in range(groups):
         wgt[g] = w2[g * fg : (g + 1) * fg].T
-    dx = np.empty((n_, c_, h_, w_), dy.dtype)
+    dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
     chunk = (n_ + nchunks - 1) // nchunks
     # Per-chunk partial dw and db, summed in chunk order below: race-free and
     # independent of the thread count.
@@ -429,13 +450,16 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks):
         dcol = np.empty((ck, p_), dy.dtype)
         tmp = np.empty((fg, ck), dy.dtype)
         for n in range(t * chunk, min(n_, (t + 1) * chunk)):
-            dx[n] = 0
+            if need_dx:
+                dx[n] = 0
             for g in range(groups):
                 for cc in range(cg):
                     _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
                 dyg = dy3[n, g * fg : (g + 1) * fg]
                 np.dot(dyg, col.T, tmp)
                 part_w[t, g * fg : (g + 1) * fg] += tmp
+                if not need_dx:
+                    continue
                 np.dot(wgt[g], dyg, dcol)
                 for cc in range(cg):
                     _col2im_plane(dcol, cc * kk, dx[n, g * cg + cc], kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
@@ -514,12 +538,14 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     v.shape(fn, "b", b, (w.shape[0],), f"F={w.shape[0]} from w")
     sh, sw, ph, pw, dh, dw, groups = hp
     if _use_direct(w.shape[1], sh, sw):
-        return _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh, ow)
+        plane = (x.shape[2] + 2 * ph) * (x.shape[3] + 2 * pw)
+        spb = _block_samples(x.shape[0], plane, _DIRECT_CHUNKS)
+        return _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh, ow, spb)
     with _single_threaded_blas():
         return _conv2d_forward_gemm(x, w, b, *hp, oh, ow, max(1, min(x.shape[0], _CHUNKS)))
 
 
-def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1):
+def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=True):
     """Convolution backward pass: gradients with respect to ``x``, ``w`` and ``b``.
 
     Parameters
@@ -529,10 +555,13 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1):
         :func:`conv2d_forward` called with the same arguments.
     x, w, stride, pad, dilation, groups
         As in :func:`conv2d_forward`.
+    need_dx : bool, keyword-only
+        ``False`` skips ``dx`` (returned as ``None``): a network's first layer,
+        whose input is data, needs only ``dw`` and ``db``.
 
     Returns
     -------
-    dx : ndarray, shape (N, C, H, W)
+    dx : ndarray, shape (N, C, H, W), or None when ``need_dx`` is False
         ``dx[n, c, ih, iw] = sum dy[n, f, oh, ow] * w[f, c - g*C/groups, i, j]``
         over the ``(f, oh, ow, i, j)`` whose tap reads ``x[n, c, ih, iw]``.
     dw : ndarray, shape (F, C/groups, KH, KW)
@@ -551,9 +580,14 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1):
     n, c, h, wd = x.shape
     f, cg, kh, kw = w.shape
     v.shape(fn, "dy", dy, (n, f, oh, ow), "(N, F, OH, OW) from x, w and the geometry")
+    need_dx = v.bool_param(fn, "need_dx", need_dx)
     if n == 0:
-        return np.zeros_like(x), np.zeros_like(w), np.zeros(f, w.dtype)
+        return (np.zeros_like(x) if need_dx else None), np.zeros_like(w), np.zeros(f, w.dtype)
     if _use_direct(cg, sh, sw):
-        return _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, min(n, _DIRECT_CHUNKS))
-    with _single_threaded_blas():
-        return _conv2d_backward_gemm(dy, x, w, *hp, min(n, _CHUNKS))
+        nchunks = min(n, _DIRECT_CHUNKS)
+        spb = _block_samples(-(-n // nchunks), (h + 2 * ph) * (wd + 2 * pw), 1)
+        dx, dw_, db = _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, spb)
+    else:
+        with _single_threaded_blas():
+            dx, dw_, db = _conv2d_backward_gemm(dy, x, w, *hp, min(n, _CHUNKS), need_dx)
+    return (dx if need_dx else None), dw_, db

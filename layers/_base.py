@@ -33,6 +33,9 @@ class Layer:
     buffer_names: tuple[str, ...] = ()
     #: True for layers whose ``forward`` takes ``train_flg`` (dropout, batch norm).
     uses_train_flg: bool = False
+    #: True for layers whose ``backward`` takes ``need_dx=False`` to skip the
+    #: input gradient (a network's first layer, whose input is data).
+    skips_dx: bool = False
 
     def __init__(self, backend=None):
         self.ops = resolve_backend(backend)

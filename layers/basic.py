@@ -37,8 +37,11 @@ class Affine(Layer):
         self.x = x
         return y
 
-    def backward(self, dout):
-        dx, dW, db = self.ops.affine_backward(dout, self.x, self.W)
+    skips_dx = True
+
+    def backward(self, dout, need_dx=True):
+        """Store ``dW``, ``db``; return ``dx`` (``None`` when ``need_dx`` is False)."""
+        dx, dW, db = self.ops.affine_backward(dout, self.x, self.W, need_dx=need_dx)
         self._store_grads(W=dW, b=db)
         return dx
 

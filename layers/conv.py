@@ -46,8 +46,11 @@ class Convolution(Layer):
         self.x = x
         return y
 
-    def backward(self, dout):
-        dx, dW, db = self.ops.conv2d_backward(dout, self.x, self.W, **self._geometry())
+    skips_dx = True
+
+    def backward(self, dout, need_dx=True):
+        """Store ``dW`` (and ``db``); return ``dx`` (``None`` when ``need_dx`` is False)."""
+        dx, dW, db = self.ops.conv2d_backward(dout, self.x, self.W, **self._geometry(), need_dx=need_dx)
         if self.b is None:
             self._store_grads(W=dW)
         else:

@@ -107,8 +107,16 @@ class Sequential:
         """Backpropagation in training mode; returns :attr:`grads` (updated in place)."""
         self.last_loss = self.loss(x, t, train_flg=True)
         dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        # Nothing needs the gradient of the input data: stop at the first
+        # layer with parameters and let it skip its dx (as autograd does for
+        # an input without requires_grad).
+        first = next((i for i, layer in enumerate(self.layers) if layer.param_names), len(self.layers))
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            layer = self.layers[i]
+            if i == first and layer.skips_dx:
+                layer.backward(dout, need_dx=False)
+            else:
+                dout = layer.backward(dout)
         return self.grads
 
     def accuracy(self, x, t, batch_size=100):

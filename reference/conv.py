@@ -95,11 +95,11 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     return out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2).copy()
 
 
-def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1):
+def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=True):
     """Gradients ``(dx, dw, db)`` of :func:`conv2d_forward` given ``dy`` (N, F, OH, OW).
 
     ``db[f] = sum dy[:, f]``; per group ``g``: ``dw_g = dy_g^T @ col_g`` and
-    ``dx = col2im(dy_g @ w_g)``.
+    ``dx = col2im(dy_g @ w_g)``; ``dx`` is ``None`` when ``need_dx`` is False.
     """
     f, cg, kh, kw = w.shape
     fg = f // groups
@@ -114,5 +114,7 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1):
         w_g = w[g * fg : (g + 1) * fg].reshape(fg, -1)
         dw[g * fg : (g + 1) * fg] = (dout_g.T @ col[:, g * k : (g + 1) * k]).reshape(fg, cg, kh, kw)
         dcol[:, g * k : (g + 1) * k] = dout_g @ w_g
+    if not need_dx:
+        return None, dw, db
     dx = col2im(dcol, x.shape, kh, kw, stride, pad, dilation)
     return dx, dw, db

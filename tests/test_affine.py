@@ -28,6 +28,12 @@ def test_affine_matches_reference(K, R, close, dtype, rng, xshape, m):
     close(K.affine_forward(x, w, b), R.affine_forward(x, w, b), what="y")
     for got, want, what in zip(K.affine_backward(dy, x, w), R.affine_backward(dy, x, w), "dx dw db".split()):
         close(got, want, what=what)
+    full = K.affine_backward(dy, x, w)
+    for impl in (K, R):  # a first layer skips dx; dw and db do not change
+        dx, dw, db = impl.affine_backward(dy, x, w, need_dx=False)
+        assert dx is None
+        close(dw, full[1], what="dw without dx")
+        close(db, full[2], what="db without dx")
 
 
 @given(
@@ -117,3 +123,5 @@ def test_affine_backward_bad_input(K, shapes, match):
         K.affine_backward(dy, x, w)
     with pytest.raises(TypeError, match="dy must have dtype"):
         K.affine_backward(np.ones((4, 3), np.int32), np.ones((4, 5)), np.ones((5, 3)))
+    with pytest.raises(TypeError, match="affine_backward: need_dx must be True or False, got str 'no'"):
+        K.affine_backward(np.ones((4, 3)), np.ones((4, 5)), np.ones((5, 3)), need_dx="no")

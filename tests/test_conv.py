@@ -80,6 +80,13 @@ def test_conv_matches_reference(K, R, close, strat, cfg, f32, seed):
     close(y, R.conv2d_forward(x, w, b, *hp), what="y")
     for got, want, what in zip(grads, R.conv2d_backward(dy, x, w, *hp), ("dx", "dw", "db")):
         close(got, want, what=what)
+    # A first layer skips dx; dw and db stay exactly the same.
+    with strategy(strat):
+        dx, dw, db = K.conv2d_backward(dy, x, w, *hp, need_dx=False)
+    assert dx is None and np.array_equal(dw, grads[1]) and np.array_equal(db, grads[2])
+    dx, dw, db = R.conv2d_backward(dy, x, w, *hp, need_dx=False)
+    assert dx is None
+    close(dw, grads[1], what="dw without dx")
 
 
 @pytest.mark.parametrize("strat", sorted(STRATEGIES))
@@ -153,7 +160,8 @@ def test_conv_empty_batch(K, strat):
     with strategy(strat):
         assert K.conv2d_forward(x, w, np.ones(3, np.float32)).shape == (0, 3, 3, 3)
         dx, dw, db = K.conv2d_backward(np.zeros((0, 3, 3, 3), np.float32), x, w)
-    assert dx.shape == x.shape and not dw.any() and not db.any()
+        assert dx.shape == x.shape and not dw.any() and not db.any()
+        assert K.conv2d_backward(np.zeros((0, 3, 3, 3), np.float32), x, w, need_dx=False)[0] is None
 
 
 @pytest.mark.parametrize("strat", sorted(STRATEGIES))
@@ -225,6 +233,8 @@ def test_conv_bad_bias_and_dy(K):
         K.conv2d_forward(x, w, _z(4, dtype=np.float32))
     with pytest.raises(ValueError, match=r"conv2d_backward: dy must have shape \(2, 4, 4, 4\)"):
         K.conv2d_backward(_z(2, 4, 6, 6), x, w)
+    with pytest.raises(TypeError, match="conv2d_backward: need_dx must be True or False, got int 0"):
+        K.conv2d_backward(_z(2, 4, 4, 4), x, w, need_dx=0)
     with pytest.raises(TypeError, match="dy must have dtype float32 or float64"):
         K.conv2d_backward(_z(2, 4, 4, 4, dtype=np.int64), x, w)
 

@@ -45,6 +45,30 @@ def test_sequential_names_are_the_layers_arrays(rng):
     assert np.isfinite(net.last_loss)
 
 
+def test_gradient_stops_at_the_first_parameter_layer(rng):
+    """No gradient flows into the data: layers before the first one with
+    parameters are not run backwards, and that one skips its dx; the
+    gradients equal those of a full backward pass, bit for bit."""
+    net = _mlp(rng, dropout=0.0)
+    x = rng.standard_normal((6, 3, 2, 2))
+    t = rng.integers(0, 4, 6)
+    calls = []
+    flatten, first = net.layers[0], net.layers[1]
+    flatten.backward = lambda dout: calls.append("flatten")
+    first_backward = first.backward
+    first.backward = lambda dout, **kw: calls.append(kw) or first_backward(dout, **kw)
+    grads = {k: g.copy() for k, g in net.gradient(x, t).items()}
+    assert calls == [{"need_dx": False}]
+    # the full pass, by hand
+    net.loss(x, t, train_flg=True)
+    dout = net.last_layer.backward(1)
+    for layer in reversed(net.layers[1:]):
+        dout = first_backward(dout) if layer is first else layer.backward(dout)
+    assert dout.shape == (6, 12)
+    for k, g in net.grads.items():
+        assert np.array_equal(g, grads[k]), k
+
+
 def test_sequential_one_hot_labels_and_accuracy(rng):
     net = _mlp(rng, dropout=0.0)
     x = rng.standard_normal((23, 12))
