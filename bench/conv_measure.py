@@ -125,7 +125,6 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=0.0, help="keep repeating up to this many seconds per case")
     p.add_argument("--memory", action="store_true", help="also measure peak extra RSS")
     args = p.parse_args(argv)
-    import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
     from threadpoolctl import threadpool_info
 
     blas = {i["prefix"]: i.get("architecture") for i in threadpool_info() if i["user_api"] == "blas"}

@@ -10,10 +10,9 @@ sets
   thread on its next kernel call;
 - the thread count of NumPy's BLAS (used by the wrappers around the kernels,
   e.g. Affine's products), via threadpoolctl, so BLAS alongside the kernels
-  uses the same number of cores;
-- SciPy's OpenBLAS, the library ``np.dot`` *inside* ``@njit`` calls, to one
-  thread: its callers already run on Numba's threads, and a second pool on top
-  oversubscribes the cores (see :mod:`numbanet.kernels._blas`).
+  uses the same number of cores. No ``@njit`` kernel calls BLAS (convolution
+  has its own serial product, :mod:`numbanet.kernels._gemm`), so there is no
+  second pool inside Numba's threads.
 
 Idle worker threads sleep instead of spinning. Numba's OpenMP layer uses
 GNU libgomp, whose idle workers by default busy-wait for about 300,000 ``pause``
@@ -82,13 +81,9 @@ def _check(n, name: str) -> int:
 def _limit_blas(n: int) -> None:
     from threadpoolctl import ThreadpoolController
 
-    from ._blas import single_threaded_blas
-
     for lib in ThreadpoolController().lib_controllers:
         if lib.user_api == "blas":
             lib.set_num_threads(n)
-    # Last, so that it wins over the line above for the library njit code calls.
-    single_threaded_blas(force=True)
 
 
 def _apply(n: int) -> None:

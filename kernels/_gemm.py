@@ -1,0 +1,202 @@
+"""A register-blocked matrix product for the convolution kernels.
+
+Why not BLAS: on this project's reference machines OpenBLAS is pinned to its
+AVX2 ("Haswell") kernels, about 120 GFLOP/s per core, while the CPUs have
+AVX-512. A micro-kernel written as explicit 64-byte vectors reaches about
+260 GFLOP/s per core in cache (``python -m numbanet.bench.gemm``). It is also
+serial, deterministic and free of a second thread pool, which is what the
+convolution kernels want: they call it from their own parallel tasks.
+
+Structure (the BLIS/GotoBLAS scheme, kept small):
+
+* ``C[MR, NR] (+)= sum_k Ap[k, 0:MR]^T Bp[k, 0:NR]`` is the micro-kernel:
+  ``MR = 8`` rows by ``NR = 2 * (64 // itemsize)`` columns (32 float32 or 16
+  float64), i.e. 16 accumulator registers of 64 bytes held across the whole
+  ``k`` loop, one FMA per register per ``k``. It is written in LLVM IR
+  (:func:`_microkernel`) because Numba's loop vectoriser would keep the
+  accumulators in memory.
+* :func:`gemm` packs A (``MR`` rows at a time) and B (``NR`` columns at a
+  time) into contiguous panels of ``KC`` steps, runs the micro-kernel over
+  every full tile and finishes ragged edges through a small tile buffer.
+
+The sum over ``k`` runs in a fixed order (blocks of ``KC``, then ``k`` within
+a block), so results are bitwise reproducible, though not identical to BLAS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._config import jit
+
+__all__ = ["gemm", "MR", "KC", "nr"]
+
+#: Rows of A per micro-kernel call.
+MR = 8
+#: Steps of k per packed panel: an MR x KC panel of A and a KC x NR panel of B
+#: (8 KiB and 32 KiB in float32) stay in L1/L2 while the tile is computed.
+KC = 256
+#: Columns of B per packed panel pass (bounds the packed-B buffer).
+NC = 1024
+_VECTOR_BYTES = 64
+
+
+def nr(itemsize: int) -> int:
+    """Columns of B per micro-kernel call: two 64-byte vectors."""
+    return 2 * (_VECTOR_BYTES // itemsize)
+
+
+@intrinsic
+def _microkernel(typingctx, kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
+    """``C[r, j] = (C[r, j] if accumulate else 0) + sum_k ap[a_off + k*MR + r] *
+    bp[b_off + k*NR + j]`` for ``r < MR``, ``j < NR``; ``C`` starts at flat
+    ``c_off`` of ``c`` with row stride ``ldc`` elements."""
+    arrays = (ap, bp, c)
+    if not all(isinstance(a, types.Array) for a in arrays):
+        return None
+    dt = ap.dtype
+    if dt not in (types.float32, types.float64) or bp.dtype != dt or c.dtype != dt:
+        return None
+
+    def codegen(context, builder, sig, args):
+        kc_v, a_arr, a_off_v, b_arr, b_off_v, c_arr, c_off_v, ldc_v, acc_flag = args
+        fty = context.get_value_type(dt)
+        lanes = _VECTOR_BYTES // (4 if dt == types.float32 else 8)
+        vty = ir.VectorType(fty, lanes)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+
+        def data(i, value):
+            return context.make_array(sig.args[i])(context, builder, value).data
+
+        a_ptr = builder.gep(data(1, a_arr), [a_off_v])
+        b_ptr = builder.gep(data(3, b_arr), [b_off_v])
+        c_ptr = builder.gep(data(5, c_arr), [c_off_v])
+        zero = ir.Constant(vty, [0.0] * lanes)
+        # allocas in the entry block: LLVM promotes them to registers
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(2 * MR)]
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+            "llvm.fma.v%df%d" % (lanes, 32 if dt == types.float32 else 64),
+        )
+        splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+        with cgutils.for_range(builder, kc_v) as loop:
+            k = loop.index
+            bk = builder.gep(b_ptr, [builder.mul(k, ir.Constant(i64, 2 * lanes))])
+            b0 = builder.load(builder.bitcast(bk, vty.as_pointer()), align=4)
+            b1 = builder.load(builder.bitcast(builder.gep(bk, [ir.Constant(i64, lanes)]), vty.as_pointer()), align=4)
+            ak = builder.gep(a_ptr, [builder.mul(k, ir.Constant(i64, MR))])
+            for r in range(MR):
+                a = builder.load(builder.gep(ak, [ir.Constant(i64, r)]))
+                av = builder.insert_element(ir.Constant(vty, None), a, ir.Constant(i32, 0))
+                av = builder.shuffle_vector(av, ir.Constant(vty, None), splat)
+                for h, bv in enumerate((b0, b1)):
+                    acc = accs[2 * r + h]
+                    builder.store(builder.call(fma, [av, bv, builder.load(acc)]), acc)
+        keep = builder.icmp_unsigned("!=", acc_flag, ir.Constant(acc_flag.type, 0))
+        for r in range(MR):
+            row = builder.gep(c_ptr, [builder.mul(ir.Constant(i64, r), ldc_v)])
+            for h in range(2):
+                p = builder.bitcast(builder.gep(row, [ir.Constant(i64, h * lanes)]), vty.as_pointer())
+                total = builder.load(accs[2 * r + h])
+                with builder.if_then(keep):
+                    builder.store(builder.fadd(builder.load(p, align=4), total), p, align=4)
+                with builder.if_then(builder.not_(keep)):
+                    builder.store(total, p, align=4)
+        return context.get_dummy_value()
+
+    return types.none(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate), codegen
+
+
+@jit()
+def _pack_a(a, i0, rows, k0, kc, out, o):
+    """``out[o + k*MR + r] = a[i0 + r, k0 + k]`` (zero for ``r >= rows``)."""
+    zero = out.dtype.type(0)
+    for r in range(MR):
+        dst = out[o + r :]
+        if r < rows:
+            src = a[i0 + r, k0:]
+            for k in range(kc):
+                dst[k * MR] = src[k]
+        else:
+            for k in range(kc):
+                dst[k * MR] = zero
+
+
+@jit()
+def _pack_b(b, k0, kc, j0, cols, out, o, nr_):
+    """``out[o + k*NR + j] = b[k0 + k, j0 + j]`` (zero for ``j >= cols``)."""
+    zero = out.dtype.type(0)
+    if b.strides[1] == b.itemsize:  # rows contiguous: one short copy per k
+        for k in range(kc):
+            dst = out[o + k * nr_ :]
+            src = b[k0 + k, j0:]
+            if cols == nr_:
+                for j in range(nr_):
+                    dst[j] = src[j]
+            else:
+                for j in range(nr_):
+                    dst[j] = src[j] if j < cols else zero
+    else:  # e.g. the transpose of a row-major matrix: walk its rows instead
+        for j in range(nr_):
+            dst = out[o + j :]
+            if j < cols:
+                src = b[k0:, j0 + j]
+                for k in range(kc):
+                    dst[k * nr_] = src[k]
+            else:
+                for k in range(kc):
+                    dst[k * nr_] = zero
+
+
+@jit()
+def gemm(a, b, c, accumulate):
+    """``c = a @ b`` (or ``c += a @ b`` when ``accumulate``), serially.
+
+    ``a`` (M, K) and ``b`` (K, N) may have any strides; ``c`` (M, N) must
+    have contiguous rows (any row stride). Summation order over ``k`` is fixed
+    (see the module docstring). The callers guarantee the shapes agree.
+    """
+    m_, k_ = a.shape
+    n_ = b.shape[1]
+    nr_ = 2 * (64 // c.itemsize)
+    if m_ == 0 or n_ == 0:
+        return
+    if k_ == 0:
+        if not accumulate:
+            c[:] = 0
+        return
+    kc_max = min(KC, k_)
+    mpan = (m_ + MR - 1) // MR
+    nc_max = min(NC, n_)
+    ap = np.empty(mpan * MR * kc_max, c.dtype)
+    bp = np.empty(((nc_max + nr_ - 1) // nr_) * nr_ * kc_max, c.dtype)
+    tile = np.empty((MR, nr_), c.dtype)
+    ldc = c.strides[0] // c.itemsize
+    for j0 in range(0, n_, NC):
+        nc = min(NC, n_ - j0)
+        for k0 in range(0, k_, KC):
+            kc = min(KC, k_ - k0)
+            add = accumulate or k0 > 0
+            for js in range(0, nc, nr_):
+                _pack_b(b, k0, kc, j0 + js, min(nr_, nc - js), bp, (js // nr_) * nr_ * kc, nr_)
+            for ip in range(mpan):
+                _pack_a(a, ip * MR, min(MR, m_ - ip * MR), k0, kc, ap, ip * MR * kc)
+            for ip in range(mpan):
+                i0 = ip * MR
+                rows = min(MR, m_ - i0)
+                for js in range(0, nc, nr_):
+                    cols = min(nr_, nc - js)
+                    b_off = (js // nr_) * nr_ * kc
+                    if rows == MR and cols == nr_:
+                        _microkernel(kc, ap, i0 * kc, bp, b_off, c, i0 * ldc + j0 + js, ldc, add)
+                    else:
+                        _microkernel(kc, ap, i0 * kc, bp, b_off, tile, 0, nr_, False)
+                        for r in range(rows):
+                            cr = c[i0 + r, j0 + js :]
+                            tr = tile[r]
+                            for j in range(cols):
+                                cr[j] = cr[j] + tr[j] if add else tr[j]
