@@ -33,7 +33,7 @@ from numba.extending import intrinsic
 
 from ._config import jit
 
-__all__ = ["gemm", "MR", "KC", "nr"]
+__all__ = ["gemm", "gemm_packed", "pack_a", "a_offset", "pack_b", "kernel_block", "b_buffer", "MR", "KC", "NC", "nr"]
 
 #: Rows of A per micro-kernel call.
 MR = 8
@@ -153,6 +153,67 @@ def _pack_b(b, k0, kc, j0, cols, out, o, nr_):
 
 
 @jit()
+def pack_a(a):
+    """All of ``a`` (M, K) packed for :func:`kernel_block`: the block of
+    ``k0 .. k0 + kc`` starts at ``a_offset(M, k0)``. Pack once, reuse for every
+    product with the same left operand (a layer's weights across a batch)."""
+    m_, k_ = a.shape
+    mpan = (m_ + MR - 1) // MR
+    ap = np.empty(mpan * MR * k_, a.dtype)
+    for k0 in range(0, k_, KC):
+        kc = min(KC, k_ - k0)
+        for ip in range(mpan):
+            _pack_a(a, ip * MR, min(MR, m_ - ip * MR), k0, kc, ap, mpan * MR * k0 + ip * MR * kc)
+    return ap
+
+
+@jit()
+def a_offset(m_, k0):
+    """Where :func:`pack_a` put the block starting at step ``k0``."""
+    return ((m_ + MR - 1) // MR) * MR * k0
+
+
+@jit()
+def pack_b(b, k0, kc, j0, nc, bp):
+    """``b[k0:k0+kc, j0:j0+nc]`` packed for :func:`kernel_block` into ``bp``
+    (at least ``ceil(nc / NR) * NR * kc`` long)."""
+    nr_ = 2 * (64 // bp.itemsize)
+    for js in range(0, nc, nr_):
+        _pack_b(b, k0, kc, j0 + js, min(nr_, nc - js), bp, (js // nr_) * nr_ * kc, nr_)
+
+
+@jit()
+def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
+    """``c[:, j0:j0+nc] (+)= A_block @ B_block`` for one packed ``kc`` block:
+    A from ``ap`` at ``a_off`` (M rows), B from ``bp`` (``nc`` columns).
+    ``tile`` is an (MR, NR) scratch for the ragged edges."""
+    nr_ = 2 * (64 // c.itemsize)
+    ldc = c.strides[0] // c.itemsize
+    for ip in range((m_ + MR - 1) // MR):
+        i0 = ip * MR
+        rows = min(MR, m_ - i0)
+        for js in range(0, nc, nr_):
+            cols = min(nr_, nc - js)
+            b_off = (js // nr_) * nr_ * kc
+            if rows == MR and cols == nr_:
+                _microkernel(kc, ap, a_off + i0 * kc, bp, b_off, c, i0 * ldc + j0 + js, ldc, add)
+            else:
+                _microkernel(kc, ap, a_off + i0 * kc, bp, b_off, tile, 0, nr_, False)
+                for r in range(rows):
+                    cr = c[i0 + r, j0 + js :]
+                    tr = tile[r]
+                    for j in range(cols):
+                        cr[j] = cr[j] + tr[j] if add else tr[j]
+
+
+@jit()
+def b_buffer(kc_max, nc_max, dtype_like):
+    """Scratch for one packed block of B."""
+    nr_ = 2 * (64 // dtype_like.itemsize)
+    return np.empty(((nc_max + nr_ - 1) // nr_) * nr_ * kc_max, dtype_like.dtype)
+
+
+@jit()
 def gemm(a, b, c, accumulate):
     """``c = a @ b`` (or ``c += a @ b`` when ``accumulate``), serially.
 
@@ -160,8 +221,14 @@ def gemm(a, b, c, accumulate):
     have contiguous rows (any row stride). Summation order over ``k`` is fixed
     (see the module docstring). The callers guarantee the shapes agree.
     """
-    m_, k_ = a.shape
-    n_ = b.shape[1]
+    ap = pack_a(a)
+    gemm_packed(ap, a.shape[0], b, c, accumulate)
+
+
+@jit()
+def gemm_packed(ap, m_, b, c, accumulate):
+    """:func:`gemm` with the left operand already packed by :func:`pack_a`."""
+    k_, n_ = b.shape
     nr_ = 2 * (64 // c.itemsize)
     if m_ == 0 or n_ == 0:
         return
@@ -169,34 +236,11 @@ def gemm(a, b, c, accumulate):
         if not accumulate:
             c[:] = 0
         return
-    kc_max = min(KC, k_)
-    mpan = (m_ + MR - 1) // MR
-    nc_max = min(NC, n_)
-    ap = np.empty(mpan * MR * kc_max, c.dtype)
-    bp = np.empty(((nc_max + nr_ - 1) // nr_) * nr_ * kc_max, c.dtype)
+    bp = b_buffer(min(KC, k_), min(NC, n_), c)
     tile = np.empty((MR, nr_), c.dtype)
-    ldc = c.strides[0] // c.itemsize
     for j0 in range(0, n_, NC):
         nc = min(NC, n_ - j0)
         for k0 in range(0, k_, KC):
             kc = min(KC, k_ - k0)
-            add = accumulate or k0 > 0
-            for js in range(0, nc, nr_):
-                _pack_b(b, k0, kc, j0 + js, min(nr_, nc - js), bp, (js // nr_) * nr_ * kc, nr_)
-            for ip in range(mpan):
-                _pack_a(a, ip * MR, min(MR, m_ - ip * MR), k0, kc, ap, ip * MR * kc)
-            for ip in range(mpan):
-                i0 = ip * MR
-                rows = min(MR, m_ - i0)
-                for js in range(0, nc, nr_):
-                    cols = min(nr_, nc - js)
-                    b_off = (js // nr_) * nr_ * kc
-                    if rows == MR and cols == nr_:
-                        _microkernel(kc, ap, i0 * kc, bp, b_off, c, i0 * ldc + j0 + js, ldc, add)
-                    else:
-                        _microkernel(kc, ap, i0 * kc, bp, b_off, tile, 0, nr_, False)
-                        for r in range(rows):
-                            cr = c[i0 + r, j0 + js :]
-                            tr = tile[r]
-                            for j in range(cols):
-                                cr[j] = cr[j] + tr[j] if add else tr[j]
+            pack_b(b, k0, kc, j0, nc, bp)
+            kernel_block(ap, a_offset(m_, k0), m_, kc, bp, nc, c, j0, accumulate or k0 > 0, tile)

@@ -1,23 +1,27 @@
 """2-D convolution (cross-correlation) kernels, forward and backward.
 
-Two strategies, chosen per shape by :func:`_use_direct`:
+Three strategies, chosen per shape (:func:`_use_direct`, then the stride):
 
 * **wide grid** (few input channels per group, stride 1: a network's first
-  layers, depthwise convolution). No column buffer: each sample's planes are
-  zero-padded to (Hp, Wp) and flattened, and every kernel tap becomes a shift
-  by ``i*dh*Wp + j*dw``; the output is accumulated on a grid of width Wp (the
-  Wp - OW extra columns are cropped), so each tap is one long contiguous
-  multiply-add, up to eight taps per pass. dx is the same full correlation of dy
-  padded onto that grid, dw a set of dot products. One parallel region per
-  call (tasks are samples or batch chunks).
-* **gemm** (many channels per group, or stride > 1): per sample and group,
-  im2col into one reusable ``(C/groups*KH*KW, OH*OW)`` buffer per task and a
-  matrix product by :func:`numbanet.kernels._gemm.gemm`, numbanet's own
-  AVX-512 register-blocked product, serial inside each task (1.6-1.8x
-  OpenBLAS's AVX2 kernels per core here). Parallel over batch chunks; the
-  strategies (and BLAS with its own threads) were compared in
-  ``python -m numbanet.bench.conv_strategies``. The column matrix of the whole
-  batch is never built: the extra memory is one sample's columns per thread.
+  layers, depthwise convolution). No column buffer: the samples' planes are
+  zero-padded to (Hp, Wp), flattened and laid end to end, and every kernel tap
+  becomes a shift by ``i*dh*Wp + j*dw``; the output is accumulated on a grid of
+  width Wp (the Wp - OW extra columns are cropped), so each tap is one long
+  contiguous multiply-add, up to eight taps per pass. dx is the same full
+  correlation of dy padded onto that grid, dw a set of dot products. One
+  parallel region per call (tasks are blocks of samples or batch chunks).
+* **wide-grid GEMM** (many channels, stride 1): the same grid, but the taps
+  are summed by a matrix product whose packed operand is copied straight from
+  the padded planes (row ``(c, i, j)`` of the im2col matrix is the plane
+  shifted by ``i*dh*Wp + j*dw``), and col2im is one contiguous add per row.
+* **im2col + GEMM** (stride > 1): per sample and group, im2col into one
+  reusable ``(C/groups*KH*KW, OH*OW)`` buffer per task.
+
+Both GEMM paths use :mod:`numbanet.kernels._gemm`, numbanet's own AVX-512
+register-blocked product, serially inside each batch-chunk task (1.6-1.8x
+OpenBLAS's AVX2 kernels per core here), with the weights packed once per call.
+The column matrix of the whole batch is never built: the extra memory is one
+sample's buffers per task.
 
 Geometry: ``y[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j] *
 x[n, g*Cg + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (taps outside the input
@@ -36,7 +40,7 @@ from numba import prange
 
 from . import _validate as v
 from ._config import jit
-from ._gemm import gemm
+from ._gemm import KC, MR, NC, a_offset, b_buffer, gemm, gemm_packed, kernel_block, pack_a
 
 __all__ = ["conv2d_forward", "conv2d_backward"]
 
@@ -334,7 +338,7 @@ def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, sp
     return dx, dwt.reshape(w.shape), db
 
 
-# --- im2col + BLAS kernels ----------------------------------------------------------
+# --- im2col + GEMM kernels (stride > 1, many channels) ------------------------------
 
 
 @jit()
@@ -380,27 +384,42 @@ def _col2im_plane(col, r0, dxp, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
                     dxs[k] += crow[k]
 
 
+@jit()
+def _pack_weights(w2, groups, transpose):
+    """Each group's weights ``w_g`` (Fg, Cg*KH*KW), or ``w_g^T``, packed for
+    the GEMM once per call: every sample's product reuses them."""
+    fg = w2.shape[0] // groups
+    rows = w2.shape[1] if transpose else fg
+    cols = fg if transpose else w2.shape[1]
+    out = np.empty((groups, ((rows + MR - 1) // MR) * MR * cols), w2.dtype)
+    for g in range(groups):
+        wg = w2[g * fg : (g + 1) * fg]
+        out[g] = pack_a(wg.T) if transpose else pack_a(wg)
+    return out
+
+
 @jit(parallel=True)
 def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
     n_, c_, h_, w_ = x.shape
     f_, cg, kh_, kw_ = w.shape
     fg = f_ // groups
     kk = kh_ * kw_
+    ck = cg * kk
     p_ = oh_ * ow_
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
     y3 = y.reshape(n_, f_, p_)
-    w2 = w.reshape(f_, cg * kk)
+    w2 = w.reshape(f_, ck)
+    wpk = _pack_weights(w2, groups, False)
     chunk = (n_ + nchunks - 1) // nchunks
     # Each task owns a run of samples and one column buffer; the products run
-    # serially in the task (numbanet.kernels._gemm), so there is one level of
-    # threads only.
+    # serially in the task (numbanet's GEMM): one level of threads only.
     for t in prange(nchunks):
-        col = np.empty((cg * kk, p_), x.dtype)
+        col = np.empty((ck, p_), x.dtype)
         for n in range(t * chunk, min(n_, (t + 1) * chunk)):
             for g in range(groups):
                 for cc in range(cg):
                     _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
-                gemm(w2[g * fg : (g + 1) * fg], col, y3[n, g * fg : (g + 1) * fg], False)
+                gemm_packed(wpk[g], fg, col, y3[n, g * fg : (g + 1) * fg], False)
             for f in range(f_):
                 bv = b[f]
                 for p in range(p_):
@@ -419,9 +438,7 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     p_ = oh_ * ow_
     dy3 = dy.reshape(n_, f_, p_)
     w2 = w.reshape(f_, ck)
-    wgt = np.empty((groups, ck, fg), w.dtype)  # per group w_g^T, contiguous for BLAS
-    for g in range(groups):
-        wgt[g] = w2[g * fg : (g + 1) * fg].T
+    wtpk = _pack_weights(w2, groups, True)  # w_g^T, for the dx products
     dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
     chunk = (n_ + nchunks - 1) // nchunks
     # Per-chunk partial dw and db, summed in chunk order below: race-free and
@@ -430,10 +447,8 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     part_b = np.zeros((nchunks, f_), dy.dtype)
     for t in prange(nchunks):
         col = np.empty((ck, p_), dy.dtype)
-        dcol = np.empty((ck, p_), dy.dtype)
+        dcol = np.empty((ck if need_dx else 0, p_), dy.dtype)
         for n in range(t * chunk, min(n_, (t + 1) * chunk)):
-            if need_dx:
-                dx[n] = 0
             for g in range(groups):
                 for cc in range(cg):
                     _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
@@ -441,11 +456,167 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
                 gemm(dyg, col.T, part_w[t, g * fg : (g + 1) * fg], True)
                 if not need_dx:
                     continue
-                gemm(wgt[g], dyg, dcol, False)
+                gemm_packed(wtpk[g], ck, dyg, dcol, False)
+                dx[n, g * cg : (g + 1) * cg] = 0
                 for cc in range(cg):
                     _col2im_plane(dcol, cc * kk, dx[n, g * cg + cc], kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
             for f in range(f_):
                 part_b[t, f] += _dot_sum(dy3[n, f], p_)
+    dw2, db = _sum_chunks(part_w, part_b)
+    return dx, dw2.reshape(w.shape), db
+
+
+# --- GEMM on the wide grid (stride 1, many channels) ---------------------------------
+#
+# The im2col matrix of a stride-1 convolution, taken on the wide grid, has rows
+# that are plain shifts of the padded planes: row (c, i, j) is
+# x_pad[c, off(i, j) + q] for q < Pw = (OH - 1) * Wp + OW. So the GEMM's packed
+# operand is copied straight from the padded planes, one contiguous run per
+# row (no im2col buffer, no per-output-row bookkeeping), and col2im becomes one
+# contiguous add per row. The Wp - OW junk columns cost (Wp - OW) / Wp extra
+# work and are cropped (forward) or zero (dy on the grid, backward).
+
+
+@jit()
+def _pack_shifted(xp, c0, r0, kc, j0, nc, off, kk, bp):
+    """Rows ``r0 .. r0 + kc``, columns ``j0 .. j0 + nc`` of the wide-grid
+    im2col matrix of planes ``xp[c0:]``, packed like ``_gemm.pack_b``."""
+    nr_ = 2 * (64 // bp.itemsize)
+    zero = bp.dtype.type(0)
+    for t in range(kc):
+        r = r0 + t
+        c = c0 + r // kk
+        src = xp[c, off[r - (r // kk) * kk] + j0 :]
+        for js in range(0, nc, nr_):
+            dst = bp[(js // nr_) * nr_ * kc + t * nr_ :]
+            s2 = src[js:]
+            if js + nr_ <= nc:
+                for j in range(nr_):
+                    dst[j] = s2[j]
+            else:
+                for j in range(nr_):
+                    dst[j] = s2[j] if js + j < nc else zero
+
+
+@jit()
+def _pack_shifted_t(xp, c0, q0, kc, r0, nc, off, kk, ck, bp):
+    """The transpose: rows ``q0 .. q0 + kc`` (grid positions), columns
+    ``r0 .. r0 + nc`` (taps) of the wide-grid im2col matrix's transpose."""
+    nr_ = 2 * (64 // bp.itemsize)
+    zero = bp.dtype.type(0)
+    for js in range(0, nc, nr_):
+        base = (js // nr_) * nr_ * kc
+        for j in range(nr_):
+            dst = bp[base + j :]
+            r = r0 + js + j
+            if js + j < nc and r < ck:
+                src = xp[c0 + r // kk, off[r - (r // kk) * kk] + q0 :]
+                for t in range(kc):
+                    dst[t * nr_] = src[t]
+            else:
+                for t in range(kc):
+                    dst[t * nr_] = zero
+
+
+@jit(parallel=True)
+def _conv2d_forward_wgemm(x, w, b, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
+    n_, c_, h_, w_ = x.shape
+    f_, cg, kh_, kw_ = w.shape
+    fg = f_ // groups
+    kk = kh_ * kw_
+    ck = cg * kk
+    wp = w_ + 2 * pw
+    plane = (h_ + 2 * ph) * wp
+    pwide = (oh_ - 1) * wp + ow_
+    off = _tap_offsets(kh_, kw_, dh, dw, wp)
+    w2 = w.reshape(f_, ck)
+    wpk = _pack_weights(w2, groups, False)
+    y = np.empty((n_, f_, oh_, ow_), x.dtype)
+    chunk = (n_ + nchunks - 1) // nchunks
+    for t in prange(nchunks):
+        xp = np.empty((c_, plane), x.dtype)
+        yw = np.empty((fg, pwide), x.dtype)
+        bp = b_buffer(min(KC, ck), min(NC, pwide), y)
+        tile = np.empty((MR, 2 * (64 // y.itemsize)), x.dtype)
+        for n in range(t * chunk, min(n_, (t + 1) * chunk)):
+            _pad_block(x[n : n + 1], ph, pw, 0, plane, xp)
+            for g in range(groups):
+                for j0 in range(0, pwide, NC):
+                    nc = min(NC, pwide - j0)
+                    for k0 in range(0, ck, KC):
+                        kc = min(KC, ck - k0)
+                        _pack_shifted(xp, g * cg, k0, kc, j0, nc, off, kk, bp)
+                        kernel_block(wpk[g], a_offset(fg, k0), fg, kc, bp, nc, yw, j0, k0 > 0, tile)
+                for fi in range(fg):
+                    f = g * fg + fi
+                    bv = b[f]
+                    for i in range(oh_):
+                        dst = y[n, f, i]
+                        src = yw[fi, i * wp :]
+                        for q in range(ow_):
+                            dst[q] = src[q] + bv
+    return y
+
+
+@jit(parallel=True)
+def _conv2d_backward_wgemm(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx):
+    n_, f_, oh_, ow_ = dy.shape
+    _, c_, h_, w_ = x.shape
+    _, cg, kh_, kw_ = w.shape
+    fg = f_ // groups
+    kk = kh_ * kw_
+    ck = cg * kk
+    p_ = oh_ * ow_
+    wp = w_ + 2 * pw
+    plane = (h_ + 2 * ph) * wp
+    pwide = (oh_ - 1) * wp + ow_
+    off = _tap_offsets(kh_, kw_, dh, dw, wp)
+    w2 = w.reshape(f_, ck)
+    wtpk = _pack_weights(w2, groups, True)  # w_g^T, for the dx products
+    dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
+    chunk = (n_ + nchunks - 1) // nchunks
+    # Per-chunk partial dw and db, summed in chunk order below: race-free and
+    # independent of the thread count.
+    part_w = np.zeros((nchunks, f_, ck), dy.dtype)
+    part_b = np.zeros((nchunks, f_), dy.dtype)
+    for t in prange(nchunks):
+        xp = np.empty((c_, plane), dy.dtype)
+        dyw = np.zeros((fg, pwide), dy.dtype)  # junk columns stay zero
+        dcol = np.empty((ck if need_dx else 0, pwide), dy.dtype)
+        dxp = np.empty((cg if need_dx else 0, plane), dy.dtype)
+        bp = b_buffer(min(KC, pwide), min(NC, ck), dy)
+        tile = np.empty((MR, 2 * (64 // dy.itemsize)), dy.dtype)
+        for n in range(t * chunk, min(n_, (t + 1) * chunk)):
+            _pad_block(x[n : n + 1], ph, pw, 0, plane, xp)
+            for g in range(groups):
+                for fi in range(fg):
+                    for i in range(oh_):
+                        _copy_row(dyw[fi, i * wp :], dy[n, g * fg + fi, i], ow_)
+                # dw_g += dy_wide @ col_wide^T
+                dyp = pack_a(dyw)
+                pwg = part_w[t, g * fg : (g + 1) * fg]
+                for j0 in range(0, ck, NC):
+                    nc = min(NC, ck - j0)
+                    for k0 in range(0, pwide, KC):
+                        kc = min(KC, pwide - k0)
+                        _pack_shifted_t(xp, g * cg, k0, kc, j0, nc, off, kk, ck, bp)
+                        kernel_block(dyp, a_offset(fg, k0), fg, kc, bp, nc, pwg, j0, True, tile)
+                if not need_dx:
+                    continue
+                # dx: dcol = w_g^T @ dy_wide, each row added back at its shift
+                gemm_packed(wtpk[g], ck, dyw, dcol, False)
+                dxp[:] = 0
+                for r in range(ck):
+                    c = r // kk
+                    dst = dxp[c, off[r - c * kk] :]
+                    src = dcol[r]
+                    for q in range(pwide):
+                        dst[q] += src[q]
+                for c in range(cg):
+                    for i in range(h_):
+                        _copy_row(dx[n, g * cg + c, i], dxp[c, (i + ph) * wp + pw :], w_)
+            for f in range(f_):
+                part_b[t, f] += _dot_sum(dy[n, f].ravel(), p_)
     dw2, db = _sum_chunks(part_w, part_b)
     return dx, dw2.reshape(w.shape), db
 
@@ -522,7 +693,10 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
         plane = (x.shape[2] + 2 * ph) * (x.shape[3] + 2 * pw)
         spb = _block_samples(x.shape[0], plane, _DIRECT_CHUNKS)
         return _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh, ow, spb)
-    return _conv2d_forward_gemm(x, w, b, *hp, oh, ow, max(1, min(x.shape[0], _CHUNKS)))
+    nchunks = max(1, min(x.shape[0], _CHUNKS))
+    if sh == sw == 1:
+        return _conv2d_forward_wgemm(x, w, b, ph, pw, dh, dw, groups, oh, ow, nchunks)
+    return _conv2d_forward_gemm(x, w, b, *hp, oh, ow, nchunks)
 
 
 def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=True):
@@ -567,6 +741,8 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=
         nchunks = min(n, _DIRECT_CHUNKS)
         spb = _block_samples(-(-n // nchunks), (h + 2 * ph) * (wd + 2 * pw), 1)
         dx, dw_, db = _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, spb)
+    elif sh == sw == 1:
+        dx, dw_, db = _conv2d_backward_wgemm(dy, x, w, ph, pw, dh, dw, groups, min(n, _CHUNKS), need_dx)
     else:
         dx, dw_, db = _conv2d_backward_gemm(dy, x, w, *hp, min(n, _CHUNKS), need_dx)
     return (dx if need_dx else None), dw_, db
