@@ -72,9 +72,15 @@ def _conv_direct(dt, rng):
 
 
 def _conv_gemm(dt, rng):
-    # C/groups > 16: the im2col + BLAS kernels.
+    # C/groups > 16 with a stride > 1: the im2col + GEMM kernels.
     return {"x": _randn(rng, (2, 17, 5, 4), dt), "w": _randn(rng, (3, 17, 2, 2), dt),
             "b": _randn(rng, (3,), dt), "stride": (2, 1), "pad": (1, 0), "dilation": 1, "groups": 1}
+
+
+def _conv_wide_gemm(dt, rng):
+    # C/groups > 16 at stride 1: the wide-grid GEMM kernels.
+    return {"x": _randn(rng, (2, 17, 5, 4), dt), "w": _randn(rng, (3, 17, 2, 2), dt),
+            "b": _randn(rng, (3,), dt), "stride": 1, "pad": 1, "dilation": 1, "groups": 1}
 
 
 def _conv_grouped(dt, rng):
@@ -197,8 +203,9 @@ EXAMPLES = {
     "sigmoid_backward": [_sigmoid_backward],
     "softmax_cross_entropy": [_logits_index("logits"), _logits_onehot("logits")],
     "softmax_cross_entropy_backward": [_probs_index, _logits_onehot("probs")],
-    "conv2d_forward": [_conv_direct, _conv_gemm, _conv_grouped],
-    "conv2d_backward": [_conv_backward(_conv_direct), _conv_backward(_conv_gemm), _conv_backward(_conv_grouped)],
+    "conv2d_forward": [_conv_direct, _conv_gemm, _conv_wide_gemm, _conv_grouped],
+    "conv2d_backward": [_conv_backward(_conv_direct), _conv_backward(_conv_gemm), _conv_backward(_conv_wide_gemm),
+                        _conv_backward(_conv_grouped)],
     "maxpool2d_forward": [_pool_plain, _pool_padded],
     "maxpool2d_backward": [_pool_backward(_pool_plain, True), _pool_backward(_pool_padded, True)],
     "avgpool2d_forward": [_pool_plain, _pool_padded],
