@@ -1,11 +1,14 @@
 """Affine (fully connected) layer kernels.
 
-The three matrix products go to NumPy's BLAS (``np.matmul`` into a fresh
-output): measured on this project's machine, NumPy's OpenBLAS runs these
-shapes 10-25% faster than the older SciPy OpenBLAS that ``np.dot`` inside
-``@njit`` binds to, and it threads itself. The work around the products, the
-bias add and the bias-gradient reduction, runs in small ``@njit`` loops over
-the data as it leaves BLAS, instead of NumPy's temporaries and extra passes.
+The three matrix products run on numbanet's own register-blocked GEMM
+(:mod:`numbanet.kernels._gemm`), split into row or column blocks over Numba's
+threads (:func:`_matmul`). Against NumPy's OpenBLAS, which is pinned to its
+AVX2 kernels here, this is faster per core, keeps everything on one thread
+pool (no OpenBLAS workers competing with Numba's between layers of a training
+step), and is bitwise reproducible whatever the thread count: every output
+element is summed in the same order however the blocks are cut. The bias add
+and the bias-gradient reduction are small ``@njit`` loops over the data as it
+leaves the product.
 """
 
 from __future__ import annotations
@@ -14,10 +17,46 @@ import math
 
 import numpy as np
 
+import numba
+from numba import prange
+
 from . import _validate as v
 from ._config import jit
+from ._gemm import MR, gemm
 
 __all__ = ["affine_forward", "affine_backward"]
+
+
+#: Below this many multiply-adds a product runs on the calling thread: waking
+#: the pool costs more than it saves.
+_PARALLEL_MIN_MACS = 1 << 20
+
+
+@jit(parallel=True)
+def _matmul(a, b, c, threads):
+    """``c = a @ b`` for C-contiguous ``c``, in row blocks (taller than wide)
+    or column blocks, one per thread. The blocks are cut at multiples of the
+    micro-kernel's tile, and each element's sum runs in the same order in any
+    block, so the result does not depend on the number of blocks."""
+    m_, k_ = a.shape
+    n_ = b.shape[1]
+    nb = threads if m_ * k_ * n_ >= _PARALLEL_MIN_MACS else 1
+    if nb == 1:
+        gemm(a, b, c, False)
+        return c
+    by_rows = m_ >= n_
+    unit = MR if by_rows else 2 * (64 // c.itemsize)
+    size = m_ if by_rows else n_
+    step = ((size + nb - 1) // nb + unit - 1) // unit * unit
+    for t in prange(nb):
+        lo = min(size, t * step)
+        hi = min(size, lo + step)
+        if lo < hi:
+            if by_rows:
+                gemm(a[lo:hi], b, c[lo:hi], False)
+            else:
+                gemm(a, b[:, lo:hi], c[:, lo:hi], False)
+    return c
 
 
 @jit()
@@ -34,7 +73,7 @@ def _add_bias(y, b):
 @jit()
 def _column_sums(dy):
     # Rows summed in order, column by column in a vectorised inner loop: the
-    # result does not depend on threads or on how BLAS split anything.
+    # result does not depend on threads.
     n, m = dy.shape
     db = np.zeros(m, dy.dtype)
     for i in range(n):
@@ -77,7 +116,7 @@ def affine_forward(x, w, b):
     v.shape(fn, "w", w, (d, None), f"D={d} from x of shape {x.shape}")
     v.shape(fn, "b", b, (w.shape[1],), f"M={w.shape[1]} from w")
     y = np.empty((x2d.shape[0], w.shape[1]), x.dtype)
-    return _add_bias(np.matmul(x2d, w, out=y), b)
+    return _add_bias(_matmul(x2d, w, y, numba.get_num_threads()), b)
 
 
 def affine_backward(dy, x, w, *, need_dx=True):
@@ -113,6 +152,6 @@ def affine_backward(dy, x, w, *, need_dx=True):
     v.shape(fn, "dy", dy, (n, w.shape[1]), "(N, M) from x and w")
     dx = None
     if v.bool_param(fn, "need_dx", need_dx):
-        dx = np.matmul(dy, w.T, out=np.empty(x.shape, x.dtype).reshape(x2d.shape)).reshape(x.shape)
-    dw = np.matmul(x2d.T, dy, out=np.empty(w.shape, w.dtype))
+        dx = _matmul(dy, w.T, np.empty(x2d.shape, x.dtype), numba.get_num_threads()).reshape(x.shape)
+    dw = _matmul(x2d.T, dy, np.empty(w.shape, w.dtype), numba.get_num_threads())
     return dx, dw, _column_sums(dy)

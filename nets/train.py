@@ -40,7 +40,7 @@ def _parse(argv):
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--seed", type=int, default=0, help="seeds the weights and the shuffling")
-    p.add_argument("--threads", type=int, default=None, help="Numba and BLAS threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="threads for the kernels (default: all cores)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="MNIST: a folder of IDX files (optionally .gz) or a .npz; default: the digits")
@@ -82,8 +82,8 @@ def main(argv=None):
     from .trainer import Trainer, format_history
 
     if args.threads is not None:
-        # Numba's threads and NumPy's BLAS (used by the affine kernels) get the
-        # same budget, so they never oversubscribe the cores.
+        # Numba's threads (every kernel, Affine's products included) and
+        # NumPy's BLAS get the same budget.
         set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     dtype = np.dtype(args.dtype)
     if args.data is None:

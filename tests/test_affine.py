@@ -90,6 +90,23 @@ def test_affine_deterministic(K, rng):
             assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("shape", [(300, 200, 90), (40, 700, 333), (129, 257, 65)])
+def test_affine_products_do_not_depend_on_how_they_are_split(shape):
+    """Affine's products are cut into row or column blocks, one per thread;
+    every element is summed in the same order whatever the cut."""
+    from numbanet.kernels.affine import _matmul
+
+    m, k, n = shape
+    rng = np.random.default_rng(m)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    one = _matmul(a, b, np.empty((m, n), np.float32), 1)
+    for blocks in (2, 3, 5):
+        for a_, b_ in ((a, b), (np.asfortranarray(a), b), (a, np.ascontiguousarray(b.T).T)):
+            assert np.array_equal(_matmul(a_, b_, np.empty((m, n), np.float32), blocks), one)
+    np.testing.assert_allclose(one, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "args,exc,match",
     [

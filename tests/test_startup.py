@@ -304,7 +304,7 @@ def test_startup_script_runs(capsys):
     assert "import numbanet.layers: best" in out and "| relu_forward |" in out
 
 
-# --- idle OpenMP workers sleep instead of spinning -----------------------------
+# --- idle OpenMP workers spin briefly, then sleep -------------------------------
 
 _WAIT_POLICY_PROBE = """
 import json, os, subprocess, sys
@@ -312,9 +312,9 @@ import numpy as np
 import numba
 import numbanet.kernels as K
 K.relu_forward(np.ones(3, np.float32))  # first kernel call starts Numba's threads
-child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('OMP_WAIT_POLICY'))"],
+child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('GOMP_SPINCOUNT'))"],
                        capture_output=True, text=True).stdout.strip()
-print(json.dumps({"layer": numba.threading_layer(), "env": os.environ.get("OMP_WAIT_POLICY"),
+print(json.dumps({"layer": numba.threading_layer(), "env": os.environ.get("GOMP_SPINCOUNT"),
                   "child": child}))
 """
 
@@ -322,33 +322,37 @@ print(json.dumps({"layer": numba.threading_layer(), "env": os.environ.get("OMP_W
 def _probe_wait_policy(env):
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("NUMBANET_", "OMP_", "GOMP_"))}
-    full_env.update(env, OMP_DISPLAY_ENV="TRUE")  # libgomp prints its settings once, when loaded
+    full_env.update(env, OMP_DISPLAY_ENV="VERBOSE")  # libgomp prints its settings once, when loaded
     proc = subprocess.run([sys.executable, "-c", _WAIT_POLICY_PROBE],
                           capture_output=True, text=True, env=full_env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shown = [line.split("=", 1)[1].strip().strip("'") for line in proc.stderr.splitlines()
-             if line.strip().startswith("OMP_WAIT_POLICY")]
+             if line.strip().startswith("GOMP_SPINCOUNT")]
     return json.loads(proc.stdout.strip().splitlines()[-1]), shown
 
 
 @needs_jit
-def test_openmp_workers_wait_passively_without_leaking_the_setting():
+def test_openmp_workers_spin_briefly_without_leaking_the_setting():
+    from numbanet.kernels._threads import SPIN_COUNT
+
     out, shown = _probe_wait_policy({})
     # The setting reaches libgomp and nothing else: not this process's
     # environment afterwards, not its subprocesses (e.g. the PyTorch worker).
     assert out["env"] is None and out["child"] == "None"
     if out["layer"] == "omp":
-        assert shown == ["PASSIVE"]
+        assert shown == [SPIN_COUNT] and SPIN_COUNT != "300000"  # not libgomp's default
     else:  # TBB or workqueue: no libgomp was loaded, so nothing was shown
         assert shown == []
 
 
 @needs_jit
-def test_a_users_openmp_wait_policy_wins():
-    out, shown = _probe_wait_policy({"OMP_WAIT_POLICY": "ACTIVE"})
-    assert out["env"] == "ACTIVE" and out["child"] == "ACTIVE"
+@pytest.mark.parametrize("env, spins", [({"GOMP_SPINCOUNT": "123"}, "123"),
+                                        ({"OMP_WAIT_POLICY": "ACTIVE"}, "30000000000")])
+def test_a_users_openmp_wait_setting_wins(env, spins):
+    out, shown = _probe_wait_policy(env)
+    assert out["child"] == env.get("GOMP_SPINCOUNT", "None")
     if out["layer"] == "omp":
-        assert shown == ["ACTIVE"]
+        assert shown == [spins]
 
 
 # --- large freed blocks stay in the process ---------------------------------------
