@@ -14,9 +14,11 @@ NUMBANET_DISABLE_CACHE
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numba
+from numba.core import caching
 
 __all__ = ["CACHE", "FASTMATH_FLAGS", "FASTMATH_ORDERED", "jit"]
 
@@ -55,3 +57,63 @@ def jit(*, parallel: bool = False, fastmath: bool = False):
     if fastmath:
         options["fastmath"] = set(FASTMATH_FLAGS)
     return numba.njit(**options)
+
+
+# --- cache freshness across files ---------------------------------------------------
+#
+# Numba decides whether a cached kernel is stale from its own source file alone,
+# but a kernel's machine code also contains every @njit helper it calls. So
+# kernels keep their helpers in their own file, with one exception: the GEMM
+# (kernels/_gemm.py), shared by convolution and Affine. For those files the
+# cache locator below adds the dependency's content hash to the freshness
+# stamp, so editing _gemm.py recompiles conv and affine kernels instead of
+# loading stale ones.
+
+_KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
+
+#: Kernel file -> the files of other @njit code compiled into its kernels.
+DEPENDENCIES = {
+    "conv.py": ("_gemm.py",),
+    "affine.py": ("_gemm.py",),
+}
+
+
+def _file_hash(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).digest()
+
+
+def _dependencies(py_file: str):
+    path = os.path.abspath(py_file)
+    if os.path.dirname(path) != _KERNEL_DIR:
+        return None
+    names = DEPENDENCIES.get(os.path.basename(path))
+    return None if names is None else [os.path.join(_KERNEL_DIR, n) for n in names]
+
+
+def _with_dependencies(base):
+    class Locator(base):
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if _dependencies(py_file) is None:
+                return None  # not ours: numba's own locators take it
+            return super().from_function(py_func, py_file)
+
+        def get_source_stamp(self):
+            deps = tuple(_file_hash(p) for p in _dependencies(self._py_file))
+            return (super().get_source_stamp(), deps)
+
+    Locator.__name__ = Locator.__qualname__ = "Numbanet" + base.__name__
+    return Locator
+
+
+def _install_locators() -> None:
+    existing = {c.__name__ for c in caching.CacheImpl._locator_classes}
+    if "NumbanetInTreeCacheLocator" in existing:
+        return
+    ours = [_with_dependencies(c) for c in
+            (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator, caching.UserWideCacheLocator)]
+    caching.CacheImpl._locator_classes[:0] = ours
+
+
+_install_locators()

@@ -10,9 +10,9 @@ convolution kernels want: they call it from their own parallel tasks.
 Structure (the BLIS/GotoBLAS scheme, kept small):
 
 * ``C[MR, NR] (+)= sum_k Ap[k, 0:MR]^T Bp[k, 0:NR]`` is the micro-kernel:
-  ``MR = 8`` rows by ``NR = 2 * (64 // itemsize)`` columns (32 float32 or 16
-  float64), i.e. 16 accumulator registers of 64 bytes held across the whole
-  ``k`` loop, one FMA per register per ``k``. It is written in LLVM IR
+  ``MR = 8`` rows by ``NR = 2 * (VECTOR_BYTES // itemsize)`` columns (32
+  float32 or 16 float64 with AVX-512), i.e. 16 accumulator registers held
+  across the whole ``k`` loop, one FMA per register per ``k``. It is written in LLVM IR
   (:func:`_microkernel`) because Numba's loop vectoriser would keep the
   accumulators in memory.
 * :func:`gemm` packs A (``MR`` rows at a time) and B (``NR`` columns at a
@@ -33,7 +33,7 @@ from numba.extending import intrinsic
 
 from ._config import jit
 
-__all__ = ["gemm", "gemm_packed", "pack_a", "a_offset", "pack_b", "kernel_block", "b_buffer", "MR", "KC", "NC", "nr"]
+__all__ = ["tile_cols", "VECTOR_BYTES", "gemm", "gemm_packed", "pack_a", "a_offset", "pack_b", "kernel_block", "b_buffer", "MR", "KC", "NC", "nr"]
 
 #: Rows of A per micro-kernel call.
 MR = 8
@@ -42,12 +42,39 @@ MR = 8
 KC = 256
 #: Columns of B per packed panel pass (bounds the packed-B buffer).
 NC = 1024
-_VECTOR_BYTES = 64
+
+
+def _vector_bytes() -> int:
+    """The micro-kernel's vector width: 64 bytes with AVX-512, else 32 (AVX2;
+    LLVM splits wider vectors, which would spill the accumulators).
+    ``NUMBANET_GEMM_VECTOR_BYTES`` (16, 32 or 64) overrides it, for tests;
+    compiled kernels are cached per CPU, so use a fresh ``NUMBA_CACHE_DIR``
+    with the override."""
+    import os
+
+    forced = os.environ.get("NUMBANET_GEMM_VECTOR_BYTES", "").strip()
+    if forced:
+        if forced not in ("16", "32", "64"):
+            raise ValueError(f"NUMBANET_GEMM_VECTOR_BYTES must be 16, 32 or 64, got {forced!r}")
+        return int(forced)
+    from llvmlite import binding as ll
+
+    return 64 if ll.get_host_cpu_features().get("avx512f", False) else 32
+
+
+#: Bytes per SIMD vector of the micro-kernel (read once, at import).
+VECTOR_BYTES = _vector_bytes()
 
 
 def nr(itemsize: int) -> int:
-    """Columns of B per micro-kernel call: two 64-byte vectors."""
-    return 2 * (_VECTOR_BYTES // itemsize)
+    """Columns of B per micro-kernel call: two vectors."""
+    return 2 * (VECTOR_BYTES // itemsize)
+
+
+@jit()
+def tile_cols(a):
+    """:func:`nr` for arrays like ``a``, inside compiled code."""
+    return 2 * (VECTOR_BYTES // a.itemsize)
 
 
 @intrinsic
@@ -65,7 +92,7 @@ def _microkernel(typingctx, kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate)
     def codegen(context, builder, sig, args):
         kc_v, a_arr, a_off_v, b_arr, b_off_v, c_arr, c_off_v, ldc_v, acc_flag = args
         fty = context.get_value_type(dt)
-        lanes = _VECTOR_BYTES // (4 if dt == types.float32 else 8)
+        lanes = VECTOR_BYTES // (4 if dt == types.float32 else 8)
         vty = ir.VectorType(fty, lanes)
         i32, i64 = ir.IntType(32), ir.IntType(64)
 
@@ -177,7 +204,7 @@ def a_offset(m_, k0):
 def pack_b(b, k0, kc, j0, nc, bp):
     """``b[k0:k0+kc, j0:j0+nc]`` packed for :func:`kernel_block` into ``bp``
     (at least ``ceil(nc / NR) * NR * kc`` long)."""
-    nr_ = 2 * (64 // bp.itemsize)
+    nr_ = tile_cols(bp)
     for js in range(0, nc, nr_):
         _pack_b(b, k0, kc, j0 + js, min(nr_, nc - js), bp, (js // nr_) * nr_ * kc, nr_)
 
@@ -187,7 +214,7 @@ def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
     """``c[:, j0:j0+nc] (+)= A_block @ B_block`` for one packed ``kc`` block:
     A from ``ap`` at ``a_off`` (M rows), B from ``bp`` (``nc`` columns).
     ``tile`` is an (MR, NR) scratch for the ragged edges."""
-    nr_ = 2 * (64 // c.itemsize)
+    nr_ = tile_cols(c)
     ldc = c.strides[0] // c.itemsize
     for ip in range((m_ + MR - 1) // MR):
         i0 = ip * MR
@@ -209,7 +236,7 @@ def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
 @jit()
 def b_buffer(kc_max, nc_max, dtype_like):
     """Scratch for one packed block of B."""
-    nr_ = 2 * (64 // dtype_like.itemsize)
+    nr_ = tile_cols(dtype_like)
     return np.empty(((nc_max + nr_ - 1) // nr_) * nr_ * kc_max, dtype_like.dtype)
 
 
@@ -229,7 +256,7 @@ def gemm(a, b, c, accumulate):
 def gemm_packed(ap, m_, b, c, accumulate):
     """:func:`gemm` with the left operand already packed by :func:`pack_a`."""
     k_, n_ = b.shape
-    nr_ = 2 * (64 // c.itemsize)
+    nr_ = tile_cols(c)
     if m_ == 0 or n_ == 0:
         return
     if k_ == 0:

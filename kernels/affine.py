@@ -22,7 +22,7 @@ from numba import prange
 
 from . import _validate as v
 from ._config import jit
-from ._gemm import MR, gemm
+from ._gemm import MR, gemm, tile_cols
 
 __all__ = ["affine_forward", "affine_backward"]
 
@@ -45,7 +45,7 @@ def _matmul(a, b, c, threads):
         gemm(a, b, c, False)
         return c
     by_rows = m_ >= n_
-    unit = MR if by_rows else 2 * (64 // c.itemsize)
+    unit = MR if by_rows else tile_cols(c)
     size = m_ if by_rows else n_
     step = ((size + nb - 1) // nb + unit - 1) // unit * unit
     for t in prange(nb):

@@ -40,7 +40,7 @@ from numba import prange
 
 from . import _validate as v
 from ._config import jit
-from ._gemm import KC, MR, NC, a_offset, b_buffer, gemm, gemm_packed, kernel_block, pack_a
+from ._gemm import KC, MR, NC, a_offset, b_buffer, gemm, gemm_packed, kernel_block, pack_a, tile_cols
 
 __all__ = ["conv2d_forward", "conv2d_backward"]
 
@@ -481,7 +481,7 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
 def _pack_shifted(xp, c0, r0, kc, j0, nc, off, kk, bp):
     """Rows ``r0 .. r0 + kc``, columns ``j0 .. j0 + nc`` of the wide-grid
     im2col matrix of planes ``xp[c0:]``, packed like ``_gemm.pack_b``."""
-    nr_ = 2 * (64 // bp.itemsize)
+    nr_ = tile_cols(bp)
     zero = bp.dtype.type(0)
     for t in range(kc):
         r = r0 + t
@@ -502,7 +502,7 @@ def _pack_shifted(xp, c0, r0, kc, j0, nc, off, kk, bp):
 def _pack_shifted_t(xp, c0, q0, kc, r0, nc, off, kk, ck, bp):
     """The transpose: rows ``q0 .. q0 + kc`` (grid positions), columns
     ``r0 .. r0 + nc`` (taps) of the wide-grid im2col matrix's transpose."""
-    nr_ = 2 * (64 // bp.itemsize)
+    nr_ = tile_cols(bp)
     zero = bp.dtype.type(0)
     for js in range(0, nc, nr_):
         base = (js // nr_) * nr_ * kc
@@ -537,7 +537,7 @@ def _conv2d_forward_wgemm(x, w, b, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
         xp = np.empty((c_, plane), x.dtype)
         yw = np.empty((fg, pwide), x.dtype)
         bp = b_buffer(min(KC, ck), min(NC, pwide), y)
-        tile = np.empty((MR, 2 * (64 // y.itemsize)), x.dtype)
+        tile = np.empty((MR, tile_cols(y)), x.dtype)
         for n in range(t * chunk, min(n_, (t + 1) * chunk)):
             _pad_block(x[n : n + 1], ph, pw, 0, plane, xp)
             for g in range(groups):
@@ -585,7 +585,7 @@ def _conv2d_backward_wgemm(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx):
         dcol = np.empty((ck if need_dx else 0, pwide), dy.dtype)
         dxp = np.empty((cg if need_dx else 0, plane), dy.dtype)
         bp = b_buffer(min(KC, pwide), min(NC, ck), dy)
-        tile = np.empty((MR, 2 * (64 // dy.itemsize)), dy.dtype)
+        tile = np.empty((MR, tile_cols(dy)), dy.dtype)
         for n in range(t * chunk, min(n_, (t + 1) * chunk)):
             _pad_block(x[n : n + 1], ph, pw, 0, plane, xp)
             for g in range(groups):

@@ -73,3 +73,37 @@ def test_gemm_is_deterministic_and_propagates_nan():
 
 def test_tile_width():
     assert nr(4) == 32 and nr(8) == 16
+
+
+_OTHER_WIDTH_PROBE = """
+import json
+import numpy as np
+from numbanet.kernels import _gemm
+rng = np.random.default_rng(0)
+errs = []
+for dt in (np.float32, np.float64):
+    for m, k, n in [(1, 1, 1), (9, 300, 33), (17, 5, 70)]:
+        a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
+        c = np.empty((m, n), dt)
+        _gemm.gemm(a, b, c, False)
+        errs.append(float(np.abs(c - a.astype(np.float64) @ b).max()))
+print(json.dumps({"width": _gemm.VECTOR_BYTES, "nr32": _gemm.nr(4), "err": max(errs)}))
+"""
+
+
+@pytest.mark.parametrize("width", [16, 32])
+def test_gemm_is_right_at_narrower_vector_widths(tmp_path, width):
+    """Machines without AVX-512 get 32-byte vectors (and 16 works too); a
+    fresh cache directory, because cached kernels know only the CPU."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBANET_GEMM_VECTOR_BYTES": str(width), "NUMBA_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", _OTHER_WIDTH_PROBE], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["width"] == width and out["nr32"] == 2 * width // 4
+    assert out["err"] < 1e-3

@@ -402,3 +402,39 @@ def test_large_freed_blocks_are_kept_for_reuse_unless_the_user_chose(env, expect
     if "kept" not in expected:
         del out["kept"]
     assert out == expected
+
+
+# --- cache freshness across files -------------------------------------------------
+
+
+def test_every_cross_file_njit_dependency_is_declared():
+    """A kernel file that calls another file's @jit helpers must list that file
+    in _config.DEPENDENCIES, or editing the helper would leave its cache stale."""
+    import pathlib
+    import re
+
+    from numbanet.kernels import _config
+
+    kdir = pathlib.Path(_config.__file__).parent
+    jitted = {p.stem for p in kdir.glob("*.py") if "@jit(" in p.read_text()}
+    for path in (kdir / f"{stem}.py" for stem in jitted):
+        used = set(re.findall(r"^from \.(\w+) import", path.read_text(), re.M)) & jitted
+        used.discard(path.stem)
+        declared = {pathlib.Path(n).stem for n in _config.DEPENDENCIES.get(path.name, ())}
+        assert used <= declared, f"{path.name} compiles @jit code from {sorted(used - declared)}"
+
+
+@needs_jit
+def test_kernel_caches_go_stale_when_the_gemm_file_changes(monkeypatch):
+    from numbanet.kernels import _config, affine, conv, pool
+
+    real = _config._file_hash
+    for dispatcher in (conv._conv2d_forward_wgemm, conv._conv2d_backward_gemm, affine._matmul):
+        locator = dispatcher._cache._impl._locator
+        before = locator.get_source_stamp()
+        monkeypatch.setattr(_config, "_file_hash", lambda path: b"edited " + path.encode())
+        assert locator.get_source_stamp() != before  # an edit to _gemm.py invalidates
+        monkeypatch.setattr(_config, "_file_hash", real)
+        assert locator.get_source_stamp() == before
+    # files without cross-file helpers keep numba's own locator
+    assert not type(pool._maxpool2d_forward._cache._impl._locator).__name__.startswith("Numbanet")
