@@ -11,20 +11,21 @@ from numbanet.kernels import conv as kconv
 from numbanet.layers import Convolution
 from numbanet.nets import numerical_gradient
 
-# Both kernel strategies must be right on every shape, whatever _use_direct
+# Every kernel strategy must be right on every shape, whatever the wrappers
 # would pick by channel count: "direct" (the wide-grid loops, taken at stride 1;
-# stride > 1 always goes to im2col + BLAS) and "gemm".
-STRATEGIES = {"direct": 10**9, "gemm": 0}
+# stride > 1 always goes to im2col + GEMM) and "gemm" (the wide-grid GEMM at
+# stride 1, im2col + GEMM otherwise). Values: (_DIRECT_MAX_CG, _GEMM_MIN_FG).
+STRATEGIES = {"direct": (10**9, 10**9), "gemm": (0, 0)}
 
 
 @contextlib.contextmanager
 def strategy(name):
-    old = kconv._DIRECT_MAX_CG
-    kconv._DIRECT_MAX_CG = STRATEGIES[name]
+    old = kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG
+    kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG = STRATEGIES[name]
     try:
         yield
     finally:
-        kconv._DIRECT_MAX_CG = old
+        kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG = old
 
 
 def out_size(size, k, s, p, d):
