@@ -29,7 +29,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ._config import jit
 
@@ -77,11 +77,35 @@ def tile_cols(a):
     return 2 * (VECTOR_BYTES // a.itemsize)
 
 
-@intrinsic
-def _microkernel(typingctx, kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
+def _microkernel(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
     """``C[r, j] = (C[r, j] if accumulate else 0) + sum_k ap[a_off + k*MR + r] *
     bp[b_off + k*NR + j]`` for ``r < MR``, ``j < NR``; ``C`` starts at flat
-    ``c_off`` of ``c`` with row stride ``ldc`` elements."""
+    offset ``c_off`` of the 2-D ``c`` (row stride ``ldc`` elements).
+
+    Compiled code gets the LLVM version through the overload below; this
+    NumPy body runs only with ``NUMBA_DISABLE_JIT=1`` (coverage, debugging).
+    """
+    nr_ = 2 * (VECTOR_BYTES // c.itemsize)
+    a = ap[a_off : a_off + kc * MR].reshape(kc, MR)
+    b = bp[b_off : b_off + kc * nr_].reshape(kc, nr_)
+    i0, j0 = divmod(c_off, ldc)
+    block = c[i0 : i0 + MR, j0 : j0 + nr_]
+    total = (a.T @ b).astype(c.dtype)
+    block[...] = block + total if accumulate else total
+
+
+@overload(_microkernel)
+def _microkernel_impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
+    def impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
+        _microkernel_ir(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate)
+
+    return impl
+
+
+@intrinsic
+def _microkernel_ir(typingctx, kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
+    """:func:`_microkernel` as LLVM IR: 2 * MR vector accumulators held in
+    registers across the ``k`` loop, one FMA each per ``k``."""
     arrays = (ap, bp, c)
     if not all(isinstance(a, types.Array) for a in arrays):
         return None
