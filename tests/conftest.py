@@ -7,9 +7,9 @@ import numbanet.reference as reference
 
 
 def pytest_configure(config):
-    # Start Numba's threads the way numbanet does (idle OpenMP workers sleep),
-    # before any test calls numba.set_num_threads directly and starts them
-    # with libgomp's spinning default.
+    # Start Numba's threads the way numbanet does (idle OpenMP workers spin
+    # briefly, then sleep), before any test calls numba.set_num_threads
+    # directly and starts them with libgomp's long default spin.
     kernels.get_num_threads()
 
 # The first example of each kernel pays for JIT compilation: no deadline.

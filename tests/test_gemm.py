@@ -1,14 +1,38 @@
 """numbanet's own matrix product (the convolution kernels' GEMM) against NumPy."""
 
+import contextlib
+
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numbanet.kernels._gemm import KC, MR, NC, gemm, nr
+from numbanet.kernels import _gemm
+from numbanet.kernels._gemm import MR, gemm, nr
 
 # sizes around the blocking edges: MR rows, NR columns, KC steps, NC columns
-EDGES = sorted({0, 1, 2, MR - 1, MR, MR + 1, 31, 32, 33, KC - 1, KC, KC + 1, NC + 3})
+# (named, so that the small blocks below apply)
+EDGES = [0, 1, 2, ("MR", -1), ("MR", 0), ("MR", 1), 31, 32, 33, ("KC", -1), ("KC", 0), ("KC", 1), ("NC", 3)]
+
+
+def _size(edge):
+    return edge if isinstance(edge, int) else getattr(_gemm, edge[0]) + edge[1]
+
+
+@contextlib.contextmanager
+def _blocks():
+    """With NUMBA_DISABLE_JIT (coverage runs the kernels as plain Python) use
+    small KC and NC blocks, so the same edges are reached in seconds."""
+    if not numba.config.DISABLE_JIT:
+        yield
+        return
+    old = _gemm.KC, _gemm.NC
+    _gemm.KC, _gemm.NC = 16, 64
+    try:
+        yield
+    finally:
+        _gemm.KC, _gemm.NC = old
 
 
 def _operand(rng, shape, dt, layout):
@@ -40,16 +64,18 @@ def _check(m, k, n, dt, la, lb, accumulate, seed, row_pad=3):
        accumulate=st.booleans(), seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=80, deadline=None)
 def test_gemm_matches_numpy(m, k, n, f32, la, lb, accumulate, seed):
-    _check(m, k, n, np.float32 if f32 else np.float64, la, lb, accumulate, seed)
+    with _blocks():
+        _check(_size(m), _size(k), _size(n), np.float32 if f32 else np.float64, la, lb, accumulate, seed)
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 def test_gemm_wide_n_and_row_stride_leave_the_rest_alone(dt):
     rng = np.random.default_rng(1)
-    m, k, n = 19, 70, NC + 45  # two NC blocks, ragged tiles everywhere
-    a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
-    wide = np.full((m, n + 7), 5.0, dt)
-    gemm(a, b, wide[:, :n], False)
+    with _blocks():
+        m, k, n = 19, 70, _gemm.NC + 45  # two NC blocks, ragged tiles everywhere
+        a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
+        wide = np.full((m, n + 7), 5.0, dt)
+        gemm(a, b, wide[:, :n], False)
     np.testing.assert_allclose(wide[:, :n], a @ b, rtol=1e-4 if dt == np.float32 else 1e-12, atol=1e-4)
     assert (wide[:, n:] == 5).all()  # the columns beyond c are not touched
     assert wide.dtype == dt
