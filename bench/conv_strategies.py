@@ -4,9 +4,11 @@ Forward pass of a registry case (default ``conv_mid``), float32, all threads::
 
     python -m numbanet.bench.conv_strategies [case] [repeats]
 
-* ``A`` the kernel's choice: ``prange`` over batch chunks, each thread its own
-  column buffer and single-threaded BLAS;
-* ``B`` samples in sequence, one column buffer, multi-threaded BLAS;
+* ``A`` the kernel as it is: ``prange`` over batch chunks, each task its own
+  buffers and numbanet's serial GEMM (``kernels/_gemm.py``; it used to be
+  im2col + single-threaded BLAS, which is what this script first compared);
+* ``B`` samples in sequence, one column buffer, multi-threaded BLAS (SciPy's,
+  which ``np.dot`` inside ``@njit`` calls);
 * ``C`` like B but ``S`` samples' columns side by side in one larger GEMM.
 
 Kernel, B, C and PyTorch run interleaved; medians and minima are printed.
@@ -75,7 +77,7 @@ def main(argv=None):
     ow = (x.shape[3] + 2 * p - w.shape[3]) // s + 1
     xt, wt, bt = (torch.from_numpy(a) for a in (x, w, b))
     runs = {
-        "A kernel (prange chunks, BLAS 1 thread)": lambda: kernels.conv2d_forward(x, w, b, s, p),
+        "A kernel (prange chunks, own GEMM)": lambda: kernels.conv2d_forward(x, w, b, s, p),
         "B serial samples, BLAS threads": lambda: _forward_serial(x, w, b, s, p, oh, ow, 1),
         "C serial, 4 samples per GEMM": lambda: _forward_serial(x, w, b, s, p, oh, ow, 4),
         "torch F.conv2d": lambda: F.conv2d(xt, wt, bt, stride=s, padding=p),
