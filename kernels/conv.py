@@ -406,6 +406,20 @@ def _pack_weights(w2, groups, transpose):
     return out
 
 
+@jit()
+def _backward_setup(dy, w2, groups, c_, h_, w_, nchunks, need_dx):
+    """What both GEMM backward kernels start from: each group's ``w_g^T``
+    packed for the dx products, ``dx`` (empty when not needed), the per-chunk
+    partial dw and db (summed in chunk order at the end: race-free and
+    independent of the thread count) and the samples per chunk."""
+    n_ = dy.shape[0]
+    wtpk = _pack_weights(w2, groups, True)
+    dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
+    part_w = np.zeros((nchunks, w2.shape[0], w2.shape[1]), dy.dtype)
+    part_b = np.zeros((nchunks, w2.shape[0]), dy.dtype)
+    return wtpk, dx, part_w, part_b, (n_ + nchunks - 1) // nchunks
+
+
 @jit(parallel=True)
 def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
     n_, c_, h_, w_ = x.shape
@@ -446,13 +460,7 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     p_ = oh_ * ow_
     dy3 = dy.reshape(n_, f_, p_)
     w2 = w.reshape(f_, ck)
-    wtpk = _pack_weights(w2, groups, True)  # w_g^T, for the dx products
-    dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
-    chunk = (n_ + nchunks - 1) // nchunks
-    # Per-chunk partial dw and db, summed in chunk order below: race-free and
-    # independent of the thread count.
-    part_w = np.zeros((nchunks, f_, ck), dy.dtype)
-    part_b = np.zeros((nchunks, f_), dy.dtype)
+    wtpk, dx, part_w, part_b, chunk = _backward_setup(dy, w2, groups, c_, h_, w_, nchunks, need_dx)
     for t in prange(nchunks):
         col = np.empty((ck, p_), dy.dtype)
         dcol = np.empty((ck if need_dx else 0, p_), dy.dtype)
@@ -580,13 +588,7 @@ def _conv2d_backward_wgemm(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx):
     pwide = (oh_ - 1) * wp + ow_
     off = _tap_offsets(kh_, kw_, dh, dw, wp)
     w2 = w.reshape(f_, ck)
-    wtpk = _pack_weights(w2, groups, True)  # w_g^T, for the dx products
-    dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
-    chunk = (n_ + nchunks - 1) // nchunks
-    # Per-chunk partial dw and db, summed in chunk order below: race-free and
-    # independent of the thread count.
-    part_w = np.zeros((nchunks, f_, ck), dy.dtype)
-    part_b = np.zeros((nchunks, f_), dy.dtype)
+    wtpk, dx, part_w, part_b, chunk = _backward_setup(dy, w2, groups, c_, h_, w_, nchunks, need_dx)
     for t in prange(nchunks):
         xp = np.empty((c_, plane), dy.dtype)
         dyw = np.zeros((fg, pwide), dy.dtype)  # junk columns stay zero
