@@ -72,13 +72,13 @@ def _conv_direct(dt, rng):
 
 
 def _conv_gemm(dt, rng):
-    # C/groups > 16 with a stride > 1: the im2col + GEMM kernels.
+    # C/groups > 16 with a stride > 1: the GEMM kernels on the phase planes.
     return {"x": _randn(rng, (2, 17, 5, 4), dt), "w": _randn(rng, (3, 17, 2, 2), dt),
             "b": _randn(rng, (3,), dt), "stride": (2, 1), "pad": (1, 0), "dilation": 1, "groups": 1}
 
 
 def _conv_wide_gemm(dt, rng):
-    # C/groups > 16 at stride 1: the wide-grid GEMM kernels.
+    # C/groups > 16 at stride 1: the GEMM kernels on the padded planes.
     return {"x": _randn(rng, (2, 17, 5, 4), dt), "w": _randn(rng, (3, 17, 2, 2), dt),
             "b": _randn(rng, (3,), dt), "stride": 1, "pad": 1, "dilation": 1, "groups": 1}
 

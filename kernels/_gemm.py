@@ -36,7 +36,8 @@ from numba.extending import intrinsic, overload
 from ._config import jit
 
 __all__ = [
-    "gemm", "gemm_packed", "pack_a", "a_offset", "pack_b", "kernel_block", "b_buffer",
+    "gemm", "gemm_packed", "pack_a", "a_offset", "pack_b", "kernel_block", "kernel_block_bt",
+    "kernel_block_at", "b_buffer",
     "tile_cols", "nr", "MR", "KC", "NC", "VECTOR_BYTES",
 ]
 
@@ -82,21 +83,45 @@ def tile_cols(a):
     return 2 * (VECTOR_BYTES // a.itemsize)
 
 
+def _c_block(c, c_off, ldc, total, accumulate):
+    i0, j0 = divmod(c_off, ldc)
+    block = c[i0 : i0 + MR, j0 : j0 + total.shape[1]]
+    total = total.astype(c.dtype)
+    block[...] = block + total if accumulate else total
+
+
 def _microkernel(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
     """``C[r, j] = (C[r, j] if accumulate else 0) + sum_k ap[a_off + k*MR + r] *
     bp[b_off + k*NR + j]`` for ``r < MR``, ``j < NR``; ``C`` starts at flat
     offset ``c_off`` of the 2-D ``c`` (row stride ``ldc`` elements).
 
     Compiled code gets the LLVM version through the overload below; this
-    NumPy body runs only with ``NUMBA_DISABLE_JIT=1`` (coverage, debugging).
+    NumPy body (and those of the two variants below) runs only with
+    ``NUMBA_DISABLE_JIT=1`` (coverage, debugging).
     """
     nr_ = 2 * (VECTOR_BYTES // c.itemsize)
     a = ap[a_off : a_off + kc * MR].reshape(kc, MR)
     b = bp[b_off : b_off + kc * nr_].reshape(kc, nr_)
-    i0, j0 = divmod(c_off, ldc)
-    block = c[i0 : i0 + MR, j0 : j0 + nr_]
-    total = (a.T @ b).astype(c.dtype)
-    block[...] = block + total if accumulate else total
+    _c_block(c, c_off, ldc, a.T @ b, accumulate)
+
+
+def _microkernel_bt(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
+    """:func:`_microkernel` with B read in place, unpacked: row ``k`` of the
+    tile is ``b[btab[t0 + k] + b_col :][:NR]`` of the flat array ``b`` (an
+    implicit im2col matrix: each row a run of some input plane)."""
+    nr_ = 2 * (VECTOR_BYTES // c.itemsize)
+    a = ap[a_off : a_off + kc * MR].reshape(kc, MR)
+    rows = np.stack([b[btab[t0 + k] + b_col :][:nr_] for k in range(kc)]) if kc else np.zeros((0, nr_), b.dtype)
+    _c_block(c, c_off, ldc, a.T @ rows, accumulate)
+
+
+def _microkernel_at(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
+    """:func:`_microkernel` with A read in place, unpacked: row ``r`` of the
+    tile is ``a[atab[r0 + r] + a_col :][:kc]`` of the flat array ``a``."""
+    nr_ = 2 * (VECTOR_BYTES // c.itemsize)
+    rows = np.stack([a[atab[r0 + r] + a_col :][:kc] for r in range(MR)])
+    b = bp[b_off : b_off + kc * nr_].reshape(kc, nr_)
+    _c_block(c, c_off, ldc, rows @ b, accumulate)
 
 
 @overload(_microkernel)
@@ -107,64 +132,153 @@ def _microkernel_impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
     return impl
 
 
-@intrinsic
-def _microkernel_ir(typingctx, kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
-    """:func:`_microkernel` as LLVM IR: 2 * MR vector accumulators held in
-    registers across the ``k`` loop, one FMA each per ``k``."""
-    arrays = (ap, bp, c)
+@overload(_microkernel_bt)
+def _microkernel_bt_impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
+    def impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
+        _microkernel_bt_ir(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate)
+
+    return impl
+
+
+@overload(_microkernel_at)
+def _microkernel_at_impl(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
+    def impl(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
+        _microkernel_at_ir(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate)
+
+    return impl
+
+
+def _float_arrays(*arrays):
+    """The common float dtype of these Numba array types, or None."""
     if not all(isinstance(a, types.Array) for a in arrays):
         return None
-    dt = ap.dtype
-    if dt not in (types.float32, types.float64) or bp.dtype != dt or c.dtype != dt:
+    dt = arrays[0].dtype
+    if dt not in (types.float32, types.float64) or any(a.dtype != dt for a in arrays):
+        return None
+    return dt
+
+
+def _emit(context, builder, dt, kc_v, a_scalar, b_row, c_ptr, ldc_v, acc_flag):
+    """The micro-kernel's body: ``a_scalar(k, r)`` gives A's element, and
+    ``b_row(k)`` a pointer to the NR elements of B's row ``k``; 2 * MR vector
+    accumulators held in registers across the ``k`` loop, one FMA each per
+    ``k``, then added to (or stored over) the tile of C at ``c_ptr``."""
+    fty = context.get_value_type(dt)
+    lanes = VECTOR_BYTES // (4 if dt == types.float32 else 8)
+    vty = ir.VectorType(fty, lanes)
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    zero = ir.Constant(vty, [0.0] * lanes)
+    # allocas in the entry block: LLVM promotes them to registers
+    accs = [cgutils.alloca_once_value(builder, zero) for _ in range(2 * MR)]
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+        "llvm.fma.v%df%d" % (lanes, 32 if dt == types.float32 else 64),
+    )
+    splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+    with cgutils.for_range(builder, kc_v) as loop:
+        k = loop.index
+        bk = b_row(k)
+        b0 = builder.load(builder.bitcast(bk, vty.as_pointer()), align=4)
+        b1 = builder.load(builder.bitcast(builder.gep(bk, [ir.Constant(i64, lanes)]), vty.as_pointer()), align=4)
+        for r in range(MR):
+            av = builder.insert_element(ir.Constant(vty, None), a_scalar(k, r), ir.Constant(i32, 0))
+            av = builder.shuffle_vector(av, ir.Constant(vty, None), splat)
+            for h, bv in enumerate((b0, b1)):
+                acc = accs[2 * r + h]
+                builder.store(builder.call(fma, [av, bv, builder.load(acc)]), acc)
+    keep = builder.icmp_unsigned("!=", acc_flag, ir.Constant(acc_flag.type, 0))
+    for r in range(MR):
+        row = builder.gep(c_ptr, [builder.mul(ir.Constant(i64, r), ldc_v)])
+        for h in range(2):
+            p = builder.bitcast(builder.gep(row, [ir.Constant(i64, h * lanes)]), vty.as_pointer())
+            total = builder.load(accs[2 * r + h])
+            with builder.if_then(keep):
+                builder.store(builder.fadd(builder.load(p, align=4), total), p, align=4)
+            with builder.if_then(builder.not_(keep)):
+                builder.store(total, p, align=4)
+    return lanes
+
+
+def _data(context, builder, sig, i, value):
+    return context.make_array(sig.args[i])(context, builder, value).data
+
+
+def _packed_a(builder, a_ptr):
+    """A's element (k, r) in a panel packed by :func:`pack_a`."""
+    step, i64 = ir.Constant(ir.IntType(64), MR), ir.IntType(64)
+    return lambda k, r: builder.load(builder.gep(a_ptr, [builder.add(builder.mul(k, step), ir.Constant(i64, r))]))
+
+
+def _packed_b(builder, b_ptr, dt):
+    """B's row k in a panel packed by :func:`pack_b`."""
+    step = ir.Constant(ir.IntType(64), 2 * (VECTOR_BYTES // (4 if dt == types.float32 else 8)))
+    return lambda k: builder.gep(b_ptr, [builder.mul(k, step)])
+
+
+@intrinsic
+def _microkernel_ir(typingctx, kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
+    """:func:`_microkernel` as LLVM IR (both operands packed)."""
+    dt = _float_arrays(ap, bp, c)
+    if dt is None:
         return None
 
     def codegen(context, builder, sig, args):
         kc_v, a_arr, a_off_v, b_arr, b_off_v, c_arr, c_off_v, ldc_v, acc_flag = args
-        fty = context.get_value_type(dt)
-        lanes = VECTOR_BYTES // (4 if dt == types.float32 else 8)
-        vty = ir.VectorType(fty, lanes)
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-
-        def data(i, value):
-            return context.make_array(sig.args[i])(context, builder, value).data
-
-        a_ptr = builder.gep(data(1, a_arr), [a_off_v])
-        b_ptr = builder.gep(data(3, b_arr), [b_off_v])
-        c_ptr = builder.gep(data(5, c_arr), [c_off_v])
-        zero = ir.Constant(vty, [0.0] * lanes)
-        # allocas in the entry block: LLVM promotes them to registers
-        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(2 * MR)]
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-            "llvm.fma.v%df%d" % (lanes, 32 if dt == types.float32 else 64),
-        )
-        splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-        with cgutils.for_range(builder, kc_v) as loop:
-            k = loop.index
-            bk = builder.gep(b_ptr, [builder.mul(k, ir.Constant(i64, 2 * lanes))])
-            b0 = builder.load(builder.bitcast(bk, vty.as_pointer()), align=4)
-            b1 = builder.load(builder.bitcast(builder.gep(bk, [ir.Constant(i64, lanes)]), vty.as_pointer()), align=4)
-            ak = builder.gep(a_ptr, [builder.mul(k, ir.Constant(i64, MR))])
-            for r in range(MR):
-                a = builder.load(builder.gep(ak, [ir.Constant(i64, r)]))
-                av = builder.insert_element(ir.Constant(vty, None), a, ir.Constant(i32, 0))
-                av = builder.shuffle_vector(av, ir.Constant(vty, None), splat)
-                for h, bv in enumerate((b0, b1)):
-                    acc = accs[2 * r + h]
-                    builder.store(builder.call(fma, [av, bv, builder.load(acc)]), acc)
-        keep = builder.icmp_unsigned("!=", acc_flag, ir.Constant(acc_flag.type, 0))
-        for r in range(MR):
-            row = builder.gep(c_ptr, [builder.mul(ir.Constant(i64, r), ldc_v)])
-            for h in range(2):
-                p = builder.bitcast(builder.gep(row, [ir.Constant(i64, h * lanes)]), vty.as_pointer())
-                total = builder.load(accs[2 * r + h])
-                with builder.if_then(keep):
-                    builder.store(builder.fadd(builder.load(p, align=4), total), p, align=4)
-                with builder.if_then(builder.not_(keep)):
-                    builder.store(total, p, align=4)
+        a_ptr = builder.gep(_data(context, builder, sig, 1, a_arr), [a_off_v])
+        b_ptr = builder.gep(_data(context, builder, sig, 3, b_arr), [b_off_v])
+        c_ptr = builder.gep(_data(context, builder, sig, 5, c_arr), [c_off_v])
+        _emit(context, builder, dt, kc_v, _packed_a(builder, a_ptr), _packed_b(builder, b_ptr, dt), c_ptr, ldc_v, acc_flag)
         return context.get_dummy_value()
 
     return types.none(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate), codegen
+
+
+@intrinsic
+def _microkernel_bt_ir(typingctx, kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
+    """:func:`_microkernel_bt` as LLVM IR (B rows found through ``btab``)."""
+    dt = _float_arrays(ap, b, c)
+    if dt is None or not isinstance(btab, types.Array) or btab.dtype != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        kc_v, a_arr, a_off_v, b_arr, tab_arr, t0_v, col_v, c_arr, c_off_v, ldc_v, acc_flag = args
+        a_ptr = builder.gep(_data(context, builder, sig, 1, a_arr), [a_off_v])
+        b_ptr = builder.gep(_data(context, builder, sig, 3, b_arr), [col_v])
+        tab = builder.gep(_data(context, builder, sig, 4, tab_arr), [t0_v])
+        c_ptr = builder.gep(_data(context, builder, sig, 7, c_arr), [c_off_v])
+
+        def b_row(k):
+            return builder.gep(b_ptr, [builder.load(builder.gep(tab, [k]))])
+
+        _emit(context, builder, dt, kc_v, _packed_a(builder, a_ptr), b_row, c_ptr, ldc_v, acc_flag)
+        return context.get_dummy_value()
+
+    return types.none(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate), codegen
+
+
+@intrinsic
+def _microkernel_at_ir(typingctx, kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
+    """:func:`_microkernel_at` as LLVM IR (A rows found through ``atab``)."""
+    dt = _float_arrays(a, bp, c)
+    if dt is None or not isinstance(atab, types.Array) or atab.dtype != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        kc_v, a_arr, tab_arr, r0_v, col_v, b_arr, b_off_v, c_arr, c_off_v, ldc_v, acc_flag = args
+        i64 = ir.IntType(64)
+        a_base = builder.gep(_data(context, builder, sig, 1, a_arr), [col_v])
+        tab = builder.gep(_data(context, builder, sig, 2, tab_arr), [r0_v])
+        rows = [builder.gep(a_base, [builder.load(builder.gep(tab, [ir.Constant(i64, r)]))]) for r in range(MR)]
+        b_ptr = builder.gep(_data(context, builder, sig, 5, b_arr), [b_off_v])
+        c_ptr = builder.gep(_data(context, builder, sig, 7, c_arr), [c_off_v])
+
+        def a_scalar(k, r):
+            return builder.load(builder.gep(rows[r], [k]))
+
+        _emit(context, builder, dt, kc_v, a_scalar, _packed_b(builder, b_ptr, dt), c_ptr, ldc_v, acc_flag)
+        return context.get_dummy_value()
+
+    return types.none(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate), codegen
 
 
 @jit()
@@ -239,6 +353,16 @@ def pack_b(b, k0, kc, j0, nc, bp):
 
 
 @jit()
+def _tile_out(tile, c, i0, rows, j0, cols, add):
+    """The valid ``rows x cols`` corner of an edge tile into ``c`` at (i0, j0)."""
+    for r in range(rows):
+        cr = c[i0 + r, j0:]
+        tr = tile[r]
+        for j in range(cols):
+            cr[j] = cr[j] + tr[j] if add else tr[j]
+
+
+@jit()
 def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
     """``c[:, j0:j0+nc] (+)= A_block @ B_block`` for one packed ``kc`` block:
     A from ``ap`` at ``a_off`` (M rows), B from ``bp`` (``nc`` columns).
@@ -255,11 +379,48 @@ def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
                 _microkernel(kc, ap, a_off + i0 * kc, bp, b_off, c, i0 * ldc + j0 + js, ldc, add)
             else:
                 _microkernel(kc, ap, a_off + i0 * kc, bp, b_off, tile, 0, nr_, False)
-                for r in range(rows):
-                    cr = c[i0 + r, j0 + js :]
-                    tr = tile[r]
-                    for j in range(cols):
-                        cr[j] = cr[j] + tr[j] if add else tr[j]
+                _tile_out(tile, c, i0, rows, j0 + js, cols, add)
+
+
+@jit()
+def kernel_block_bt(ap, a_off, m_, kc, b, btab, t0, b_col, nc, c, j0, add, tile):
+    """:func:`kernel_block` with B unpacked: B's row ``k`` (of this ``kc``
+    block) is ``b[btab[t0 + k] + b_col :]``, its columns ``0 .. nc``; they
+    land in ``c[:, j0 : j0 + nc]``. A ragged last tile reads up to NR - 1
+    elements past a row's ``nc`` (its results are dropped): ``b`` needs that
+    much slack after the last row's end."""
+    nr_ = tile_cols(c)
+    ldc = c.strides[0] // c.itemsize
+    for ip in range((m_ + MR - 1) // MR):
+        i0 = ip * MR
+        rows = min(MR, m_ - i0)
+        for js in range(0, nc, nr_):
+            cols = min(nr_, nc - js)
+            if rows == MR and cols == nr_:
+                _microkernel_bt(kc, ap, a_off + i0 * kc, b, btab, t0, b_col + js, c, i0 * ldc + j0 + js, ldc, add)
+            else:
+                _microkernel_bt(kc, ap, a_off + i0 * kc, b, btab, t0, b_col + js, tile, 0, nr_, False)
+                _tile_out(tile, c, i0, rows, j0 + js, cols, add)
+
+
+@jit()
+def kernel_block_at(a, atab, a_col, m_, kc, bp, nc, c, j0, add, tile):
+    """:func:`kernel_block` with A unpacked: A's row ``i`` (``i < m_``) is
+    ``a[atab[i] + a_col :]``, its first ``kc`` elements. ``atab`` must have
+    ``ceil(m_ / MR) * MR`` valid entries (the extra rows' results are dropped)."""
+    nr_ = tile_cols(c)
+    ldc = c.strides[0] // c.itemsize
+    for ip in range((m_ + MR - 1) // MR):
+        i0 = ip * MR
+        rows = min(MR, m_ - i0)
+        for js in range(0, nc, nr_):
+            cols = min(nr_, nc - js)
+            b_off = (js // nr_) * nr_ * kc
+            if rows == MR and cols == nr_:
+                _microkernel_at(kc, a, atab, i0, a_col, bp, b_off, c, i0 * ldc + j0 + js, ldc, add)
+            else:
+                _microkernel_at(kc, a, atab, i0, a_col, bp, b_off, tile, 0, nr_, False)
+                _tile_out(tile, c, i0, rows, j0 + js, cols, add)
 
 
 @jit()

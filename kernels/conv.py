@@ -1,27 +1,26 @@
 """2-D convolution (cross-correlation) kernels, forward and backward.
 
-Three strategies, chosen per shape (:func:`_use_direct`, then the stride):
+Two strategies, chosen per shape (:func:`_use_direct`):
 
-* **wide grid** (few input channels per group, stride 1: a network's first
-  layers, depthwise convolution). No column buffer: the samples' planes are
-  zero-padded to (Hp, Wp), flattened and laid end to end, and every kernel tap
-  becomes a shift by ``i*dh*Wp + j*dw``; the output is accumulated on a grid of
-  width Wp (the Wp - OW extra columns are cropped), so each tap is one long
-  contiguous multiply-add, up to eight taps per pass. dx is the same full
+* **wide grid, direct** (few input channels per group, stride 1: a network's
+  first layers, depthwise convolution). No column buffer: the samples' planes
+  are zero-padded to (Hp, Wp), flattened and laid end to end, and every kernel
+  tap becomes a shift by ``i*dh*Wp + j*dw``; the output is accumulated on a
+  grid of width Wp (the Wp - OW extra columns are cropped), so each tap is one
+  long contiguous multiply-add, up to eight taps per pass. dx is the same full
   correlation of dy padded onto that grid, dw a set of dot products. One
   parallel region per call (tasks are blocks of samples or batch chunks).
-* **wide-grid GEMM** (many channels, stride 1): the same grid, but the taps
-  are summed by a matrix product whose packed operand is copied straight from
-  the padded planes (row ``(c, i, j)`` of the im2col matrix is the plane
-  shifted by ``i*dh*Wp + j*dw``), and col2im is one contiguous add per row.
-* **im2col + GEMM** (stride > 1): per sample and group, im2col into one
-  reusable ``(C/groups*KH*KW, OH*OW)`` buffer per task.
+* **wide grid, GEMM** (many channels, any stride; the forward pass from 8
+  filters per group). The padded planes are split into their stride phases,
+  on whose grid every row of the im2col matrix is a contiguous run of one
+  phase plane; numbanet's GEMM reads those runs in place, so no column matrix
+  is built and the large operand is never packed; col2im is one contiguous add
+  per row. Per sample and group, in batch-chunk tasks.
 
-Both GEMM paths use :mod:`numbanet.kernels._gemm`, numbanet's own AVX-512
-register-blocked product, serially inside each batch-chunk task (1.6-1.8x
+The GEMM is :mod:`numbanet.kernels._gemm`, numbanet's own AVX-512
+register-blocked product, run serially inside each batch-chunk task (1.6-1.8x
 OpenBLAS's AVX2 kernels per core here), with the weights packed once per call.
-The column matrix of the whole batch is never built: the extra memory is one
-sample's buffers per task.
+The extra memory is one sample's phase planes and small buffers per task.
 
 Geometry: ``y[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j] *
 x[n, g*Cg + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (taps outside the input
@@ -40,11 +39,11 @@ from numba import prange
 
 from . import _validate as v
 from ._config import jit
-from ._gemm import KC, MR, NC, a_offset, b_buffer, gemm, gemm_packed, kernel_block, pack_a, tile_cols
+from ._gemm import KC, MR, NC, a_offset, b_buffer, kernel_block_at, kernel_block_bt, pack_a, pack_b, tile_cols
 
 __all__ = ["conv2d_forward", "conv2d_backward"]
 
-#: Input channels per group up to which the wide-grid loops beat im2col + BLAS
+#: Input channels per group up to which the wide-grid loops beat the GEMM
 #: (measured: Cg=32, F=64 still about even, conv_mid's Cg=64 clearly not).
 _DIRECT_MAX_CG = 16
 
@@ -346,50 +345,18 @@ def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, sp
     return dx, dwt.reshape(w.shape), db
 
 
-# --- im2col + GEMM kernels (stride > 1, many channels) ------------------------------
-
-
-@jit()
-def _im2col_plane(xp, col, r0, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
-    """Rows ``r0 .. r0 + KH*KW`` of ``col`` (K, OH*OW) from one input plane."""
-    h_, w_ = xp.shape
-    zero = col.dtype.type(0)
-    for i in range(kh_):
-        off_h = i * dh - ph
-        oh_lo, oh_hi = _valid_range(off_h, sh, h_, oh_)
-        for j in range(kw_):
-            off_w = j * dw - pw
-            ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
-            cr = col[r0 + i * kw_ + j]
-            for oh in range(oh_):
-                crow = cr[oh * ow_ : (oh + 1) * ow_]
-                if oh < oh_lo or oh >= oh_hi or ow_lo == ow_hi:
-                    crow[:] = zero
-                    continue
-                crow[:ow_lo] = zero
-                crow[ow_hi:] = zero
-                xs = xp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
-                _copy_row(crow[ow_lo:], xs, ow_hi - ow_lo)
-
-
-@jit()
-def _col2im_plane(col, r0, dxp, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
-    """Add rows ``r0 .. r0 + KH*KW`` of ``col`` back into one input plane."""
-    h_, w_ = dxp.shape
-    for i in range(kh_):
-        off_h = i * dh - ph
-        oh_lo, oh_hi = _valid_range(off_h, sh, h_, oh_)
-        for j in range(kw_):
-            off_w = j * dw - pw
-            ow_lo, ow_hi = _valid_range(off_w, sw, w_, ow_)
-            cr = col[r0 + i * kw_ + j]
-            if ow_lo == ow_hi:
-                continue
-            for oh in range(oh_lo, oh_hi):
-                crow = cr[oh * ow_ + ow_lo :]
-                dxs = dxp[oh * sh + off_h, ow_lo * sw + off_w :: sw]
-                for k in range(ow_hi - ow_lo):
-                    dxs[k] += crow[k]
+# --- GEMM on the wide grid (many channels, any stride) ----------------------------
+#
+# Split each zero-padded plane into its sh*sw stride phases (P[a, b][u, v] =
+# x_pad[u*sh + a, v*sw + b], each of Hq x Wq = ceil(Hp/sh) x ceil(Wp/sw)) and
+# flatten them: output (oh, ow) on the grid q = oh*Wq + ow reads tap (i, j) at
+# one fixed phase and shift, so row (c, i, j) of the im2col matrix on that grid
+# is a contiguous run of one phase plane (Pw = (OH - 1)*Wq + OW long). The GEMM
+# reads those runs in place (``_gemm.kernel_block_bt`` / ``kernel_block_at``):
+# no im2col buffer, no packing of the large operand, and col2im is one
+# contiguous add per row. The Wq - OW junk columns per output row cost
+# (Wq - OW) / Wq extra work and are cropped (forward) or zero (dy on the grid,
+# backward). With stride 1 there is one phase: the padded planes themselves.
 
 
 @jit()
@@ -407,175 +374,137 @@ def _pack_weights(w2, groups, transpose):
 
 
 @jit()
-def _backward_setup(dy, w2, groups, c_, h_, w_, nchunks, need_dx):
-    """What both GEMM backward kernels start from: each group's ``w_g^T``
-    packed for the dx products, ``dx`` (empty when not needed), the per-chunk
-    partial dw and db (summed in chunk order at the end: race-free and
-    independent of the thread count) and the samples per chunk."""
-    n_ = dy.shape[0]
-    wtpk = _pack_weights(w2, groups, True)
-    dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
-    part_w = np.zeros((nchunks, w2.shape[0], w2.shape[1]), dy.dtype)
-    part_b = np.zeros((nchunks, w2.shape[0]), dy.dtype)
-    return wtpk, dx, part_w, part_b, (n_ + nchunks - 1) // nchunks
+def _phase_taps(kh_, kw_, sh, sw, dh, dw, wq):
+    """Phase plane and offset of every tap on the phase grid of width ``wq``.
 
-
-@jit(parallel=True)
-def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
-    n_, c_, h_, w_ = x.shape
-    f_, cg, kh_, kw_ = w.shape
-    fg = f_ // groups
+    Tap ``(i, j)`` of output ``(oh, ow)`` reads ``x_pad[oh*sh + i*dh, ow*sw + j*dw]
+    = P[(i*dh % sh)*sw + j*dw % sw][(oh + i*dh // sh)*wq + ow + j*dw // sw]``,
+    with the phase planes ``P[a*sw + b][u*wq + v] = x_pad[u*sh + a, v*sw + b]``
+    (:func:`_pad_phases`): on the grid ``q = oh*wq + ow`` every tap is a
+    contiguous run of one phase plane, whatever the stride.
+    """
     kk = kh_ * kw_
-    ck = cg * kk
-    p_ = oh_ * ow_
-    y = np.empty((n_, f_, oh_, ow_), x.dtype)
-    y3 = y.reshape(n_, f_, p_)
-    w2 = w.reshape(f_, ck)
-    wpk = _pack_weights(w2, groups, False)
-    chunk = (n_ + nchunks - 1) // nchunks
-    # Each task owns a run of samples and one column buffer; the products run
-    # serially in the task (numbanet's GEMM): one level of threads only.
-    for t in prange(nchunks):
-        col = np.empty((ck, p_), x.dtype)
-        for n in range(t * chunk, min(n_, (t + 1) * chunk)):
-            for g in range(groups):
-                for cc in range(cg):
-                    _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
-                gemm_packed(wpk[g], fg, col, y3[n, g * fg : (g + 1) * fg], False)
-            for f in range(f_):
-                bv = b[f]
-                for p in range(p_):
-                    y3[n, f, p] += bv
-    return y
-
-
-@jit(parallel=True)
-def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx):
-    n_, f_, oh_, ow_ = dy.shape
-    _, c_, h_, w_ = x.shape
-    _, cg, kh_, kw_ = w.shape
-    fg = f_ // groups
-    kk = kh_ * kw_
-    ck = cg * kk
-    p_ = oh_ * ow_
-    dy3 = dy.reshape(n_, f_, p_)
-    w2 = w.reshape(f_, ck)
-    wtpk, dx, part_w, part_b, chunk = _backward_setup(dy, w2, groups, c_, h_, w_, nchunks, need_dx)
-    for t in prange(nchunks):
-        col = np.empty((ck, p_), dy.dtype)
-        dcol = np.empty((ck if need_dx else 0, p_), dy.dtype)
-        for n in range(t * chunk, min(n_, (t + 1) * chunk)):
-            for g in range(groups):
-                for cc in range(cg):
-                    _im2col_plane(x[n, g * cg + cc], col, cc * kk, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
-                dyg = dy3[n, g * fg : (g + 1) * fg]
-                gemm(dyg, col.T, part_w[t, g * fg : (g + 1) * fg], True)
-                if not need_dx:
-                    continue
-                gemm_packed(wtpk[g], ck, dyg, dcol, False)
-                dx[n, g * cg : (g + 1) * cg] = 0
-                for cc in range(cg):
-                    _col2im_plane(dcol, cc * kk, dx[n, g * cg + cc], kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
-            for f in range(f_):
-                part_b[t, f] += _dot_sum(dy3[n, f], p_)
-    dw2, db = _sum_chunks(part_w, part_b)
-    return dx, dw2.reshape(w.shape), db
-
-
-# --- GEMM on the wide grid (stride 1, many channels) ---------------------------------
-#
-# The im2col matrix of a stride-1 convolution, taken on the wide grid, has rows
-# that are plain shifts of the padded planes: row (c, i, j) is
-# x_pad[c, off(i, j) + q] for q < Pw = (OH - 1) * Wp + OW. So the GEMM's packed
-# operand is copied straight from the padded planes, one contiguous run per
-# row (no im2col buffer, no per-output-row bookkeeping), and col2im becomes one
-# contiguous add per row. The Wp - OW junk columns cost (Wp - OW) / Wp extra
-# work and are cropped (forward) or zero (dy on the grid, backward).
+    tpl = np.empty(kk, np.int64)
+    off = np.empty(kk, np.int64)
+    for i in range(kh_):
+        for j in range(kw_):
+            r, c = i * dh, j * dw
+            tpl[i * kw_ + j] = (r % sh) * sw + c % sw
+            off[i * kw_ + j] = (r // sh) * wq + c // sw
+    return tpl, off
 
 
 @jit()
-def _pack_shifted(xp, c0, r0, kc, j0, nc, off, kk, bp):
-    """Rows ``r0 .. r0 + kc``, columns ``j0 .. j0 + nc`` of the wide-grid
-    im2col matrix of planes ``xp[c0:]``, packed like ``_gemm.pack_b``."""
-    nr_ = tile_cols(bp)
-    zero = bp.dtype.type(0)
-    for t in range(kc):
-        r = r0 + t
-        c = c0 + r // kk
-        src = xp[c, off[r - (r // kk) * kk] + j0 :]
-        for js in range(0, nc, nr_):
-            dst = bp[(js // nr_) * nr_ * kc + t * nr_ :]
-            s2 = src[js:]
-            if js + nr_ <= nc:
-                for j in range(nr_):
-                    dst[j] = s2[j]
-            else:
-                for j in range(nr_):
-                    dst[j] = s2[j] if js + j < nc else zero
+def _pad_phases(xn, ph, pw, sh, sw, hq, wq, out):
+    """The zero-padded planes of one sample ``xn`` (C, H, W) split into their
+    ``sh*sw`` stride phases: ``out[c*sh*sw + a*sw + b, u*wq + v] =
+    x_pad[c, u*sh + a, v*sw + b]``, zero in the padding and beyond its edge.
+    With stride 1 this is just the padded, flattened planes."""
+    c_, h_, w_ = xn.shape
+    out[:] = 0
+    # The valid ranges depend on the phase only: worked out once per phase
+    # (a floor division per row cost as much as the copy itself).
+    for bb in range(sw):
+        lo, hi = _valid_range(bb - pw, sw, w_, wq)
+        s0 = lo * sw + bb - pw
+        for a in range(sh):
+            ulo, uhi = _valid_range(a - ph, sh, h_, hq)
+            for c in range(c_):
+                dplane = out[(c * sh + a) * sw + bb]
+                for u in range(ulo, uhi):
+                    src = xn[c, u * sh + a - ph, s0:]
+                    dst = dplane[u * wq + lo :]
+                    if sw == 1:
+                        _copy_row(dst, src, hi - lo)
+                    else:  # a plain strided loop: LLVM's stride-2 vector form was slower
+                        for q in range(hi - lo):
+                            dst[q] = src[q * sw]
 
 
 @jit()
-def _pack_shifted_t(xp, c0, q0, kc, r0, nc, off, kk, ck, bp):
-    """The transpose: rows ``q0 .. q0 + kc`` (grid positions), columns
-    ``r0 .. r0 + nc`` (taps) of the wide-grid im2col matrix's transpose."""
-    nr_ = tile_cols(bp)
-    zero = bp.dtype.type(0)
-    for js in range(0, nc, nr_):
-        base = (js // nr_) * nr_ * kc
-        for j in range(nr_):
-            dst = bp[base + j :]
-            r = r0 + js + j
-            if js + j < nc and r < ck:
-                src = xp[c0 + r // kk, off[r - (r // kk) * kk] + q0 :]
-                for t in range(kc):
-                    dst[t * nr_] = src[t]
-            else:
-                for t in range(kc):
-                    dst[t * nr_] = zero
+def _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dxn):
+    """The inverse of :func:`_pad_phases` on the real (unpadded) positions:
+    ``dxn[c, y, z] = dxp[c*sh*sw + a*sw + b, u*wq + v]`` with
+    ``y + ph = u*sh + a`` and ``z + pw = v*sw + b``."""
+    c_, h_, w_ = dxn.shape
+    for bb in range(sw):
+        lo, hi = _valid_range(bb - pw, sw, w_, wq)
+        d0 = lo * sw + bb - pw
+        for a in range(sh):
+            ulo, uhi = _valid_range(a - ph, sh, h_, hq)
+            for c in range(c_):
+                splane = dxp[(c * sh + a) * sw + bb]
+                for u in range(ulo, uhi):
+                    dst = dxn[c, u * sh + a - ph, d0:]
+                    src = splane[u * wq + lo :]
+                    if sw == 1:
+                        _copy_row(dst, src, hi - lo)
+                    else:
+                        for q in range(hi - lo):
+                            dst[q * sw] = src[q]
+
+
+@jit()
+def _row_table(cg, groups, tpl, off, nph, plane, rows_per_group):
+    """Where each row of each group's wide-grid im2col matrix starts in the
+    flat phase planes: ``tab[g, c*KK + t] = ((g*Cg + c)*nph + tpl[t])*plane +
+    off[t]``. Rows past ``Cg*KK`` (up to ``rows_per_group``, a whole last
+    micro-kernel panel) point at 0: read, never kept."""
+    kk = off.shape[0]
+    tab = np.zeros((groups, rows_per_group), np.int64)
+    for g in range(groups):
+        for r in range(cg * kk):
+            c = r // kk
+            t = r - c * kk
+            tab[g, r] = ((g * cg + c) * nph + tpl[t]) * plane + off[t]
+    return tab
 
 
 @jit(parallel=True)
-def _conv2d_forward_wgemm(x, w, b, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
+def _conv2d_forward_wgemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
     n_, c_, h_, w_ = x.shape
     f_, cg, kh_, kw_ = w.shape
     fg = f_ // groups
-    kk = kh_ * kw_
-    ck = cg * kk
-    wp = w_ + 2 * pw
-    plane = (h_ + 2 * ph) * wp
-    pwide = (oh_ - 1) * wp + ow_
-    off = _tap_offsets(kh_, kw_, dh, dw, wp)
+    ck = cg * kh_ * kw_
+    nph = sh * sw
+    hq = (h_ + 2 * ph + sh - 1) // sh
+    wq = (w_ + 2 * pw + sw - 1) // sw
+    plane = hq * wq
+    pwide = (oh_ - 1) * wq + ow_
+    tpl, off = _phase_taps(kh_, kw_, sh, sw, dh, dw, wq)
+    tab = _row_table(cg, groups, tpl, off, nph, plane, ck)
+    slack = tile_cols(x)  # a ragged last tile reads this far past a row
     w2 = w.reshape(f_, ck)
     wpk = _pack_weights(w2, groups, False)
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
     chunk = (n_ + nchunks - 1) // nchunks
     for t in prange(nchunks):
-        xp = np.empty((c_, plane), x.dtype)
+        xpf = np.zeros(c_ * nph * plane + slack, x.dtype)
+        xp = xpf[: c_ * nph * plane].reshape(c_ * nph, plane)
         yw = np.empty((fg, pwide), x.dtype)
-        bp = b_buffer(min(KC, ck), min(NC, pwide), y)
         tile = np.empty((MR, tile_cols(y)), x.dtype)
         for n in range(t * chunk, min(n_, (t + 1) * chunk)):
-            _pad_block(x[n : n + 1], ph, pw, 0, plane, xp)
+            _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
             for g in range(groups):
+                # y_wide = w_g @ col_wide, col_wide's rows read in place
                 for j0 in range(0, pwide, NC):
                     nc = min(NC, pwide - j0)
                     for k0 in range(0, ck, KC):
                         kc = min(KC, ck - k0)
-                        _pack_shifted(xp, g * cg, k0, kc, j0, nc, off, kk, bp)
-                        kernel_block(wpk[g], a_offset(fg, k0), fg, kc, bp, nc, yw, j0, k0 > 0, tile)
+                        kernel_block_bt(wpk[g], a_offset(fg, k0), fg, kc, xpf, tab[g], k0, j0, nc, yw, j0, k0 > 0, tile)
                 for fi in range(fg):
                     f = g * fg + fi
                     bv = b[f]
                     for i in range(oh_):
                         dst = y[n, f, i]
-                        src = yw[fi, i * wp :]
+                        src = yw[fi, i * wq :]
                         for q in range(ow_):
                             dst[q] = src[q] + bv
     return y
 
 
 @jit(parallel=True)
-def _conv2d_backward_wgemm(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx):
+def _conv2d_backward_wgemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx):
     n_, f_, oh_, ow_ = dy.shape
     _, c_, h_, w_ = x.shape
     _, cg, kh_, kw_ = w.shape
@@ -583,51 +512,85 @@ def _conv2d_backward_wgemm(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx):
     kk = kh_ * kw_
     ck = cg * kk
     p_ = oh_ * ow_
-    wp = w_ + 2 * pw
-    plane = (h_ + 2 * ph) * wp
-    pwide = (oh_ - 1) * wp + ow_
-    off = _tap_offsets(kh_, kw_, dh, dw, wp)
+    nph = sh * sw
+    hq = (h_ + 2 * ph + sh - 1) // sh
+    wq = (w_ + 2 * pw + sw - 1) // sw
+    plane = hq * wq
+    pwide = (oh_ - 1) * wq + ow_
+    mpan = (ck + MR - 1) // MR
+    tpl, off = _phase_taps(kh_, kw_, sh, sw, dh, dw, wq)
+    tab = _row_table(cg, groups, tpl, off, nph, plane, mpan * MR)
+    dtab = np.arange(fg) * pwide  # rows of dy_wide
+    slack = tile_cols(dy)
     w2 = w.reshape(f_, ck)
-    wtpk, dx, part_w, part_b, chunk = _backward_setup(dy, w2, groups, c_, h_, w_, nchunks, need_dx)
+    wtpk = _pack_weights(w2, groups, True)
+    nkb = (fg + KC - 1) // KC
+    dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
+    # Per-chunk partials, summed in chunk order at the end: race-free and
+    # independent of the thread count. dw is summed transposed, dw_g^T =
+    # col_wide @ dy_wide^T, so that the large operand (the im2col matrix) is
+    # the one read in place and only dy_wide (Fg rows) is packed.
+    part_wt = np.zeros((nchunks, groups, ck, fg), dy.dtype)
+    part_b = np.zeros((nchunks, f_), dy.dtype)
+    chunk = (n_ + nchunks - 1) // nchunks
+    # K (the grid positions) of dw in near-equal blocks: a short last block
+    # costs a full pass of C loads and stores for little work.
+    nkw = (pwide + KC - 1) // KC
+    kbw = (pwide + nkw - 1) // nkw
     for t in prange(nchunks):
-        xp = np.empty((c_, plane), dy.dtype)
-        dyw = np.zeros((fg, pwide), dy.dtype)  # junk columns stay zero
-        dcol = np.empty((ck if need_dx else 0, pwide), dy.dtype)
-        dxp = np.empty((cg if need_dx else 0, plane), dy.dtype)
-        bp = b_buffer(min(KC, pwide), min(NC, ck), dy)
+        xpf = np.zeros(c_ * nph * plane + slack, dy.dtype)
+        xp = xpf[: c_ * nph * plane].reshape(c_ * nph, plane)
+        dywf = np.zeros(fg * pwide + slack, dy.dtype)  # junk columns stay zero
+        dyw = dywf[: fg * pwide].reshape(fg, pwide)
+        dcol = np.empty((MR, min(NC, pwide)), dy.dtype)
+        dxp = np.empty((cg * nph if need_dx else 0, plane), dy.dtype)
+        bp = b_buffer(kbw, fg, dy)
         tile = np.empty((MR, tile_cols(dy)), dy.dtype)
         for n in range(t * chunk, min(n_, (t + 1) * chunk)):
-            _pad_block(x[n : n + 1], ph, pw, 0, plane, xp)
+            _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
             for g in range(groups):
                 for fi in range(fg):
                     for i in range(oh_):
-                        _copy_row(dyw[fi, i * wp :], dy[n, g * fg + fi, i], ow_)
-                # dw_g += dy_wide @ col_wide^T
-                dyp = pack_a(dyw)
-                pwg = part_w[t, g * fg : (g + 1) * fg]
-                for j0 in range(0, ck, NC):
-                    nc = min(NC, ck - j0)
-                    for k0 in range(0, pwide, KC):
-                        kc = min(KC, pwide - k0)
-                        _pack_shifted_t(xp, g * cg, k0, kc, j0, nc, off, kk, ck, bp)
-                        kernel_block(dyp, a_offset(fg, k0), fg, kc, bp, nc, pwg, j0, True, tile)
+                        _copy_row(dyw[fi, i * wq :], dy[n, g * fg + fi, i], ow_)
+                # dw_g^T += col_wide @ dy_wide^T
+                for k0 in range(0, pwide, kbw):
+                    kc = min(kbw, pwide - k0)
+                    pack_b(dyw.T, k0, kc, 0, fg, bp)
+                    kernel_block_at(xpf, tab[g], k0, ck, kc, bp, fg, part_wt[t, g], 0, True, tile)
                 if not need_dx:
                     continue
-                # dx: dcol = w_g^T @ dy_wide, each row added back at its shift
-                gemm_packed(wtpk[g], ck, dyw, dcol, False)
+                # dx: dcol = w_g^T @ dy_wide, MR rows at a time, each row
+                # added at once (while in L1) into its phase plane at its
+                # shift; dcol's junk columns are zero.
                 dxp[:] = 0
-                for r in range(ck):
-                    c = r // kk
-                    dst = dxp[c, off[r - c * kk] :]
-                    src = dcol[r]
-                    for q in range(pwide):
-                        dst[q] += src[q]
-                for c in range(cg):
-                    for i in range(h_):
-                        _copy_row(dx[n, g * cg + c, i], dxp[c, (i + ph) * wp + pw :], w_)
+                for j0 in range(0, pwide, NC):
+                    nc = min(NC, pwide - j0)
+                    for ip in range(mpan):
+                        rows = min(MR, ck - ip * MR)
+                        for kbi in range(nkb):
+                            kc = min(KC, fg - kbi * KC)
+                            a_off = a_offset(ck, kbi * KC) + ip * MR * kc
+                            kernel_block_bt(wtpk[g], a_off, rows, kc, dywf, dtab, kbi * KC, j0, nc, dcol, 0, kbi > 0, tile)
+                        for r in range(rows):
+                            row = ip * MR + r
+                            c = row // kk
+                            k = row - c * kk
+                            dst = dxp[c * nph + tpl[k], off[k] + j0 :]
+                            src = dcol[r]
+                            for q in range(nc):
+                                dst[q] += src[q]
+                _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dx[n, g * cg : (g + 1) * cg])
             for f in range(f_):
                 part_b[t, f] += _dot_sum(dy[n, f].ravel(), p_)
-    dw2, db = _sum_chunks(part_w, part_b)
+    dw2 = np.zeros((f_, ck), dy.dtype)
+    db = np.zeros(f_, dy.dtype)
+    for k in range(nchunks):
+        for f in range(f_):
+            db[f] += part_b[k, f]
+            pw_k = part_wt[k, f // fg]
+            fi = f - (f // fg) * fg
+            for r in range(ck):
+                dw2[f, r] += pw_k[r, fi]
     return dx, dw2.reshape(w.shape), db
 
 
@@ -635,8 +598,8 @@ def _conv2d_backward_wgemm(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx):
 
 
 def _use_direct(cg, sh, sw):
-    """The wide-grid loops for few channels per group at stride 1 (measured:
-    at stride 2 im2col + BLAS wins even for 3 or 8 input channels)."""
+    """The direct wide-grid loops for few channels per group at stride 1
+    (measured: at stride 2 the GEMM won even for 3 or 8 input channels)."""
     return cg <= _DIRECT_MAX_CG and sh == sw == 1
 
 
@@ -665,6 +628,11 @@ def _geometry(fn, x, w, stride, pad, dilation, groups):
         )
     v.output_size(fn, (n, f, oh, ow), x.dtype, "stride, pad and dilation")
     v.output_size(fn, (c, h + 2 * ph, wd + 2 * pw), x.dtype, "pad")  # a padded sample
+    # With one output row (column) the stride never multiplies anything: take
+    # 1, so that the GEMM's stride phases (sh*sw planes of ceil(Hp/sh) x
+    # ceil(Wp/sw)) stay within twice the padded plane in each direction.
+    sh = 1 if oh == 1 else sh
+    sw = 1 if ow == 1 else sw
     return (sh, sw, ph, pw, dh, dw, groups), oh, ow
 
 
@@ -704,9 +672,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
         spb = _block_samples(x.shape[0], plane, _DIRECT_CHUNKS)
         return _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh, ow, spb)
     nchunks = max(1, min(x.shape[0], _CHUNKS))
-    if sh == sw == 1:
-        return _conv2d_forward_wgemm(x, w, b, ph, pw, dh, dw, groups, oh, ow, nchunks)
-    return _conv2d_forward_gemm(x, w, b, *hp, oh, ow, nchunks)
+    return _conv2d_forward_wgemm(x, w, b, *hp, oh, ow, nchunks)
 
 
 def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=True):
@@ -751,8 +717,6 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=
         nchunks = min(n, _DIRECT_CHUNKS)
         spb = _block_samples(-(-n // nchunks), (h + 2 * ph) * (wd + 2 * pw), 1)
         dx, dw_, db = _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, spb)
-    elif sh == sw == 1:
-        dx, dw_, db = _conv2d_backward_wgemm(dy, x, w, ph, pw, dh, dw, groups, min(n, _CHUNKS), need_dx)
     else:
-        dx, dw_, db = _conv2d_backward_gemm(dy, x, w, *hp, min(n, _CHUNKS), need_dx)
+        dx, dw_, db = _conv2d_backward_wgemm(dy, x, w, *hp, min(n, _CHUNKS), need_dx)
     return (dx if need_dx else None), dw_, db

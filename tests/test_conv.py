@@ -13,8 +13,8 @@ from numbanet.nets import numerical_gradient
 
 # Every kernel strategy must be right on every shape, whatever the wrappers
 # would pick by channel count: "direct" (the wide-grid loops, taken at stride 1;
-# stride > 1 always goes to im2col + GEMM) and "gemm" (the wide-grid GEMM at
-# stride 1, im2col + GEMM otherwise). Values: (_DIRECT_MAX_CG, _GEMM_MIN_FG).
+# stride > 1 always goes to the GEMM) and "gemm" (the GEMM on the padded planes'
+# stride phases). Values: (_DIRECT_MAX_CG, _GEMM_MIN_FG).
 STRATEGIES = {"direct": (10**9, 10**9), "gemm": (0, 0)}
 
 

@@ -97,6 +97,63 @@ def test_gemm_is_deterministic_and_propagates_nan():
     assert np.isfinite(np.delete(np.delete(c1, 3, 0), 9, 1)).all()
 
 
+def _unpacked_case(m, kc, nc, dt, seed):
+    """Operands for the in-place variants: A and B as runs of flat arrays at
+    random offsets (as the convolution's im2col rows are runs of its planes),
+    with the slack the ragged tiles read past a row."""
+    rng = np.random.default_rng(seed)
+    nr_ = nr(np.dtype(dt).itemsize)
+    a = rng.standard_normal((m, kc)).astype(dt)
+    b = rng.standard_normal((kc, nc)).astype(dt)
+    size = 4 * (m + kc) * (kc + nc) + 64
+    flat = rng.standard_normal(size + nr_).astype(dt)
+    flat[size:] = np.nan  # the slack: read, never kept
+    return rng, a, b, flat, size
+
+
+@given(m=st.sampled_from([1, MR - 1, MR, MR + 1, 19]), kc=st.sampled_from([1, 7, 40]),
+       nc=st.sampled_from([1, 31, 32, 33, 70]), f32=st.booleans(), add=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_kernel_block_with_b_read_in_place(m, kc, nc, f32, add, seed):
+    dt = np.float32 if f32 else np.float64
+    rng, a, _, flat, size = _unpacked_case(m, kc, nc, dt, seed)
+    t0, b_col, j0 = 3, 5, 2
+    btab = np.zeros(t0 + kc, np.int64)
+    btab[t0:] = rng.integers(0, size - nc - b_col, kc)
+    btab[t0 + kc - 1] = size - nc - b_col  # a row ending at the slack
+    b = np.stack([flat[o + b_col : o + b_col + nc] for o in btab[t0:]])
+    c = rng.standard_normal((m, j0 + nc + 3)).astype(dt)
+    before = c.copy()
+    tile = np.empty((MR, nr(np.dtype(dt).itemsize)), dt)
+    _gemm.kernel_block_bt(_gemm.pack_a(a), 0, m, kc, flat, btab, t0, b_col, nc, c, j0, add, tile)
+    want = a.astype(np.float64) @ b + (before[:, j0 : j0 + nc] if add else 0)
+    np.testing.assert_allclose(c[:, j0 : j0 + nc], want, rtol=1e-5, atol=1e-4 if f32 else 1e-12)
+    assert np.array_equal(c[:, :j0], before[:, :j0]) and np.array_equal(c[:, j0 + nc :], before[:, j0 + nc :])
+
+
+@given(m=st.sampled_from([1, MR - 1, MR, MR + 1, 19]), kc=st.sampled_from([1, 7, 40]),
+       nc=st.sampled_from([1, 31, 32, 33, 70]), f32=st.booleans(), add=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_kernel_block_with_a_read_in_place(m, kc, nc, f32, add, seed):
+    dt = np.float32 if f32 else np.float64
+    rng, _, b, flat, size = _unpacked_case(m, kc, nc, dt, seed)
+    a_col, j0 = 4, 1
+    atab = np.zeros(-(-m // MR) * MR, np.int64)  # rows past m point at 0
+    atab[:m] = rng.integers(0, size - kc - a_col, m)
+    a = np.stack([flat[o + a_col : o + a_col + kc] for o in atab[:m]])
+    bp = _gemm.b_buffer(kc, nc, b)
+    _gemm.pack_b(b, 0, kc, 0, nc, bp)
+    c = rng.standard_normal((m, j0 + nc + 2)).astype(dt)
+    before = c.copy()
+    tile = np.empty((MR, nr(np.dtype(dt).itemsize)), dt)
+    _gemm.kernel_block_at(flat, atab, a_col, m, kc, bp, nc, c, j0, add, tile)
+    want = a.astype(np.float64) @ b + (before[:, j0 : j0 + nc] if add else 0)
+    np.testing.assert_allclose(c[:, j0 : j0 + nc], want, rtol=1e-5, atol=1e-4 if f32 else 1e-12)
+    assert np.array_equal(c[:, :j0], before[:, :j0]) and np.array_equal(c[:, j0 + nc :], before[:, j0 + nc :])
+
+
 def test_tile_width():
     assert nr(4) == 32 and nr(8) == 16
 
@@ -112,6 +169,20 @@ for dt in (np.float32, np.float64):
         a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
         c = np.empty((m, n), dt)
         _gemm.gemm(a, b, c, False)
+        errs.append(float(np.abs(c - a.astype(np.float64) @ b).max()))
+        if k > _gemm.KC:
+            continue  # pack_a's one-block layout below needs k <= KC
+        # the in-place variants (the convolution's operands)
+        flat = np.concatenate([a.ravel(), b.ravel(), np.zeros(_gemm.nr(a.itemsize), dt)])
+        tab_a = np.zeros(-(-m // _gemm.MR) * _gemm.MR, np.int64)
+        tab_a[:m] = np.arange(m) * k
+        tab_b = a.size + np.arange(k) * n
+        tile = np.empty((_gemm.MR, _gemm.nr(a.itemsize)), dt)
+        bp = _gemm.b_buffer(k, n, b)
+        _gemm.pack_b(b, 0, k, 0, n, bp)
+        _gemm.kernel_block_at(flat, tab_a, 0, m, k, bp, n, c, 0, False, tile)
+        errs.append(float(np.abs(c - a.astype(np.float64) @ b).max()))
+        _gemm.kernel_block_bt(_gemm.pack_a(a), 0, m, k, flat, tab_b, 0, 0, n, c, 0, False, tile)
         errs.append(float(np.abs(c - a.astype(np.float64) @ b).max()))
 print(json.dumps({"width": _gemm.VECTOR_BYTES, "nr32": _gemm.nr(4), "err": max(errs)}))
 """

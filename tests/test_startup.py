@@ -429,7 +429,7 @@ def test_kernel_caches_go_stale_when_the_gemm_file_changes(monkeypatch):
     from numbanet.kernels import _config, affine, conv, pool
 
     real = _config._file_hash
-    for dispatcher in (conv._conv2d_forward_wgemm, conv._conv2d_backward_gemm, affine._matmul):
+    for dispatcher in (conv._conv2d_forward_wgemm, conv._conv2d_backward_wgemm, affine._matmul):
         locator = dispatcher._cache._impl._locator
         before = locator.get_source_stamp()
         monkeypatch.setattr(_config, "_file_hash", lambda path: b"edited " + path.encode())
