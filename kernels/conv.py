@@ -2,16 +2,15 @@
 
 Two strategies, chosen per shape (:func:`_use_direct`):
 
-* **wide grid, direct** (few input channels per group, stride 1: a network's
-  first layers, depthwise convolution). No column buffer: the samples' planes
+* **wide grid, direct** (few input channels and filters per group, stride 1:
+  depthwise convolution, narrow first layers). No column buffer: the samples' planes
   are zero-padded to (Hp, Wp), flattened and laid end to end, and every kernel
   tap becomes a shift by ``i*dh*Wp + j*dw``; the output is accumulated on a
   grid of width Wp (the Wp - OW extra columns are cropped), so each tap is one
   long contiguous multiply-add, up to eight taps per pass. dx is the same full
   correlation of dy padded onto that grid, dw a set of dot products. One
   parallel region per call (tasks are blocks of samples or batch chunks).
-* **wide grid, GEMM** (many channels, any stride; the forward pass from 8
-  filters per group). The padded planes are split into their stride phases,
+* **wide grid, GEMM** (many input channels or filters per group, any stride). The padded planes are split into their stride phases,
   on whose grid every row of the im2col matrix is a contiguous run of one
   phase plane; numbanet's GEMM reads those runs in place, so no column matrix
   is built and the large operand is never packed; col2im is one contiguous add
@@ -47,12 +46,14 @@ __all__ = ["conv2d_forward", "conv2d_backward"]
 #: (measured: Cg=32, F=64 still about even, conv_mid's Cg=64 clearly not).
 _DIRECT_MAX_CG = 16
 
-#: Filters per group from which the *forward* pass takes the wide-grid GEMM
-#: even with few input channels: with a full micro-kernel panel of filters it
-#: beat the direct loops on every shape measured (MNIST's 1 -> 30 channels 5x5:
-#: 0.51 vs 0.72 ms; CIFAR's 3 -> 32: 0.58 vs 0.87 ms; the 8x8 digits: 0.068 vs
-#: 0.076 ms), while the backward pass stays faster on the direct loops.
-#: Depthwise convolution (one filter per group) stays direct.
+#: Filters per group from which both passes take the GEMM even with few input
+#: channels: with a full micro-kernel panel of filters it beat the direct loops
+#: on every shape measured. Forward: MNIST's 1 -> 30 channels 5x5 0.51 vs 0.72
+#: ms, CIFAR's 3 -> 32 0.58 vs 0.87 ms, the 8x8 digits 0.068 vs 0.076 ms.
+#: Backward, since the GEMM reads its operands in place (2 threads): CIFAR's
+#: stem 1.17 vs 1.53 ms, MNIST's 1.12 vs 1.40 ms; training steps on digits
+#: 0.71 vs 0.78 ms, on MNIST 4.9 vs 6.0 ms. Depthwise convolution (one filter
+#: per group) stays direct: there the GEMM was 15x slower.
 _GEMM_MIN_FG = 8
 
 #: Batch chunks: the unit of parallel work over samples and of the dw/db
@@ -597,10 +598,11 @@ def _conv2d_backward_wgemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, ne
 # --- validating wrappers ------------------------------------------------------------
 
 
-def _use_direct(cg, sh, sw):
+def _use_direct(cg, fg, sh, sw):
     """The direct wide-grid loops for few channels per group at stride 1
-    (measured: at stride 2 the GEMM won even for 3 or 8 input channels)."""
-    return cg <= _DIRECT_MAX_CG and sh == sw == 1
+    (measured: at stride 2 the GEMM won even for 3 or 8 input channels), when
+    there are also fewer than ``_GEMM_MIN_FG`` filters per group."""
+    return cg <= _DIRECT_MAX_CG and fg < _GEMM_MIN_FG and sh == sw == 1
 
 
 def _geometry(fn, x, w, stride, pad, dilation, groups):
@@ -667,7 +669,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     hp, oh, ow = _geometry(fn, x, w, stride, pad, dilation, groups)
     v.shape(fn, "b", b, (w.shape[0],), f"F={w.shape[0]} from w")
     sh, sw, ph, pw, dh, dw, groups = hp
-    if _use_direct(w.shape[1], sh, sw) and w.shape[0] // groups < _GEMM_MIN_FG:
+    if _use_direct(w.shape[1], w.shape[0] // groups, sh, sw):
         plane = (x.shape[2] + 2 * ph) * (x.shape[3] + 2 * pw)
         spb = _block_samples(x.shape[0], plane, _DIRECT_CHUNKS)
         return _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh, ow, spb)
@@ -713,7 +715,7 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=
     need_dx = v.bool_param(fn, "need_dx", need_dx)
     if n == 0:
         return (np.zeros_like(x) if need_dx else None), np.zeros_like(w), np.zeros(f, w.dtype)
-    if _use_direct(cg, sh, sw):
+    if _use_direct(cg, f // groups, sh, sw):
         nchunks = min(n, _DIRECT_CHUNKS)
         spb = _block_samples(-(-n // nchunks), (h + 2 * ph) * (wd + 2 * pw), 1)
         dx, dw_, db = _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, spb)
