@@ -583,15 +583,15 @@ def _conv2d_backward_wgemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, ne
                 _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dx[n, g * cg : (g + 1) * cg])
             for f in range(f_):
                 part_b[t, f] += _dot_sum(dy[n, f].ravel(), p_)
-    dw2 = np.zeros((f_, ck), dy.dtype)
-    db = np.zeros(f_, dy.dtype)
-    for k in range(nchunks):
-        for f in range(f_):
-            db[f] += part_b[k, f]
-            pw_k = part_wt[k, f // fg]
-            fi = f - (f // fg) * fg
-            for r in range(ck):
-                dw2[f, r] += pw_k[r, fi]
+    # chunk order, in the transposed layout (contiguous adds), then transposed once
+    total = part_wt[0].copy()
+    db = part_b[0].copy()
+    for k in range(1, nchunks):
+        total += part_wt[k]
+        db += part_b[k]
+    dw2 = np.empty((f_, ck), dy.dtype)
+    for g in range(groups):
+        dw2[g * fg : (g + 1) * fg] = total[g].T
     return dx, dw2.reshape(w.shape), db
 
 
