@@ -36,7 +36,7 @@ from numba.extending import intrinsic, overload
 from ._config import jit
 
 __all__ = [
-    "gemm", "gemm_packed", "pack_a", "a_offset", "pack_b", "kernel_block", "kernel_block_bt",
+    "gemm", "gemm_block", "gemm_packed", "gemm_packed_cols", "pack_a", "pack_a_rows", "a_offset", "pack_b", "kernel_block", "kernel_block_bt",
     "kernel_block_at", "b_buffer",
     "tile_cols", "nr", "MR", "KC", "NC", "VECTOR_BYTES",
 ]
@@ -327,13 +327,21 @@ def pack_a(a):
     """All of ``a`` (M, K) packed for :func:`kernel_block`: the block of
     ``k0 .. k0 + kc`` starts at ``a_offset(M, k0)``. Pack once, reuse for every
     product with the same left operand (a layer's weights across a batch)."""
-    m_, k_ = a.shape
+    return pack_a_rows(a, 0, a.shape[0])
+
+
+@jit()
+def pack_a_rows(a, i0, i1):
+    """:func:`pack_a` of rows ``i0 .. i1`` of ``a`` (a range, not a slice:
+    slicing the rows of a transposed array would be one more array type,
+    hence one more compilation of everything below)."""
+    m_, k_ = i1 - i0, a.shape[1]
     mpan = (m_ + MR - 1) // MR
     ap = np.empty(mpan * MR * k_, a.dtype)
     for k0 in range(0, k_, KC):
         kc = min(KC, k_ - k0)
         for ip in range(mpan):
-            _pack_a(a, ip * MR, min(MR, m_ - ip * MR), k0, kc, ap, mpan * MR * k0 + ip * MR * kc)
+            _pack_a(a, i0 + ip * MR, min(MR, m_ - ip * MR), k0, kc, ap, mpan * MR * k0 + ip * MR * kc)
     return ap
 
 
@@ -438,25 +446,41 @@ def gemm(a, b, c, accumulate):
     have contiguous rows (any row stride). Summation order over ``k`` is fixed
     (see the module docstring). The callers guarantee the shapes agree.
     """
-    ap = pack_a(a)
-    gemm_packed(ap, a.shape[0], b, c, accumulate)
+    gemm_block(a, b, c, 0, a.shape[0], 0, b.shape[1], accumulate)
+
+
+@jit()
+def gemm_block(a, b, c, i0, i1, j0, j1, accumulate):
+    """``c[i0:i1, j0:j1] (+)= a[i0:i1] @ b[:, j0:j1]``: one block of
+    :func:`gemm`, given as index ranges so that every block of a product runs
+    the same compiled code (slices of transposed operands would each be a new
+    array type). Each element's sum runs in the same order as in :func:`gemm`."""
+    ap = pack_a_rows(a, i0, i1)
+    gemm_packed_cols(ap, i1 - i0, b, c[i0:i1], j0, j1, accumulate)
 
 
 @jit()
 def gemm_packed(ap, m_, b, c, accumulate):
     """:func:`gemm` with the left operand already packed by :func:`pack_a`."""
-    k_, n_ = b.shape
+    gemm_packed_cols(ap, m_, b, c, 0, b.shape[1], accumulate)
+
+
+@jit()
+def gemm_packed_cols(ap, m_, b, c, j_lo, j_hi, accumulate):
+    """Columns ``j_lo .. j_hi`` of :func:`gemm_packed`."""
+    k_ = b.shape[0]
+    n_ = j_hi - j_lo
     nr_ = tile_cols(c)
-    if m_ == 0 or n_ == 0:
+    if m_ == 0 or n_ <= 0:
         return
     if k_ == 0:
         if not accumulate:
-            c[:] = 0
+            c[:, j_lo:j_hi] = 0
         return
     bp = b_buffer(min(KC, k_), min(NC, n_), c)
     tile = np.empty((MR, nr_), c.dtype)
-    for j0 in range(0, n_, NC):
-        nc = min(NC, n_ - j0)
+    for j0 in range(j_lo, j_hi, NC):
+        nc = min(NC, j_hi - j0)
         for k0 in range(0, k_, KC):
             kc = min(KC, k_ - k0)
             pack_b(b, k0, kc, j0, nc, bp)

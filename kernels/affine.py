@@ -22,7 +22,7 @@ from numba import prange
 
 from . import _validate as v
 from ._config import jit
-from ._gemm import MR, gemm, tile_cols
+from ._gemm import MR, gemm_block, tile_cols
 
 __all__ = ["affine_forward", "affine_backward"]
 
@@ -42,20 +42,21 @@ def _matmul(a, b, c, threads):
     n_ = b.shape[1]
     nb = threads if m_ * k_ * n_ >= _PARALLEL_MIN_MACS else 1
     if nb == 1:
-        gemm(a, b, c, False)
+        gemm_block(a, b, c, 0, m_, 0, n_, False)
         return c
     by_rows = m_ >= n_
     unit = MR if by_rows else tile_cols(c)
     size = m_ if by_rows else n_
     step = ((size + nb - 1) // nb + unit - 1) // unit * unit
+    # Blocks as index ranges, not slices: one compiled product for all of them.
     for t in prange(nb):
         lo = min(size, t * step)
         hi = min(size, lo + step)
         if lo < hi:
             if by_rows:
-                gemm(a[lo:hi], b, c[lo:hi], False)
+                gemm_block(a, b, c, lo, hi, 0, n_, False)
             else:
-                gemm(a, b[:, lo:hi], c[:, lo:hi], False)
+                gemm_block(a, b, c, 0, m_, lo, hi, False)
     return c
 
 

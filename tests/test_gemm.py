@@ -81,6 +81,21 @@ def test_gemm_wide_n_and_row_stride_leave_the_rest_alone(dt):
     assert wide.dtype == dt
 
 
+@pytest.mark.parametrize("la", ["C", "T"])
+@pytest.mark.parametrize("lb", ["C", "T"])
+def test_gemm_block_writes_its_block_only_and_matches_the_whole_product(la, lb):
+    rng = np.random.default_rng(3)
+    m, k, n = 37, 45, 70
+    a, b = _operand(rng, (m, k), np.float32, la), _operand(rng, (k, n), np.float32, lb)
+    whole = np.empty((m, n), np.float32)
+    gemm(a, b, whole, False)
+    c = np.full((m, n), 7.0, np.float32)
+    _gemm.gemm_block(a, b, c, 9, 30, 33, 65, False)
+    assert np.array_equal(c[9:30, 33:65], whole[9:30, 33:65])  # same sums, same order
+    c[9:30, 33:65] = 7.0
+    assert (c == 7.0).all()
+
+
 def test_gemm_is_deterministic_and_propagates_nan():
     rng = np.random.default_rng(2)
     a = rng.standard_normal((40, 600)).astype(np.float32)
