@@ -1,100 +1,83 @@
-"""Measure the thread/BLAS strategies for the im2col + GEMM convolution.
+"""Time the convolution's two strategies against each other on registry cases.
 
-Forward pass of a registry case (default ``conv_mid``), float32, all threads::
+The kernels pick per shape (``numbanet.kernels.conv._use_direct``): the direct
+wide-grid loops for few input channels *and* few filters per group at stride
+1, the GEMM on the (phase-split) padded planes otherwise. This script forces
+each strategy in turn and times the forward pass, the backward pass and the
+backward pass without dx, interleaved so that load from other processes hits
+both alike; it is how ``_DIRECT_MAX_CG`` and ``_GEMM_MIN_FG`` were chosen::
 
-    python -m numbanet.bench.conv_strategies [case] [repeats]
+    python -m numbanet.bench.conv_strategies                  # every conv case
+    python -m numbanet.bench.conv_strategies conv_mnist conv_cifar_stem
 
-* ``A`` the kernel as it is: ``prange`` over batch chunks, each task its own
-  buffers and numbanet's serial GEMM (``kernels/_gemm.py``; it used to be
-  im2col + single-threaded BLAS, which is what this script first compared);
-* ``B`` samples in sequence, one column buffer, multi-threaded BLAS (SciPy's,
-  which ``np.dot`` inside ``@njit`` calls);
-* ``C`` like B but ``S`` samples' columns side by side in one larger GEMM.
-
-Kernel, B, C and PyTorch run interleaved; medians and minima are printed.
+float32, all of numbanet's threads; minima (and medians) in milliseconds.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import statistics
-import sys
 import time
 
-import numpy as np
-from numba import njit
+from numbanet.kernels import conv as kconv
 
-import numbanet.kernels as kernels
-from numbanet.kernels.conv import _im2col_plane
+from .registry import cases, get
 
-from .registry import get
+#: (_DIRECT_MAX_CG, _GEMM_MIN_FG) that force each strategy.
+_FORCE = {"direct": (10**9, 10**9), "gemm": (0, 0)}
 
 
-@njit(nogil=True, cache=False)
-def _forward_serial(x, w, b, s, p, oh_, ow_, batch):
-    n_, c_, h_, w_ = x.shape
-    f_, cg, kh_, kw_ = w.shape
-    kk = kh_ * kw_
-    p_ = oh_ * ow_
-    w2 = w.reshape(f_, cg * kk)
-    y = np.empty((n_, f_, p_), x.dtype)
-    col = np.empty((cg * kk, batch * p_), x.dtype)
-    out = np.empty((f_, batch * p_), x.dtype)
-    for n0 in range(0, n_, batch):
-        nb = min(batch, n_ - n0)
-        if nb == batch and batch == 1:
-            for cc in range(cg):
-                _im2col_plane(x[n0, cc], col, cc * kk, kh_, kw_, s, s, p, p, 1, 1, oh_, ow_)
-            np.dot(w2, col, y[n0])
-            continue
-        cv = col.reshape(cg * kk, batch, p_)
-        tmp = np.empty((cg * kk, p_), x.dtype)
-        for i in range(nb):
-            for cc in range(cg):
-                _im2col_plane(x[n0 + i, cc], tmp, cc * kk, kh_, kw_, s, s, p, p, 1, 1, oh_, ow_)
-            cv[:, i, :] = tmp
-        np.dot(w2, col, out)
-        ov = out.reshape(f_, batch, p_)
-        for i in range(nb):
-            y[n0 + i] = ov[:, i, :]
-    for n in range(n_):
-        for f in range(f_):
-            y[n, f] += b[f]
-    return y
+@contextlib.contextmanager
+def forced(strategy):
+    old = kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG
+    kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG = _FORCE[strategy]
+    try:
+        yield
+    finally:
+        kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG = old
+
+
+def _workloads(inp):
+    x, w, b, dy = inp["x"], inp["w"], inp["b"], inp["dy"]
+    hp = dict(stride=inp["stride"], pad=inp["pad"], groups=inp["groups"])
+    return {
+        "forward": lambda: kconv.conv2d_forward(x, w, b, **hp),
+        "backward": lambda: kconv.conv2d_backward(dy, x, w, **hp),
+        "backward, no dx": lambda: kconv.conv2d_backward(dy, x, w, need_dx=False, **hp),
+    }
+
+
+def compare(name, repeat=7):
+    """{(pass, strategy): [seconds, ...]} for one conv case."""
+    inp = get(name).inputs("float32")
+    strategies = ["direct", "gemm"] if inp["stride"] == 1 else ["gemm"]  # direct is stride 1 only
+    runs = _workloads(inp)
+    times = {(p, s): [] for p in runs for s in strategies}
+    for s in strategies:  # warm-up: compile or load every kernel
+        with forced(s):
+            for fn in runs.values():
+                fn()
+    for _ in range(repeat):
+        for p, fn in runs.items():
+            for s in strategies:
+                with forced(s):
+                    t0 = time.perf_counter()
+                    fn()
+                    times[p, s].append(time.perf_counter() - t0)
+    return times
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    name = argv[0] if argv else "conv_mid"
-    reps = int(argv[1]) if len(argv) > 1 else 7
-    import torch
-    import torch.nn.functional as F
-
-    torch.set_num_threads(kernels.get_num_threads())
-    case = get(name)
-    inp = case.inputs("float32")
-    x, w, b, s, p = inp["x"], inp["w"], inp["b"], inp["stride"], inp["pad"]
-    oh = (x.shape[2] + 2 * p - w.shape[2]) // s + 1
-    ow = (x.shape[3] + 2 * p - w.shape[3]) // s + 1
-    xt, wt, bt = (torch.from_numpy(a) for a in (x, w, b))
-    runs = {
-        "A kernel (prange chunks, own GEMM)": lambda: kernels.conv2d_forward(x, w, b, s, p),
-        "B serial samples, BLAS threads": lambda: _forward_serial(x, w, b, s, p, oh, ow, 1),
-        "C serial, 4 samples per GEMM": lambda: _forward_serial(x, w, b, s, p, oh, ow, 4),
-        "torch F.conv2d": lambda: F.conv2d(xt, wt, bt, stride=s, padding=p),
-    }
-    ref = kernels.conv2d_forward(x, w, b, s, p)
-    times = {k: [] for k in runs}
-    for k, fn in runs.items():
-        got = np.asarray(fn())
-        assert np.abs(got.reshape(ref.shape) - ref).max() <= 1e-3 * np.abs(ref).max(), k
-    for _ in range(reps):
-        for k, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    print(f"{name} forward, float32, {kernels.get_num_threads()} threads, {reps} interleaved repeats")
-    for k, ts in times.items():
-        print(f"  {k:42s} median {statistics.median(ts) * 1e3:8.2f} ms   min {min(ts) * 1e3:8.2f} ms")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("cases", nargs="*", help="conv case names (default: every conv case)")
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args(argv)
+    names = args.cases or [c.name for c in cases("conv_*")]
+    print(f"{'case':16s} {'pass':16s} {'strategy':8s} {'min ms':>8s} {'median ms':>10s}")
+    for name in names:
+        for (p, s), ts in compare(name, args.repeat).items():
+            print(f"{name:16s} {p:16s} {s:8s} {min(ts) * 1e3:8.3f} {statistics.median(ts) * 1e3:10.3f}")
 
 
 if __name__ == "__main__":

@@ -56,3 +56,16 @@ def test_module_entry_point():
         [sys.executable, "-m", "numbanet.bench", "--list"], capture_output=True, text=True, check=True
     )
     assert "softmax_ce" in r.stdout
+
+
+def test_conv_strategies_times_both_strategies_where_both_apply(capsys):
+    from numbanet.bench import conv_strategies
+    from numbanet.kernels import conv
+
+    before = conv._DIRECT_MAX_CG, conv._GEMM_MIN_FG
+    conv_strategies.main(["conv_mnist", "conv_strided", "--repeat", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    mnist = {(r[1], r[-3]) for r in rows if r[0] == "conv_mnist"}
+    assert ("forward", "direct") in mnist and ("forward", "gemm") in mnist
+    assert {r[-3] for r in rows if r[0] == "conv_strided"} == {"gemm"}  # direct is stride 1 only
+    assert (conv._DIRECT_MAX_CG, conv._GEMM_MIN_FG) == before  # restored
