@@ -46,15 +46,25 @@ __all__ = ["conv2d_forward", "conv2d_backward"]
 #: (measured: Cg=32, F=64 still about even, conv_mid's Cg=64 clearly not).
 _DIRECT_MAX_CG = 16
 
-#: Filters per group from which both passes take the GEMM even with few input
-#: channels: with a full micro-kernel panel of filters it beat the direct loops
-#: on every shape measured. Forward: MNIST's 1 -> 30 channels 5x5 0.51 vs 0.72
-#: ms, CIFAR's 3 -> 32 0.58 vs 0.87 ms, the 8x8 digits 0.068 vs 0.076 ms.
-#: Backward, since the GEMM reads its operands in place (2 threads): CIFAR's
-#: stem 1.17 vs 1.53 ms, MNIST's 1.12 vs 1.40 ms; training steps on digits
-#: 0.71 vs 0.78 ms, on MNIST 4.9 vs 6.0 ms. Depthwise convolution (one filter
-#: per group) stays direct: there the GEMM was 15x slower.
+#: Filters per group from which the forward pass takes the GEMM even with few
+#: input channels: with a full micro-kernel panel of filters it beat the direct
+#: loops on every shape measured (MNIST's 1 -> 30 channels 5x5: 0.51 vs 0.72
+#: ms; CIFAR's 3 -> 32: 0.58 vs 0.87 ms; the 8x8 digits: 0.068 vs 0.076 ms).
+#: Depthwise convolution (one filter per group) stays direct: there the GEMM
+#: was 2x slower forward and 15x slower backward.
 _GEMM_MIN_FG = 8
+
+#: The backward pass's products have the Cg*KH*KW taps as their rows (dx's
+#: columns, dw^T's rows), in panels of 8: with few taps the panels run part
+#: empty (9 taps fill 9 of 16 rows), and small planes give each product little
+#: to do. Measured (2 threads, batch 100, 3x3 unless said, backward without
+#: dx, direct vs GEMM ms): 8x8 C=1 F=30 0.095 vs 0.151; 28x28 C=1 F=30 0.54
+#: vs 0.82; 12x12 C=3 F=16 0.17 vs 0.24; 16x16 C=3 F=32 0.45 vs 0.40; 32x32
+#: C=3 F=32 1.61 vs 1.33; MNIST's 28x28 C=1 F=30 5x5 0.82 vs 0.78; 8x8 C=8
+#: F=16 0.22 vs 0.20; 16x16 C=16 F=32 1.9 vs 0.86 (with dx alike). So the
+#: backward pass stays direct below this many taps, or below the second
+#: figure with fewer output positions than the third.
+_BACKWARD_GEMM_MIN_TAPS = 16, 64, 256
 
 #: Batch chunks: the unit of parallel work over samples and of the dw/db
 #: partial sums. A fixed number (not the thread count) so that the summation
@@ -598,11 +608,20 @@ def _conv2d_backward_wgemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, ne
 # --- validating wrappers ------------------------------------------------------------
 
 
-def _use_direct(cg, fg, sh, sw):
+def _use_direct(cg, fg, sh, sw, taps=None, positions=None):
     """The direct wide-grid loops for few channels per group at stride 1
     (measured: at stride 2 the GEMM won even for 3 or 8 input channels), when
-    there are also fewer than ``_GEMM_MIN_FG`` filters per group."""
-    return cg <= _DIRECT_MAX_CG and fg < _GEMM_MIN_FG and sh == sw == 1
+    there are also fewer than ``_GEMM_MIN_FG`` filters per group or, for the
+    backward pass (``taps`` = Cg*KH*KW and ``positions`` = OH*OW given), few
+    taps (:data:`_BACKWARD_GEMM_MIN_TAPS`)."""
+    if cg > _DIRECT_MAX_CG or sh != 1 or sw != 1:
+        return False
+    if fg < _GEMM_MIN_FG:
+        return True
+    if taps is None:
+        return False
+    few, some, plane = _BACKWARD_GEMM_MIN_TAPS
+    return taps < few or (taps < some and positions < plane)
 
 
 def _geometry(fn, x, w, stride, pad, dilation, groups):
@@ -715,7 +734,7 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=
     need_dx = v.bool_param(fn, "need_dx", need_dx)
     if n == 0:
         return (np.zeros_like(x) if need_dx else None), np.zeros_like(w), np.zeros(f, w.dtype)
-    if _use_direct(cg, f // groups, sh, sw):
+    if _use_direct(cg, f // groups, sh, sw, cg * kh * kw, oh * ow):
         nchunks = min(n, _DIRECT_CHUNKS)
         spb = _block_samples(-(-n // nchunks), (h + 2 * ph) * (wd + 2 * pw), 1)
         dx, dw_, db = _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, spb)

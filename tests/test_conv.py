@@ -154,6 +154,22 @@ def test_conv_direct_independent_of_thread_count(K, rng):
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("cg, fg, stride, taps, positions, forward, backward", [
+    (1, 1, 1, 9, 1024, True, True),       # depthwise: direct both ways
+    (3, 32, 1, 27, 1024, False, False),   # CIFAR's stem: GEMM both ways
+    (1, 30, 1, 25, 576, False, False),    # MNIST's 5x5: GEMM both ways
+    (1, 30, 1, 9, 64, False, True),       # the 8x8 digits 3x3: backward direct (9 taps)
+    (3, 16, 1, 27, 144, False, True),     # 27 taps on a small plane: backward direct
+    (8, 16, 1, 72, 64, False, False),     # 72 taps: GEMM even on an 8x8 plane
+    (3, 4, 2, 27, 1024, False, False),    # stride 2: always the GEMM
+    (64, 64, 1, 576, 1024, False, False), # many channels: always the GEMM
+])
+def test_strategy_choice(cg, fg, stride, taps, positions, forward, backward):
+    """The per-shape choice the measurements in kernels/conv.py settled on."""
+    assert kconv._use_direct(cg, fg, stride, stride) is forward
+    assert kconv._use_direct(cg, fg, stride, stride, taps, positions) is backward
+
+
 @pytest.mark.parametrize("strat", sorted(STRATEGIES))
 def test_conv_empty_batch(K, strat):
     x = np.zeros((0, 2, 5, 5), np.float32)
