@@ -33,16 +33,24 @@ _PARALLEL_MIN_MACS = 1 << 20
 
 
 @jit(parallel=True)
-def _matmul(a, b, c, threads):
-    """``c = a @ b`` for C-contiguous ``c``, in row blocks (taller than wide)
+def _matmul(a, ta, b, tb, c, threads):
+    """``c = op(a) @ op(b)`` with ``op(a) = a.T if ta else a`` (likewise b),
+    for C-contiguous ``a``, ``b`` and ``c``, in row blocks (taller than wide)
     or column blocks, one per thread. The blocks are cut at multiples of the
     micro-kernel's tile, and each element's sum runs in the same order in any
-    block, so the result does not depend on the number of blocks."""
-    m_, k_ = a.shape
-    n_ = b.shape[1]
+    block, so the result does not depend on the number of blocks.
+
+    The transposes are flags, not views, so that the forward product and both
+    backward products are one compiled function: Numba compiles (and LLVM
+    optimises the GEMM inside) once per array type, and each operand layout
+    would be another type."""
+    av = a.T if ta else a
+    bv = b.T if tb else b
+    m_, k_ = av.shape
+    n_ = bv.shape[1]
     nb = threads if m_ * k_ * n_ >= _PARALLEL_MIN_MACS else 1
     if nb == 1:
-        gemm_block(a, b, c, 0, m_, 0, n_, False)
+        gemm_block(av, bv, c, 0, m_, 0, n_, False)
         return c
     by_rows = m_ >= n_
     unit = MR if by_rows else tile_cols(c)
@@ -54,9 +62,9 @@ def _matmul(a, b, c, threads):
         hi = min(size, lo + step)
         if lo < hi:
             if by_rows:
-                gemm_block(a, b, c, lo, hi, 0, n_, False)
+                gemm_block(av, bv, c, lo, hi, 0, n_, False)
             else:
-                gemm_block(a, b, c, 0, m_, lo, hi, False)
+                gemm_block(av, bv, c, 0, m_, lo, hi, False)
     return c
 
 
@@ -117,7 +125,7 @@ def affine_forward(x, w, b):
     v.shape(fn, "w", w, (d, None), f"D={d} from x of shape {x.shape}")
     v.shape(fn, "b", b, (w.shape[1],), f"M={w.shape[1]} from w")
     y = np.empty((x2d.shape[0], w.shape[1]), x.dtype)
-    return _add_bias(_matmul(x2d, w, y, numba.get_num_threads()), b)
+    return _add_bias(_matmul(x2d, False, w, False, y, numba.get_num_threads()), b)
 
 
 def affine_backward(dy, x, w, *, need_dx=True):
@@ -153,6 +161,6 @@ def affine_backward(dy, x, w, *, need_dx=True):
     v.shape(fn, "dy", dy, (n, w.shape[1]), "(N, M) from x and w")
     dx = None
     if v.bool_param(fn, "need_dx", need_dx):
-        dx = _matmul(dy, w.T, np.empty(x2d.shape, x.dtype), numba.get_num_threads()).reshape(x.shape)
-    dw = _matmul(x2d.T, dy, np.empty(w.shape, w.dtype), numba.get_num_threads())
+        dx = _matmul(dy, False, w, True, np.empty(x2d.shape, x.dtype), numba.get_num_threads()).reshape(x.shape)
+    dw = _matmul(x2d, True, dy, False, np.empty(w.shape, w.dtype), numba.get_num_threads())
     return dx, dw, _column_sums(dy)

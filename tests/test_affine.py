@@ -100,10 +100,11 @@ def test_affine_products_do_not_depend_on_how_they_are_split(shape):
     rng = np.random.default_rng(m)
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((k, n)).astype(np.float32)
-    one = _matmul(a, b, np.empty((m, n), np.float32), 1)
+    one = _matmul(a, False, b, False, np.empty((m, n), np.float32), 1)
+    at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)  # stored transposed
     for blocks in (2, 3, 5):
-        for a_, b_ in ((a, b), (np.asfortranarray(a), b), (a, np.ascontiguousarray(b.T).T)):
-            assert np.array_equal(_matmul(a_, b_, np.empty((m, n), np.float32), blocks), one)
+        for a_, ta, b_, tb in ((a, False, b, False), (at, True, b, False), (a, False, bt, True), (at, True, bt, True)):
+            assert np.array_equal(_matmul(a_, ta, b_, tb, np.empty((m, n), np.float32), blocks), one)
     np.testing.assert_allclose(one, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
 
 
