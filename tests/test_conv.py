@@ -90,6 +90,20 @@ def test_conv_matches_reference(K, R, close, strat, cfg, f32, seed):
     close(dw, grads[1], what="dw without dx")
 
 
+@pytest.mark.parametrize("xs, ws, stride, pad", [
+    ((2, 3, 9, 11), (300, 3, 3, 3), 2, 1),    # Fg > KC: dx sums over two blocks of filters
+    ((1, 40, 7, 6), (5, 40, 3, 3), (2, 3), 1),  # Cg*KH*KW = 360 > KC: two blocks of taps
+    ((1, 2, 40, 45), (9, 2, 2, 2), 1, 3),     # grid over NC columns: two column blocks
+])
+def test_conv_gemm_blocking_edges(K, R, close, rng, dtype, xs, ws, stride, pad):
+    """Shapes past the GEMM's KC and NC blocks (the hypothesis shapes stay below)."""
+    x, w, b, dy = make(rng, xs, ws, dtype, stride, pad, 1, 1, R)
+    with strategy("gemm"):
+        close(K.conv2d_forward(x, w, b, stride, pad), R.conv2d_forward(x, w, b, stride, pad))
+        for got, want in zip(K.conv2d_backward(dy, x, w, stride, pad), R.conv2d_backward(dy, x, w, stride, pad)):
+            close(got, want)
+
+
 @pytest.mark.parametrize("strat", sorted(STRATEGIES))
 def test_conv_no_bias_and_noncontiguous(K, R, close, rng, strat):
     x = rng.standard_normal((3, 8, 9, 10))[:, ::2]  # (3, 4, 9, 10), strided
