@@ -20,6 +20,11 @@ Structure (the BLIS/GotoBLAS scheme, kept small):
 * :func:`gemm` packs A (``MR`` rows at a time) and B (``NR`` columns at a
   time) into contiguous panels of ``KC`` steps, runs the micro-kernel over
   every full tile and finishes ragged edges through a small tile buffer.
+  :func:`gemm_block` does one block of it, given as index ranges.
+* :func:`kernel_block_bt` and :func:`kernel_block_at` read B's (or A's) rows
+  in place, unpacked, through a table of row offsets into a flat array: the
+  convolution's im2col matrix, whose rows are runs of its (phase) planes, is
+  never built or packed.
 
 The sum over ``k`` runs in a fixed order (blocks of ``KC``, then ``k`` within
 a block), so results are bitwise reproducible, though not identical to BLAS.
@@ -36,7 +41,7 @@ from numba.extending import intrinsic, overload
 from ._config import jit
 
 __all__ = [
-    "gemm", "gemm_block", "gemm_packed", "gemm_packed_cols", "pack_a", "pack_a_rows", "a_offset", "pack_b", "kernel_block", "kernel_block_bt",
+    "gemm", "gemm_block", "gemm_packed_cols", "pack_a", "pack_a_rows", "a_offset", "pack_b", "kernel_block", "kernel_block_bt",
     "kernel_block_at", "b_buffer",
     "tile_cols", "nr", "MR", "KC", "NC", "VECTOR_BYTES",
 ]
@@ -460,14 +465,10 @@ def gemm_block(a, b, c, i0, i1, j0, j1, accumulate):
 
 
 @jit()
-def gemm_packed(ap, m_, b, c, accumulate):
-    """:func:`gemm` with the left operand already packed by :func:`pack_a`."""
-    gemm_packed_cols(ap, m_, b, c, 0, b.shape[1], accumulate)
-
-
-@jit()
 def gemm_packed_cols(ap, m_, b, c, j_lo, j_hi, accumulate):
-    """Columns ``j_lo .. j_hi`` of :func:`gemm_packed`."""
+    """``c[:, j_lo:j_hi] (+)= A @ b[:, j_lo:j_hi]`` with A (``m_`` rows)
+    already packed by :func:`pack_a`: pack once, reuse for every product with
+    the same left operand."""
     k_ = b.shape[0]
     n_ = j_hi - j_lo
     nr_ = tile_cols(c)
