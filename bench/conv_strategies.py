@@ -24,14 +24,16 @@ from numbanet.kernels import conv as kconv
 
 from .registry import cases, get
 
-#: (_DIRECT_MAX_CG, _GEMM_MIN_FG) that force each strategy.
-_FORCE = {"direct": (10**9, 10**9), "gemm": (0, 0)}
+#: (_DIRECT_MAX_CG, _GEMM_MIN_FG) that force each strategy (the tests use
+#: them too, to check both strategies on every shape).
+STRATEGIES = {"direct": (10**9, 10**9), "gemm": (0, 0)}
 
 
 @contextlib.contextmanager
 def forced(strategy):
+    """Within the block, every conv call takes ``strategy`` wherever it can."""
     old = kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG
-    kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG = _FORCE[strategy]
+    kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG = STRATEGIES[strategy]
     try:
         yield
     finally:

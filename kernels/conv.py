@@ -3,18 +3,20 @@
 Two strategies, chosen per shape (:func:`_use_direct`):
 
 * **wide grid, direct** (few input channels and filters per group, stride 1:
-  depthwise convolution, narrow first layers). No column buffer: the samples' planes
-  are zero-padded to (Hp, Wp), flattened and laid end to end, and every kernel
-  tap becomes a shift by ``i*dh*Wp + j*dw``; the output is accumulated on a
-  grid of width Wp (the Wp - OW extra columns are cropped), so each tap is one
-  long contiguous multiply-add, up to eight taps per pass. dx is the same full
-  correlation of dy padded onto that grid, dw a set of dot products. One
-  parallel region per call (tasks are blocks of samples or batch chunks).
-* **wide grid, GEMM** (many input channels or filters per group, any stride). The padded planes are split into their stride phases,
-  on whose grid every row of the im2col matrix is a contiguous run of one
-  phase plane; numbanet's GEMM reads those runs in place, so no column matrix
-  is built and the large operand is never packed; col2im is one contiguous add
-  per row. Per sample and group, in batch-chunk tasks.
+  depthwise convolution, narrow first layers). No column buffer: the
+  samples' planes are zero-padded to (Hp, Wp), flattened and laid end to
+  end, and every kernel tap becomes a shift by ``i*dh*Wp + j*dw``; the output
+  is accumulated on a grid of width Wp (the Wp - OW extra columns are
+  cropped), so each tap is one long contiguous multiply-add, up to eight taps
+  per pass. dx is the same full correlation of dy padded onto that grid, dw a
+  set of dot products. One parallel region per call (tasks are blocks of
+  samples or batch chunks).
+* **wide grid, GEMM** (many input channels or filters per group, any
+  stride). The padded planes are split into their stride phases, on whose
+  grid every row of the im2col matrix is a contiguous run of one phase plane;
+  numbanet's GEMM reads those runs in place, so no column matrix is built and
+  the large operand is never packed; col2im is one contiguous add per row.
+  Per sample and group, in batch-chunk tasks.
 
 The GEMM is :mod:`numbanet.kernels._gemm`, numbanet's own AVX-512
 register-blocked product, run serially inside each batch-chunk task (1.6-1.8x
@@ -153,12 +155,24 @@ def _dot_sum(a, length):
 
 
 @jit()
-def _tap_offsets(kh_, kw_, dh, dw, wp):
-    off = np.empty(kh_ * kw_, np.int64)
+def _phase_taps(kh_, kw_, sh, sw, dh, dw, wq):
+    """Phase plane and offset of every tap on the phase grid of width ``wq``.
+
+    Tap ``(i, j)`` of output ``(oh, ow)`` reads ``x_pad[oh*sh + i*dh, ow*sw + j*dw]
+    = P[(i*dh % sh)*sw + j*dw % sw][(oh + i*dh // sh)*wq + ow + j*dw // sw]``,
+    with the phase planes ``P[a*sw + b][u*wq + v] = x_pad[u*sh + a, v*sw + b]``
+    (:func:`_pad_phases`): on the grid ``q = oh*wq + ow`` every tap is a
+    contiguous run of one phase plane, whatever the stride.
+    """
+    kk = kh_ * kw_
+    tpl = np.empty(kk, np.int64)
+    off = np.empty(kk, np.int64)
     for i in range(kh_):
         for j in range(kw_):
-            off[i * kw_ + j] = i * dh * wp + j * dw
-    return off
+            r, c = i * dh, j * dw
+            tpl[i * kw_ + j] = (r % sh) * sw + c % sw
+            off[i * kw_ + j] = (r // sh) * wq + c // sw
+    return tpl, off
 
 
 @jit()
@@ -246,7 +260,7 @@ def _conv2d_forward_wide(x, w, b, ph, pw, dh, dw, groups, oh_, ow_, spb):
     wp = w_ + 2 * pw
     plane = (h_ + 2 * ph) * wp
     kk = kh_ * kw_
-    off = _tap_offsets(kh_, kw_, dh, dw, wp)
+    off = _phase_taps(kh_, kw_, 1, 1, dh, dw, wp)[1]
     wf = w.reshape(f_, cg * kk)
     rows, offs = _flat_taps(cg, off)
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
@@ -282,7 +296,7 @@ def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, sp
     ntaps = cg * kk
     wp = w_ + 2 * pw
     plane = (h_ + 2 * ph) * wp
-    off = _tap_offsets(kh_, kw_, dh, dw, wp)
+    off = _phase_taps(kh_, kw_, 1, 1, dh, dw, wp)[1]
     front = off[kk - 1]
     # dx_pad[p] = sum_{f, t} w[f, c, t] * dy_wide[f, p - off[t]]: the taps of
     # the full correlation sit at offsets front - off[t] of dy_wide stored
@@ -385,27 +399,6 @@ def _pack_weights(w2, groups, transpose):
 
 
 @jit()
-def _phase_taps(kh_, kw_, sh, sw, dh, dw, wq):
-    """Phase plane and offset of every tap on the phase grid of width ``wq``.
-
-    Tap ``(i, j)`` of output ``(oh, ow)`` reads ``x_pad[oh*sh + i*dh, ow*sw + j*dw]
-    = P[(i*dh % sh)*sw + j*dw % sw][(oh + i*dh // sh)*wq + ow + j*dw // sw]``,
-    with the phase planes ``P[a*sw + b][u*wq + v] = x_pad[u*sh + a, v*sw + b]``
-    (:func:`_pad_phases`): on the grid ``q = oh*wq + ow`` every tap is a
-    contiguous run of one phase plane, whatever the stride.
-    """
-    kk = kh_ * kw_
-    tpl = np.empty(kk, np.int64)
-    off = np.empty(kk, np.int64)
-    for i in range(kh_):
-        for j in range(kw_):
-            r, c = i * dh, j * dw
-            tpl[i * kw_ + j] = (r % sh) * sw + c % sw
-            off[i * kw_ + j] = (r // sh) * wq + c // sw
-    return tpl, off
-
-
-@jit()
 def _pad_phases(xn, ph, pw, sh, sw, hq, wq, out):
     """The zero-padded planes of one sample ``xn`` (C, H, W) split into their
     ``sh*sw`` stride phases: ``out[c*sh*sw + a*sw + b, u*wq + v] =
@@ -456,6 +449,26 @@ def _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dxn):
 
 
 @jit()
+def _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
+    """The phase grid of a geometry: phases ``sh*sw``, phase plane ``hq x wq``
+    (flattened, ``plane`` long), grid length ``pwide = (OH - 1)*wq + OW`` and
+    every tap's phase and offset (:func:`_phase_taps`)."""
+    hq = (h_ + 2 * ph + sh - 1) // sh
+    wq = (w_ + 2 * pw + sw - 1) // sw
+    tpl, off = _phase_taps(kh_, kw_, sh, sw, dh, dw, wq)
+    return sh * sw, hq, wq, hq * wq, (oh_ - 1) * wq + ow_, tpl, off
+
+
+@jit()
+def _rows_with_slack(rows, cols, like):
+    """A zeroed flat buffer and its (rows, cols) view: the GEMM reads rows of
+    it in place, and a ragged last tile reads up to NR - 1 elements past a
+    row's end, so the flat buffer has that much slack after the last row."""
+    flat = np.zeros(rows * cols + tile_cols(like), like.dtype)
+    return flat, flat[: rows * cols].reshape(rows, cols)
+
+
+@jit()
 def _row_table(cg, groups, tpl, off, nph, plane, rows_per_group):
     """Where each row of each group's wide-grid im2col matrix starts in the
     flat phase planes: ``tab[g, c*KK + t] = ((g*Cg + c)*nph + tpl[t])*plane +
@@ -477,21 +490,14 @@ def _conv2d_forward_wgemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nch
     f_, cg, kh_, kw_ = w.shape
     fg = f_ // groups
     ck = cg * kh_ * kw_
-    nph = sh * sw
-    hq = (h_ + 2 * ph + sh - 1) // sh
-    wq = (w_ + 2 * pw + sw - 1) // sw
-    plane = hq * wq
-    pwide = (oh_ - 1) * wq + ow_
-    tpl, off = _phase_taps(kh_, kw_, sh, sw, dh, dw, wq)
+    nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
     tab = _row_table(cg, groups, tpl, off, nph, plane, ck)
-    slack = tile_cols(x)  # a ragged last tile reads this far past a row
     w2 = w.reshape(f_, ck)
     wpk = _pack_weights(w2, groups, False)
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
     chunk = (n_ + nchunks - 1) // nchunks
     for t in prange(nchunks):
-        xpf = np.zeros(c_ * nph * plane + slack, x.dtype)
-        xp = xpf[: c_ * nph * plane].reshape(c_ * nph, plane)
+        xpf, xp = _rows_with_slack(c_ * nph, plane, x)
         yw = np.empty((fg, pwide), x.dtype)
         tile = np.empty((MR, tile_cols(y)), x.dtype)
         for n in range(t * chunk, min(n_, (t + 1) * chunk)):
@@ -523,16 +529,10 @@ def _conv2d_backward_wgemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, ne
     kk = kh_ * kw_
     ck = cg * kk
     p_ = oh_ * ow_
-    nph = sh * sw
-    hq = (h_ + 2 * ph + sh - 1) // sh
-    wq = (w_ + 2 * pw + sw - 1) // sw
-    plane = hq * wq
-    pwide = (oh_ - 1) * wq + ow_
+    nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
     mpan = (ck + MR - 1) // MR
-    tpl, off = _phase_taps(kh_, kw_, sh, sw, dh, dw, wq)
     tab = _row_table(cg, groups, tpl, off, nph, plane, mpan * MR)
     dtab = np.arange(fg) * pwide  # rows of dy_wide
-    slack = tile_cols(dy)
     w2 = w.reshape(f_, ck)
     wtpk = _pack_weights(w2, groups, True)
     nkb = (fg + KC - 1) // KC
@@ -549,10 +549,8 @@ def _conv2d_backward_wgemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, ne
     nkw = (pwide + KC - 1) // KC
     kbw = (pwide + nkw - 1) // nkw
     for t in prange(nchunks):
-        xpf = np.zeros(c_ * nph * plane + slack, dy.dtype)
-        xp = xpf[: c_ * nph * plane].reshape(c_ * nph, plane)
-        dywf = np.zeros(fg * pwide + slack, dy.dtype)  # junk columns stay zero
-        dyw = dywf[: fg * pwide].reshape(fg, pwide)
+        xpf, xp = _rows_with_slack(c_ * nph, plane, dy)
+        dywf, dyw = _rows_with_slack(fg, pwide, dy)  # junk columns stay zero
         dcol = np.empty((MR, min(NC, pwide)), dy.dtype)
         dxp = np.empty((cg * nph if need_dx else 0, plane), dy.dtype)
         bp = b_buffer(kbw, fg, dy)

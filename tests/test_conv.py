@@ -1,12 +1,12 @@
 """Convolution kernels against the reference, numerical gradients and PyTorch."""
 
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from numbanet.bench.conv_strategies import STRATEGIES
+from numbanet.bench.conv_strategies import forced as strategy
 from numbanet.kernels import conv as kconv
 from numbanet.layers import Convolution
 from numbanet.nets import numerical_gradient
@@ -14,18 +14,7 @@ from numbanet.nets import numerical_gradient
 # Every kernel strategy must be right on every shape, whatever the wrappers
 # would pick by channel count: "direct" (the wide-grid loops, taken at stride 1;
 # stride > 1 always goes to the GEMM) and "gemm" (the GEMM on the padded planes'
-# stride phases). Values: (_DIRECT_MAX_CG, _GEMM_MIN_FG).
-STRATEGIES = {"direct": (10**9, 10**9), "gemm": (0, 0)}
-
-
-@contextlib.contextmanager
-def strategy(name):
-    old = kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG
-    kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG = STRATEGIES[name]
-    try:
-        yield
-    finally:
-        kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG = old
+# stride phases).
 
 
 def out_size(size, k, s, p, d):
