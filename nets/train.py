@@ -6,6 +6,8 @@ Usage::
     numbanet-train --network convnet --epochs 10 --optimizer sgd --lr 0.1
     numbanet-train --data ~/mnist --epochs 5 --save weights.npz
     python -m numbanet.nets --quiet
+    numbanet-train --checkpoint run.ckpt --resume     # checkpoint each epoch; continue after a crash
+    mpiexec -n 2 numbanet-train --distributed         # data-parallel over MPI (pip install 'numbanet[dist]')
 """
 
 from __future__ import annotations
@@ -48,8 +50,18 @@ def _parse(argv):
                    help="training accuracy on this many training samples only (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--save", metavar="FILE.npz", default=None, help="save the trained weights")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: launch with mpiexec -n P (or srun); --batch-size is per rank")
+    p.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="write a checkpoint here at each epoch end (and on Ctrl-C)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                   help="also checkpoint every STEPS optimizer steps")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint if it exists (bitwise the same result as an uninterrupted run)")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "threads", "eval_samples"):
+    if (args.resume or args.checkpoint_every is not None) and args.checkpoint is None:
+        p.error("--resume and --checkpoint-every need --checkpoint PATH")
+    for name in ("epochs", "batch_size", "threads", "eval_samples", "checkpoint_every"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -81,6 +93,13 @@ def main(argv=None):
     from .data import load_digits, load_mnist
     from .trainer import Trainer, format_history
 
+    rank = 0
+    if args.distributed:
+        from numbanet import dist
+
+        dist.init()
+        rank = dist.rank()
+    talk = rank == 0
     if args.threads is not None:
         # Numba's threads (every kernel, Affine's products included) and
         # NumPy's BLAS get the same budget.
@@ -96,16 +115,29 @@ def main(argv=None):
     cls_name, default_lr = OPTIMIZERS[args.optimizer]
     lr = default_lr if args.lr is None else args.lr
     opt = getattr(optimizers, cls_name)(lr=lr)
-    if not args.quiet:
+    if not args.quiet and talk:
         print(
             f"{type(net).__name__} on {source}: {len(x_tr)} train / {len(x_te)} test, "
             f"{cls_name}(lr={lr}), batch {args.batch_size}, {args.epochs} epochs, "
-            f"{args.dtype}, {get_num_threads()} threads, seed {args.seed}",
+            f"{args.dtype}, {get_num_threads()} threads, seed {args.seed}"
+            + (f", {dist.size()} ranks" if args.distributed else ""),
             flush=True,
         )
     trainer = Trainer(net, opt, x_tr, t_tr, x_te, t_te, epochs=args.epochs, batch_size=args.batch_size,
-                      seed=args.seed, quiet=args.quiet, eval_samples=args.eval_samples)
-    history = trainer.train()
+                      seed=args.seed, quiet=args.quiet, eval_samples=args.eval_samples,
+                      distributed=args.distributed, checkpoint=args.checkpoint,
+                      checkpoint_every=args.checkpoint_every, resume=args.resume)
+    try:
+        history = trainer.train()
+    except KeyboardInterrupt:
+        if talk and trainer.checkpoint is not None:
+            print(f"stopped at epoch {trainer._epoch}, step {trainer._step}; continue with --resume",
+                  file=sys.stderr, flush=True)
+        return 130
+    if trainer.resumed_from and talk and not args.quiet:
+        print(f"resumed from {trainer.resumed_from}")
+    if not talk:
+        return 0
     print(format_history(history))
     if args.save:
         net.save(args.save)
