@@ -134,7 +134,7 @@ def main(argv=None):
             print(f"stopped at epoch {trainer._epoch}, step {trainer._step}; continue with --resume",
                   file=sys.stderr, flush=True)
         return 130
-    if trainer.resumed_from and talk and not args.quiet:
+    if trainer.resumed_from and talk:
         print(f"resumed from {trainer.resumed_from}")
     if not talk:
         return 0

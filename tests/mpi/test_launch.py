@@ -69,16 +69,16 @@ def test_sigkill_at_a_random_point_then_resume_is_bitwise_identical(tmp_path, re
     killed = 0
     for attempt in range(4):  # a kill scheduled after the run ended is retried earlier
         delay = pick.uniform(0.0, (total - first) * 0.8 / 2**attempt)
-        proc, _, _, sent = _run(_command(tmp_path, "run", mpiexec, resume=killed > 0), ckpt, kill_after=delay)
-        if sent and proc.returncode != 0:
+        proc, _, _, sent = _run(_command(tmp_path, "run", mpiexec), ckpt, kill_after=delay)
+        finished = (tmp_path / "run.npz").exists()  # the kill came after the weights were saved
+        if sent and not finished:
             killed += 1
-            assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL, 137) or mpiexec, proc.returncode
+            assert proc.returncode != 0
             break
-        assert proc.returncode == 0, proc.stderr_text
+        assert finished, proc.stderr_text
         for f in tmp_path.glob("run.*"):
             f.unlink()
     assert killed, f"never managed to kill the run mid-training (seed {seed})"
-    assert not (tmp_path / "run.npz").exists()
     proc, _, _, _ = _run(_command(tmp_path, "run", mpiexec, resume=True), ckpt)
     assert proc.returncode == 0, proc.stderr_text
     assert "resumed from" in proc.stdout_text
