@@ -2,6 +2,8 @@
 Trainer in process; whole-process kills are in tests/mpi/test_launch.py."""
 
 import json
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -133,3 +135,10 @@ def test_checkpoint_must_fit_the_run(tmp_path, rng):
 
     with pytest.raises(TypeError, match="state_dict"):
         Trainer(net, NoState(), x, t, x, t, checkpoint=path)
+
+
+def test_mpi4py_is_imported_only_by_numbanet_dist():
+    code = ("import sys, numbanet.nets, numbanet.optimizers, numbanet.nets.train, numbanet.dist; "
+            "assert 'mpi4py' not in sys.modules, 'mpi4py imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
