@@ -68,6 +68,40 @@ def _network(name):
 NETWORKS = {"simple": "SimpleConvNet (MNIST 28x28)", "deep": "DeepConvNet-size (MNIST 28x28)"}
 
 
+def _layer_slices(net):
+    """Per parameter layer (last first, the order backward produces them),
+    the slice of the flat gradient buffer holding its gradients."""
+    flat = net._flat
+    out = {}
+    for i, layer in enumerate(net.layers):
+        sl = [flat.slices[f"{i}.{n}"] for n in layer.param_names]
+        if sl:
+            out[i] = slice(sl[0].start, sl[-1].stop)
+    return out
+
+
+def _gradient_overlapped(net, x, t, comm, weight, slices):
+    """``net.gradient`` with each layer's gradients sent out (MPI_Iallreduce,
+    in place) as soon as backward has produced them; returns the requests."""
+    from mpi4py import MPI
+
+    net.last_loss = net.loss(x, t, train_flg=True)
+    dout = net.last_layer.backward(1)
+    first = min(slices)
+    reqs = []
+    for i in range(len(net.layers) - 1, first - 1, -1):
+        layer = net.layers[i]
+        if i == first and layer.skips_dx:
+            layer.backward(dout, need_dx=False)
+        else:
+            dout = layer.backward(dout)
+        if i in slices:
+            seg = net._flat.grad[slices[i]]
+            seg *= seg.dtype.type(weight)
+            reqs.append(comm.Iallreduce(MPI.IN_PLACE, seg, op=MPI.SUM))
+    return reqs
+
+
 def _worker(args):
     from mpi4py import MPI
 
@@ -102,6 +136,27 @@ def _worker(args):
         # Per step, the slowest rank's figures; then the median over steps.
         worst = np.max(np.array(comm.allgather(rows)), axis=0)
         med = np.median(worst, axis=0)
+        # The same step with each layer's gradients reduced (MPI_Iallreduce)
+        # while backward goes on through the layers below it.
+        slices = _layer_slices(net)
+        overlapped = []
+        for i in range(args.warmup + args.steps):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            reqs = _gradient_overlapped(net, x, t, comm, 1.0 / size, slices)
+            MPI.Request.Waitall(reqs)
+            opt.optimizer.update(net.params, net.grads)
+            if i >= args.warmup:
+                overlapped.append(time.perf_counter() - t0)
+        blocking = []
+        for i in range(args.warmup + args.steps):  # the blocking step again, timed the same way
+            comm.Barrier()
+            t0 = time.perf_counter()
+            opt.update(net.params, net.gradient(x, t))
+            if i >= args.warmup:
+                blocking.append(time.perf_counter() - t0)
+        ov = float(np.median(np.max(np.array(comm.allgather(overlapped)), axis=0)))
+        bl = float(np.median(np.max(np.array(comm.allgather(blocking)), axis=0)))
         out[name] = {
             "params": int(net._flat.data.size),
             "bytes": int(net._flat.data.nbytes),
@@ -109,6 +164,8 @@ def _worker(args):
             "wait": float(med[1]),
             "allreduce": float(med[2]),
             "step": float(med[3]),
+            "step_blocking": bl,
+            "step_overlapped": ov,
             "per_rank_batch": per_rank,
         }
     if rank == 0:
@@ -171,6 +228,13 @@ def main(argv=None):
             r = run["results"][name]
             print(f"{NETWORKS[name]:<32} {r['params']:>8} {run['ranks']:>7} x {run['threads']:<5} "
                   f"{_ms(r['compute']):>8} {_ms(r['wait']):>7} {_ms(r['allreduce']):>9} {_ms(r['step']):>8}")
+    print()
+    print("Overlap: the same step with each layer's gradients reduced by MPI_Iallreduce as backward produces "
+          "them, against the blocking step, both timed barrier to end, median ms")
+    for name in args.networks:
+        r = runs[1]["results"][name]
+        print(f"{NETWORKS[name]:<32} 2 x 1   blocking {_ms(r['step_blocking']):>8}   "
+              f"overlapped {_ms(r['step_overlapped']):>8}")
     print()
     print(f"PROJECTION (alpha-beta model of ring allreduce, not a measurement): scaling efficiency "
           f"t_c / (t_c + t_allreduce(p)) at a fixed per-rank batch of {args.batch // 2}, t_c = the measured "

@@ -177,3 +177,29 @@ def test_resume_on_every_rank(comm, digits64, tmp_path_factory):
     same = all(np.array_equal(full.params[k], resumed.params[k]) for k in full.params)
     same &= all(np.array_equal(full.buffers[k], resumed.buffers[k]) for k in full.buffers)
     assert comm.allgather(same) == [True] * comm.Get_size()
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_broadcast_and_distributed_optimizer_api(comm, flat):
+    """Horovod's three calls on their own: rank 0's weights everywhere, then
+    the update uses the rank-average of the gradients (flat buffer or a
+    staging buffer for separate arrays)."""
+    from numbanet.optimizers import SGD
+
+    r, p = comm.Get_rank(), comm.Get_size()
+    net = SimpleConvNet((1, 8, 8), CONV, hidden_size=6, dtype=np.float64, seed=r, flat=flat)
+    root = comm.bcast({k: a.copy() for k, a in net.params.items()})
+    dist.broadcast_parameters(net.params)
+    assert all(np.array_equal(net.params[k], root[k]) for k in root)
+    grads = net.grads  # FlatParams views (one Allreduce) or separate arrays (a staging buffer)
+    for g in grads.values():
+        g[...] = r + 1
+    before = {k: a.copy() for k, a in net.params.items()}
+    opt = dist.DistributedOptimizer(SGD(lr=0.5))
+    opt.update(net.params, grads)
+    mean = (p + 1) / 2
+    for k in before:
+        np.testing.assert_allclose(net.params[k], before[k] - 0.5 * mean, rtol=0, atol=1e-15)
+    assert opt.lr == 0.5 and opt.allreduce_seconds > 0
+    with pytest.raises(ValueError, match="broadcast_parameters"):
+        dist.broadcast_parameters({"w": np.zeros(r + 1)})
