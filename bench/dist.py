@@ -85,20 +85,15 @@ def _gradient_overlapped(net, x, t, comm, weight, slices):
     in place) as soon as backward has produced them; returns the requests."""
     from mpi4py import MPI
 
-    net.last_loss = net.loss(x, t, train_flg=True)
-    dout = net.last_layer.backward(1)
-    first = min(slices)
     reqs = []
-    for i in range(len(net.layers) - 1, first - 1, -1):
-        layer = net.layers[i]
-        if i == first and layer.skips_dx:
-            layer.backward(dout, need_dx=False)
-        else:
-            dout = layer.backward(dout)
+
+    def send(i):
         if i in slices:
             seg = net._flat.grad[slices[i]]
             seg *= seg.dtype.type(weight)
             reqs.append(comm.Iallreduce(MPI.IN_PLACE, seg, op=MPI.SUM))
+
+    net.gradient(x, t, after_backward=send)
     return reqs
 
 

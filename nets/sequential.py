@@ -103,8 +103,13 @@ class Sequential:
         """The loss of the batch ``(x, t)``; ``t`` holds class indices or one-hot rows."""
         return self.last_layer.forward(self.predict(x, train_flg), t)
 
-    def gradient(self, x, t):
-        """Backpropagation in training mode; returns :attr:`grads` (updated in place)."""
+    def gradient(self, x, t, after_backward=None):
+        """Backpropagation in training mode; returns :attr:`grads` (updated in place).
+
+        ``after_backward(i)``, if given, is called right after layer ``i``'s
+        backward (last layer first), when that layer's gradients are final:
+        e.g. to start sending them while backward goes on.
+        """
         self.last_loss = self.loss(x, t, train_flg=True)
         dout = self.last_layer.backward(1)
         # Nothing needs the gradient of the input data: stop at the first
@@ -117,6 +122,8 @@ class Sequential:
                 layer.backward(dout, need_dx=False)
             else:
                 dout = layer.backward(dout)
+            if after_backward is not None:
+                after_backward(i)
         return self.grads
 
     def accuracy(self, x, t, batch_size=100):

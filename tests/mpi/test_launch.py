@@ -140,3 +140,21 @@ def test_a_rank_that_raises_ends_the_job(tmp_path, mpiexec):
     assert proc.returncode != 0
     assert "rank 1 fails mid-step" in err
     assert time.perf_counter() - t0 < 60
+
+
+def test_bench_dist_command(mpiexec):
+    """``python -m numbanet.bench.dist`` (the README's scaling tables), tiny."""
+    proc = subprocess.run([sys.executable, "-m", "numbanet.bench.dist", "--steps", "1", "--warmup", "0",
+                           "--batch", "4", "--networks", "simple"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "PROJECTION" in out and "overlapped" in out
+    assert out.count("SimpleConvNet (MNIST 28x28)        433890") == 2  # 1 x 2 and 2 x 1
+
+
+def test_ring_allreduce_model():
+    from numbanet.bench.dist import ring_allreduce_seconds
+
+    assert ring_allreduce_seconds(10**6, 1, 10, 1e-5) == 0.0
+    # 2 ranks: 2 messages of half the buffer each way -> 2 alpha + S / beta
+    assert ring_allreduce_seconds(10**6, 2, 8, 1e-5) == pytest.approx(2e-5 + 1e-3)
