@@ -171,7 +171,7 @@ class Trainer:
         if self.distributed:
             from numbanet import dist
 
-            self._comm = dist.init()
+            self._comm = dist.comm()  # init() on first use, with its abort-on-exception hook
             self.rank, self.size = self._comm.Get_rank(), self._comm.Get_size()
             if not isinstance(optimizer, dist.DistributedOptimizer):
                 self.optimizer = dist.DistributedOptimizer(optimizer, comm=self._comm)
