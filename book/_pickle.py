@@ -11,7 +11,8 @@ admits only what those files hold:
 - NumPy arrays, dtypes and scalars, through the few NumPy functions that
   rebuild them (the names NumPy 1.x writes, ``numpy.core.*``, and NumPy 2.x,
   ``numpy._core.*``);
-- ``_codecs.encode``, with which protocols 0-2 store bytes.
+- ``_codecs.encode``, ``bytes`` and ``bytearray``, with which protocols 0-4
+  store byte strings.
 
 Any other global, and persistent ids, raise :class:`pickle.UnpicklingError`
 naming the file and the global, before anything of it is called.
@@ -42,11 +43,14 @@ ALLOWED_GLOBALS = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("_codecs", "encode"): codecs.encode,
 }
+for _mod in ("builtins", "__builtin__"):  # protocols 0-2 write Python 2's name
+    ALLOWED_GLOBALS[(_mod, "bytes")] = bytes
+    ALLOWED_GLOBALS[(_mod, "bytearray")] = bytearray
 for _core in ("numpy.core", "numpy._core"):
     ALLOWED_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = _reconstruct
     ALLOWED_GLOBALS[(f"{_core}.multiarray", "scalar")] = _scalar
     ALLOWED_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _frombuffer
-del _core
+del _core, _mod
 
 
 class _Restricted(pickle.Unpickler):
