@@ -24,11 +24,11 @@ def _out(size, k, stride, pad):
     return (size + 2 * pad - k) // stride + 1
 
 
-def im2col_twin(x, fh, fw, stride, pad):
-    """col[(n*OH + i)*OW + j, (c*fh + ky)*fw + kx] = xpad[n, c, i*stride + ky, j*stride + kx]."""
-    n, c, h, w = x.shape
+def _taps(shape, fh, fw, stride, pad):
+    """Every (row, column) of the col matrix with the input pixel it holds,
+    ``(row, col, (n, c, y, x))``, skipping taps in the zero padding."""
+    n, c, h, w = shape
     oh, ow = _out(h, fh, stride, pad), _out(w, fw, stride, pad)
-    col = np.zeros((n * oh * ow, c * fh * fw), dtype=np.float64)
     for b in range(n):
         for i in range(oh):
             for j in range(ow):
@@ -37,25 +37,24 @@ def im2col_twin(x, fh, fw, stride, pad):
                         for kx in range(fw):
                             y, xx = i * stride + ky - pad, j * stride + kx - pad
                             if 0 <= y < h and 0 <= xx < w:
-                                col[(b * oh + i) * ow + j, (ch * fh + ky) * fw + kx] = x[b, ch, y, xx]
+                                yield (b * oh + i) * ow + j, (ch * fh + ky) * fw + kx, (b, ch, y, xx)
+
+
+def im2col_twin(x, fh, fw, stride, pad):
+    """col[(n*OH + i)*OW + j, (c*fh + ky)*fw + kx] = xpad[n, c, i*stride + ky, j*stride + kx]."""
+    n, c, h, w = x.shape
+    col = np.zeros((n * _out(h, fh, stride, pad) * _out(w, fw, stride, pad), c * fh * fw))
+    for r, k, pix in _taps(x.shape, fh, fw, stride, pad):
+        col[r, k] = x[pix]
     return col
 
 
 def col2im_twin(col, shape, fh, fw, stride, pad):
     """The adjoint: every col entry added to the pixel im2col read it from
     (entries from the zero padding dropped)."""
-    n, c, h, w = shape
-    oh, ow = _out(h, fh, stride, pad), _out(w, fw, stride, pad)
     img = np.zeros(shape)
-    for b in range(n):
-        for i in range(oh):
-            for j in range(ow):
-                for ch in range(c):
-                    for ky in range(fh):
-                        for kx in range(fw):
-                            y, xx = i * stride + ky - pad, j * stride + kx - pad
-                            if 0 <= y < h and 0 <= xx < w:
-                                img[b, ch, y, xx] += col[(b * oh + i) * ow + j, (ch * fh + ky) * fw + kx]
+    for r, k, pix in _taps(shape, fh, fw, stride, pad):
+        img[pix] += col[r, k]
     return img
 
 
