@@ -296,3 +296,31 @@ def test_book_eps_reaches_the_kernel():
         cls(lr=1.0).update(p, g)
         want = -g["W"] / (h(g["W"]) + 1e-7)
         np.testing.assert_allclose(p["W"], want, rtol=1e-15)
+
+
+@pytest.mark.parametrize("case", CASES[::2], ids=IDS[::2])
+def test_bad_entries_raise_as_the_book_does(case):
+    # The book's NumPy code raises ValueError for a gradient of another shape
+    # and for a read-only parameter, KeyError for a missing gradient; so do
+    # the fused paths (the kernels' own messages).
+    _, cls, hp, formula, _ = case
+    rng = np.random.default_rng(0)
+
+    def attempt(update, params, grads):
+        with pytest.raises(Exception) as info:
+            update(params, grads)
+        return info.type
+
+    ro = rng.standard_normal((3, 4))
+    ro.setflags(write=False)
+    bad = [({"W": rng.standard_normal((3, 4))}, {"W": rng.standard_normal((4, 3))}),
+           ({"W": ro}, {"W": rng.standard_normal((3, 4))}),
+           ({"W": rng.standard_normal((3, 4))}, {"V": rng.standard_normal((3, 4))})]
+    for params, grads in bad:
+        book_type = attempt(lambda p, g: formula(p, g, {}, **hp), dict(params), grads)
+        ours = attempt(cls(**hp).update, dict(params), grads)
+        assert ours is book_type or issubclass(ours, book_type), (ours, book_type)
+    g_nan = {"W": np.array([1.0, np.nan, 2.0])}
+    p = {"W": np.zeros(3)}
+    cls(**hp).update(p, g_nan)
+    assert np.isnan(p["W"][1]) and np.isfinite(p["W"][[0, 2]]).all()
