@@ -64,6 +64,11 @@ def _abort_on_exception(exc_type, exc, tb, _previous=sys.excepthook):
     _previous(exc_type, exc, tb)
     try:
         sys.stderr.flush()
+        # Give the launcher's output forwarding a moment to pass the traceback
+        # on before Abort tears the job down (hydra was seen to drop its tail).
+        import time
+
+        time.sleep(0.2)
         _mpi().COMM_WORLD.Abort(1)
     finally:  # pragma: no cover - Abort does not return
         pass
