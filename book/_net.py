@@ -18,7 +18,7 @@ from . import config
 
 def param_dtype() -> np.dtype:
     """The dtype new parameters get: ``numbanet.book.config.dtype`` (float64 by default)."""
-    return np.dtype(config.dtype)
+    return config.float_dtype()
 
 
 def weights(scale, shape, dtype):
