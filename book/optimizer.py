@@ -71,11 +71,26 @@ def _fusable(p, g, *states):
     return g
 
 
-def _zeros_like_each(params):
-    return {key: np.zeros_like(val) for key, val in params.items()}
+class _BookOptimizer:
+    """What the six share: the state dicts named in ``_states`` (created on
+    the first update with ``np.zeros_like`` of each parameter, as the book
+    does) and the choice between the fused and the NumPy path per entry."""
+
+    _states: tuple[str, ...] = ()
+
+    def _entries(self, params, grads):
+        """Yield ``(key, grad, fused_grad, states)`` for every entry of
+        ``params``; ``fused_grad`` is None where the entry takes NumPy."""
+        if self._states and getattr(self, self._states[0]) is None:
+            for name in self._states:
+                setattr(self, name, {key: np.zeros_like(val) for key, val in params.items()})
+        for key in params.keys():
+            p, g = params[key], grads[key]
+            states = [getattr(self, name)[key] for name in self._states]
+            yield key, g, _fusable(p, g, *states), states
 
 
-class SGD:
+class SGD(_BookOptimizer):
     """Stochastic gradient descent: ``p -= lr * g``.
 
     Parameters
@@ -89,46 +104,45 @@ class SGD:
 
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
-        for key in params.keys():
-            p, g = params[key], grads[key]
-            gf = _fusable(p, g)
+        for key, g, gf, _ in self._entries(params, grads):
             if gf is not None:
-                _k.sgd_step(p, gf, lr=self.lr)
+                _k.sgd_step(params[key], gf, lr=self.lr)
             else:
                 params[key] -= self.lr * g
 
 
-class Momentum:
-    """Momentum SGD, the book's form: ``v = momentum*v - lr*g``; ``p += v``.
-
-    Attributes
-    ----------
-    lr, momentum : float
-    v : dict or None
-        The velocities, name -> array like the parameter; ``None`` until the
-        first :meth:`update`.
-    """
+class _Velocity(_BookOptimizer):
+    _states = ("v",)
 
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
         self.momentum = momentum
         self.v = None
 
+
+class Momentum(_Velocity):
+    """Momentum SGD, the book's form: ``v = momentum*v - lr*g``; ``p += v``.
+
+    Attributes
+    ----------
+    lr, momentum : float
+        Defaults 0.01 and 0.9.
+    v : dict or None
+        The velocities, name -> array like the parameter; ``None`` until the
+        first :meth:`update`.
+    """
+
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
-        if self.v is None:
-            self.v = _zeros_like_each(params)
-        for key in params.keys():
-            p, g, v = params[key], grads[key], self.v[key]
-            gf = _fusable(p, g, v)
+        for key, g, gf, (v,) in self._entries(params, grads):
             if gf is not None:
-                _k.book_momentum_step(p, gf, v, lr=self.lr, momentum=self.momentum)
+                _k.book_momentum_step(params[key], gf, v, lr=self.lr, momentum=self.momentum)
             else:
                 self.v[key] = self.momentum * v - self.lr * g
                 params[key] += self.v[key]
 
 
-class Nesterov:
+class Nesterov(_Velocity):
     """Nesterov's accelerated gradient in the form of Bengio et al.
     (arXiv:1212.0901), as the book writes it::
 
@@ -138,25 +152,17 @@ class Nesterov:
     Attributes
     ----------
     lr, momentum : float
+        Defaults 0.01 and 0.9.
     v : dict or None
         The velocities, ``None`` until the first :meth:`update`.
     """
 
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr = lr
-        self.momentum = momentum
-        self.v = None
-
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
-        if self.v is None:
-            self.v = _zeros_like_each(params)
         mu, lr = self.momentum, self.lr
-        for key in params.keys():
-            p, g, v = params[key], grads[key], self.v[key]
-            gf = _fusable(p, g, v)
+        for key, g, gf, (v,) in self._entries(params, grads):
             if gf is not None:
-                _k.book_nesterov_step(p, gf, v, lr=lr, momentum=mu)
+                _k.book_nesterov_step(params[key], gf, v, lr=lr, momentum=mu)
             else:
                 params[key] += mu * mu * v
                 params[key] -= (1 + mu) * lr * g
@@ -164,7 +170,7 @@ class Nesterov:
                 self.v[key] -= lr * g
 
 
-class AdaGrad:
+class AdaGrad(_BookOptimizer):
     """AdaGrad: ``h += g*g``; ``p -= lr * g / (sqrt(h) + 1e-7)``.
 
     Attributes
@@ -174,26 +180,24 @@ class AdaGrad:
         Sums of squared gradients, ``None`` until the first :meth:`update`.
     """
 
+    _states = ("h",)
+
     def __init__(self, lr=0.01):
         self.lr = lr
         self.h = None
 
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
-        if self.h is None:
-            self.h = _zeros_like_each(params)
-        for key in params.keys():
-            p, g, h = params[key], grads[key], self.h[key]
-            gf = _fusable(p, g, h)
+        for key, g, gf, (h,) in self._entries(params, grads):
             if gf is not None:
                 # step 1 without lr_decay: the step size is lr itself.
-                _k.adagrad_step(p, gf, h, step=1, lr=self.lr, eps=EPS)
+                _k.adagrad_step(params[key], gf, h, step=1, lr=self.lr, eps=EPS)
             else:
                 self.h[key] += g * g
                 params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
 
 
-class RMSprop:
+class RMSprop(_BookOptimizer):
     """RMSprop: ``h = decay_rate*h + (1 - decay_rate)*g*g``;
     ``p -= lr * g / (sqrt(h) + 1e-7)``.
 
@@ -205,6 +209,8 @@ class RMSprop:
         :meth:`update`.
     """
 
+    _states = ("h",)
+
     def __init__(self, lr=0.01, decay_rate=0.99):
         self.lr = lr
         self.decay_rate = decay_rate
@@ -212,21 +218,17 @@ class RMSprop:
 
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
-        if self.h is None:
-            self.h = _zeros_like_each(params)
         rho = self.decay_rate
-        for key in params.keys():
-            p, g, h = params[key], grads[key], self.h[key]
-            gf = _fusable(p, g, h)
+        for key, g, gf, (h,) in self._entries(params, grads):
             if gf is not None:
-                _k.rmsprop_step(p, gf, h, lr=self.lr, alpha=rho, eps=EPS)
+                _k.rmsprop_step(params[key], gf, h, lr=self.lr, alpha=rho, eps=EPS)
             else:
                 self.h[key] *= rho
                 self.h[key] += (1 - rho) * g * g
                 params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
 
 
-class Adam:
+class Adam(_BookOptimizer):
     """Adam in the book's form (bias correction folded into the step size,
     eps 1e-7 outside the square root)::
 
@@ -244,6 +246,8 @@ class Adam:
         :meth:`update`.
     """
 
+    _states = ("m", "v")
+
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         self.lr = lr
         self.beta1 = beta1
@@ -254,17 +258,13 @@ class Adam:
 
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
-        if self.m is None:
-            self.m = _zeros_like_each(params)
-            self.v = _zeros_like_each(params)
+        entries = self._entries(params, grads)
         self.iter += 1
         b1, b2, t = self.beta1, self.beta2, self.iter
         lr_t = None
-        for key in params.keys():
-            p, g, m, v = params[key], grads[key], self.m[key], self.v[key]
-            gf = _fusable(p, g, m, v)
+        for key, g, gf, (m, v) in entries:
             if gf is not None:
-                _k.book_adam_step(p, gf, m, v, step=t, lr=self.lr, beta1=b1, beta2=b2, eps=EPS)
+                _k.book_adam_step(params[key], gf, m, v, step=t, lr=self.lr, beta1=b1, beta2=b2, eps=EPS)
                 continue
             if lr_t is None:
                 # A NumPy float64 scalar, as the book's np.sqrt makes it.

@@ -138,21 +138,19 @@ def _adam_chunk(p, g, m, v, vmax, decay, wd, l2, c1, base_m, beta2, omb2, bc2_sq
 
 
 @jit()
-def _book_momentum_chunk(p, g, vel, mom, lr):
-    for i in range(p.size):
-        vi = mom * vel[i] - lr * g[i]
-        vel[i] = vi
-        p[i] = p[i] + vi
-
-
-@jit()
-def _book_nesterov_chunk(p, g, vel, mom, mom_sq, one_plus_mom_lr, lr):
-    # The parameter moves with the old velocity, then the velocity is updated.
+def _book_velocity_chunk(p, g, vel, mom, mom_sq, one_plus_mom_lr, lr, nesterov):
     for i in range(p.size):
         vi = vel[i]
         gi = g[i]
-        p[i] = (p[i] + mom_sq * vi) - one_plus_mom_lr * gi
-        vel[i] = vi * mom - lr * gi
+        if nesterov:
+            # The parameter moves with the old velocity, then the velocity
+            # is updated.
+            p[i] = (p[i] + mom_sq * vi) - one_plus_mom_lr * gi
+            vel[i] = vi * mom - lr * gi
+        else:
+            vi = mom * vi - lr * gi
+            vel[i] = vi
+            p[i] = p[i] + vi
 
 
 @jit()
@@ -259,31 +257,18 @@ def _adam_step(p, g, m, v, vmax, decay, wd, l2, beta1, beta2, bc2_sqrt, eps, ste
 
 
 @jit(parallel=True)
-def _book_momentum_step(p, g, vel, lr, mom):
-    dt = p.dtype.type
-    mom_, lr_ = dt(mom), dt(lr)
-    n = p.size
-    if n < _PARALLEL_MIN:
-        _book_momentum_chunk(p, g, vel, mom_, lr_)
-        return
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
-        _book_momentum_chunk(p[s:e], g[s:e], vel[s:e], mom_, lr_)
-
-
-@jit(parallel=True)
-def _book_nesterov_step(p, g, vel, lr, mom):
+def _book_velocity_step(p, g, vel, lr, mom, nesterov):
     dt = p.dtype.type
     # mom * mom and (1 + mom) * lr are float64 products cast once, as the
     # book's Python-float expressions are before they meet an array.
     mom_, mom_sq, c, lr_ = dt(mom), dt(mom * mom), dt((1.0 + mom) * lr), dt(lr)
     n = p.size
     if n < _PARALLEL_MIN:
-        _book_nesterov_chunk(p, g, vel, mom_, mom_sq, c, lr_)
+        _book_velocity_chunk(p, g, vel, mom_, mom_sq, c, lr_, nesterov)
         return
     for k in prange((n + _CHUNK - 1) // _CHUNK):
         s, e = k * _CHUNK, min(n, (k + 1) * _CHUNK)
-        _book_nesterov_chunk(p[s:e], g[s:e], vel[s:e], mom_, mom_sq, c, lr_)
+        _book_velocity_chunk(p[s:e], g[s:e], vel[s:e], mom_, mom_sq, c, lr_, nesterov)
 
 
 @jit(parallel=True)
@@ -569,17 +554,12 @@ def book_momentum_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
         :math:`v`, starts at zero; updated in place.
     lr, momentum : float, >= 0
     """
-    fn = "book_momentum_step"
-    lr = v.float_param(fn, "lr", lr, minimum=0.0)
-    momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
-    (p, g, vel), copies = _arrays(fn, param, grad, ("velocity", velocity, True))
-    _book_momentum_step(p, g, vel, lr, momentum)
-    _write_back(copies)
+    _book_velocity("book_momentum_step", param, grad, velocity, lr, momentum, False)
 
 
 def book_nesterov_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
     r"""One Nesterov momentum step in place, the book's form (Bengio,
-    Boulanger-Lewandowski and Pascanu, arXiv:1212.0901, eq. 7).
+    Boulanger-Lewandowski and Pascanu, arXiv:1212.0901).
 
     .. math::
 
@@ -588,21 +568,17 @@ def book_nesterov_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
 
     evaluated as :math:`(\theta + (\mu^2) v) - ((1 + \mu)\eta) g` and
     :math:`v \mu - \eta g`, with the two scalar products in float64.
-
-    Parameters
-    ----------
-    param : ndarray, float32 or float64, any shape
-        Updated in place.
-    grad : ndarray, same shape and dtype as ``param``
-    velocity : ndarray like ``param``
-        :math:`v`, starts at zero; updated in place.
-    lr, momentum : float, >= 0
+    The parameters are those of :func:`book_momentum_step`.
     """
-    fn = "book_nesterov_step"
+    _book_velocity("book_nesterov_step", param, grad, velocity, lr, momentum, True)
+
+
+def _book_velocity(fn, param, grad, velocity, lr, momentum, nesterov):
+    """Validate and run a velocity step (the book's Momentum or Nesterov)."""
     lr = v.float_param(fn, "lr", lr, minimum=0.0)
     momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
     (p, g, vel), copies = _arrays(fn, param, grad, ("velocity", velocity, True))
-    _book_nesterov_step(p, g, vel, lr, momentum)
+    _book_velocity_step(p, g, vel, lr, momentum, nesterov)
     _write_back(copies)
 
 
