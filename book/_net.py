@@ -64,6 +64,34 @@ class BookNet:
         """Layer names (or list indices) holding W1/b1, W2/b2, ... in order."""
         raise NotImplementedError
 
+    def _loss_layer(self):
+        return self.last_layer
+
+    def predict(self, x):
+        """Scores before the softmax, shape (N, output_size): every layer in order."""
+        for layer in self._layer_list():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        """Mean cross-entropy of the softmax of :meth:`predict` against ``t``, plus
+        the L2 term of networks with ``weight_decay_lambda``."""
+        return self._loss_layer().forward(self.predict(x), t) + self._decay_term()
+
+    def gradient(self, x, t):
+        """Backpropagated gradients of ``loss(x, t)``, keyed as ``params``.
+
+        New arrays on every call (an earlier result is never overwritten);
+        with ``weight_decay_lambda`` each ``W`` gradient includes ``lambda * W``.
+        """
+        self.loss(x, t)
+        self._backprop(self._loss_layer())
+        grads = {}
+        decay = getattr(self, "weight_decay_lambda", 0)
+        for i, key in enumerate(self._weight_layers(), start=1):
+            self._weight_grads(grads, i, self.layers[key], decay)
+        return grads
+
     def _layer_list(self):
         return list(self.layers.values()) if isinstance(self.layers, dict) else list(self.layers)
 
@@ -110,7 +138,7 @@ class BookNet:
 
         Skipped (0) when lambda is 0: the book adds exactly 0.0 then.
         """
-        lam = self.weight_decay_lambda
+        lam = getattr(self, "weight_decay_lambda", 0)
         decay = 0
         if lam:
             for idx in range(1, self.hidden_layer_num + 2):

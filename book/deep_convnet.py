@@ -99,12 +99,3 @@ class DeepConvNet(SavesParams, BookNet):
     def accuracy(self, x, t, batch_size=100):
         """Fraction correct in inference mode, in whole batches of ``batch_size`` (the book's rule)."""
         return self._accuracy_batched(x, t, batch_size, train_flg=False)
-
-    def gradient(self, x, t):
-        """Backpropagated gradients of :meth:`loss`, keyed as ``params``."""
-        self.loss(x, t)
-        self._backprop(self.last_layer)
-        grads = {}
-        for i, idx in enumerate(self._WEIGHT_LAYERS, start=1):
-            self._weight_grads(grads, i, self.layers[idx])
-        return grads

@@ -59,17 +59,6 @@ class MultiLayerNet(BookNet):
     def _weight_layers(self):
         return ["Affine" + str(i) for i in range(1, self.hidden_layer_num + 2)]
 
-    def predict(self, x):
-        """Scores before the softmax, shape (N, output_size)."""
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
-
-    def loss(self, x, t):
-        """Softmax cross-entropy plus ``0.5 * lambda * sum(W ** 2)`` over the weights."""
-        y = self.predict(x)
-        return self.last_layer.forward(y, t) + self._decay_term()
-
     def accuracy(self, x, t):
         """Fraction of rows of ``x`` whose top score is the label (index or one-hot ``t``)."""
         return self._accuracy_full(self.predict(x), t, x.shape[0])
@@ -78,12 +67,3 @@ class MultiLayerNet(BookNet):
         """Central differences of :meth:`loss` for ``W1``, ``b1``, ``W2``, ..."""
         names = [p + str(i) for i in range(1, self.hidden_layer_num + 2) for p in ("W", "b")]
         return self._numerical(lambda: self.loss(x, t), names)
-
-    def gradient(self, x, t):
-        """Backpropagated gradients of :meth:`loss`, keyed as ``params``."""
-        self.loss(x, t)
-        self._backprop(self.last_layer)
-        grads = {}
-        for i, key in enumerate(self._weight_layers(), start=1):
-            self._weight_grads(grads, i, self.layers[key], self.weight_decay_lambda)
-        return grads

@@ -69,16 +69,6 @@ class SimpleConvNet(SavesParams, BookNet):
     def _weight_layers(self):
         return ("Conv1", "Affine1", "Affine2")
 
-    def predict(self, x):
-        """Scores before the softmax, shape (N, output_size)."""
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
-
-    def loss(self, x, t):
-        """Mean cross-entropy of the softmax of :meth:`predict` against ``t``."""
-        return self.last_layer.forward(self.predict(x), t)
-
     def accuracy(self, x, t, batch_size=100):
         """Fraction correct, predicted in whole batches of ``batch_size`` (the book's rule:
         a remainder is not predicted but counts in the denominator)."""
@@ -87,12 +77,3 @@ class SimpleConvNet(SavesParams, BookNet):
     def numerical_gradient(self, x, t):
         """Central differences of :meth:`loss` for ``W1``, ``b1``, ..., ``b3``."""
         return self._numerical(lambda: self.loss(x, t), ("W1", "b1", "W2", "b2", "W3", "b3"))
-
-    def gradient(self, x, t):
-        """Backpropagated gradients of :meth:`loss`, keyed as ``params``."""
-        self.loss(x, t)
-        self._backprop(self.last_layer)
-        grads = {}
-        for i, key in enumerate(self._weight_layers(), start=1):
-            self._weight_grads(grads, i, self.layers[key])
-        return grads

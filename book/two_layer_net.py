@@ -47,15 +47,8 @@ class TwoLayerNet(BookNet):
     def _weight_layers(self):
         return ("Affine1", "Affine2")
 
-    def predict(self, x):
-        """Scores before the softmax, shape (N, output_size)."""
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
-
-    def loss(self, x, t):
-        """Mean cross-entropy of the softmax of :meth:`predict` against ``t``."""
-        return self.lastLayer.forward(self.predict(x), t)
+    def _loss_layer(self):
+        return self.lastLayer
 
     def accuracy(self, x, t):
         """Fraction of rows of ``x`` whose top score is the label (index or one-hot ``t``)."""
@@ -64,12 +57,3 @@ class TwoLayerNet(BookNet):
     def numerical_gradient(self, x, t):
         """Central differences of :meth:`loss` (the book's ``numerical_gradient``, h = 1e-4)."""
         return self._numerical(lambda: self.loss(x, t), ("W1", "b1", "W2", "b2"))
-
-    def gradient(self, x, t):
-        """Backpropagated gradients of :meth:`loss`, keyed as ``params``."""
-        self.loss(x, t)
-        self._backprop(self.lastLayer)
-        grads = {}
-        for i, key in enumerate(self._weight_layers(), start=1):
-            self._weight_grads(grads, i, self.layers[key])
-        return grads
