@@ -143,10 +143,15 @@ class Affine:
         self.x = x
         return kernels.affine_forward(x, _cast(W, dt), _cast(self.b, dt))
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
+        """Store ``dW``, ``db``; return ``dx`` (``None`` with ``need_dx=False``,
+        an addition to the book's signature for a network's first layer,
+        whose input gradient nobody reads)."""
         x = self.x
-        dx, self.dW, self.db = kernels.affine_backward(_cast(dout, x.dtype), x, _cast(self.W, x.dtype))
-        return dx.reshape(self.original_x_shape)
+        dx, self.dW, self.db = kernels.affine_backward(
+            _cast(dout, x.dtype), x, _cast(self.W, x.dtype), need_dx=need_dx
+        )
+        return dx.reshape(self.original_x_shape) if need_dx else None
 
 
 class SoftmaxWithLoss:
@@ -335,10 +340,12 @@ class Convolution:
         self.x = x
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
+        """Store ``dW``, ``db``; return ``dx`` (``None`` with ``need_dx=False``,
+        as :meth:`Affine.backward`)."""
         x = self.x
         dx, self.dW, self.db = kernels.conv2d_backward(
-            _cast(dout, x.dtype), x, _cast(self.W, x.dtype), self.stride, self.pad
+            _cast(dout, x.dtype), x, _cast(self.W, x.dtype), self.stride, self.pad, need_dx=need_dx
         )
         return dx
 

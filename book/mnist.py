@@ -49,8 +49,10 @@ FILES = {
 }
 
 #: SHA-256 of the original MNIST files (9912422, 28881, 1648877 and 4542
-#: bytes), as published in several independent projects' download code (e.g.
-#: TensorFlow Datasets' URL checksums for the same four files).
+#: bytes), as the same values appear in the download code of several
+#: independent public projects (for the original site and the book's mirror).
+#: They were not checked against the files themselves: MNIST cannot be
+#: downloaded where numbanet is developed.
 SHA256 = {
     "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
     "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",

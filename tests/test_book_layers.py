@@ -37,6 +37,8 @@ def test_affine(close, dtype, rng, shape, m):
     dx = layer.backward(dout)
     rdx, rdW, rdb = reference.affine_backward(dout, x, W)
     close(dx, rdx), close(layer.dW, rdW), close(layer.db, rdb)
+    assert layer.backward(dout, need_dx=False) is None  # a first layer's shortcut
+    close(layer.dW, rdW), close(layer.db, rdb)
 
 
 @pytest.mark.parametrize("shape", [(3,), (4, 5), (2, 3, 4, 5)])
@@ -65,6 +67,7 @@ def test_convolution(close, dtype, rng, xs, ws, stride, pad):
     dx = layer.backward(dout)
     for got, want in zip((dx, layer.dW, layer.db), reference.conv2d_backward(dout, x, W, stride, pad)):
         close(got, want, rtol=1e-4 if dtype == np.float32 else None)
+    assert layer.backward(dout, need_dx=False) is None
 
 
 # --- the book's own math: reference.book --------------------------------------------
