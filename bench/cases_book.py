@@ -22,7 +22,8 @@ and optimizer objects with the one module attribute through which
 :mod:`numbanet.book.layers` and :mod:`numbanet.book.optimizer` reach the
 kernels pointed at :mod:`numbanet.reference` for the duration of each call:
 the book's algorithm, layer by layer, in NumPy (im2col convolution, as the
-book). A call returns the loss of the step and the updated parameters.
+book; the first layer's unused input gradient computed, as the book, where
+numbanet.book skips it). A call returns the loss of the step and the updated parameters.
 """
 
 from __future__ import annotations
@@ -93,12 +94,16 @@ def _net(name):
 
 def _bind_for(name, reseed):
     def bind(impl, inp):
+        from numbanet import kernels
         from numbanet.book import optimizer as book_optimizer
 
         with _param_dtype(inp["dtype"]):
             np.random.seed(SEED)
             net, opt_name, opt_kw = _net(name)
         opt = getattr(book_optimizer, opt_name)(**opt_kw)
+        # numbanet.book skips the unused input gradient of the first layer;
+        # the book's algorithm computes it.
+        net.skip_first_dx = impl is not kernels
         loss_layer = net.lastLayer if hasattr(net, "lastLayer") else net.last_layer
         x, t = inp["x"], inp["t"]
         # Biases feeding a batch norm get a gradient that is 0 in exact

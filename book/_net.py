@@ -14,6 +14,7 @@ import pickle
 import numpy as np
 
 from . import config
+from . import layers as _L
 
 
 def param_dtype() -> np.dtype:
@@ -60,6 +61,9 @@ class BookNet:
     ``_weight_layers()`` the layer that owns each ``W<i>``/``b<i>``.
     """
 
+    #: Skip the first layer's input gradient (False computes it, as the book).
+    skip_first_dx = True
+
     def _weight_layers(self):
         """Layer names (or list indices) holding W1/b1, W2/b2, ... in order."""
         raise NotImplementedError
@@ -101,7 +105,8 @@ class BookNet:
     def _backprop(self, loss_layer):
         """Run backward from ``loss_layer`` through every layer in reverse.
 
-        Remembers which gradient arrays the layers held before, so that
+        The first layer is not asked for its input gradient. Remembers
+        which gradient arrays the layers held before, so that
         :meth:`_grad` can tell a layer that writes its gradients into the
         same buffer every time (those are copied: arrays returned by
         ``gradient()`` must survive the next call) from one that makes new
@@ -113,8 +118,17 @@ class BookNet:
             for layer in layers
         }
         dout = loss_layer.backward(1)
-        for layer in reversed(layers):
+        for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
+        first = layers[0]
+        # The input gradient of the first layer is never used (its input is
+        # the data): Affine and Convolution skip computing it, which saves
+        # the largest product of a ConvNet's backward pass. Same parameter
+        # gradients either way.
+        if self.skip_first_dx and isinstance(first, (_L.Affine, _L.Convolution)):
+            first.backward(dout, need_dx=False)
+        else:
+            first.backward(dout)
 
     def _grad(self, layer, attr):
         """``layer.<attr>`` after :meth:`_backprop`, copied if the layer reused the buffer."""

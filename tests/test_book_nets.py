@@ -277,3 +277,15 @@ def test_convnet_accuracy_counts_whole_batches_only(rng):
     assert net.accuracy(x, t, batch_size=2) == want
     assert net.accuracy(x, np.eye(3)[t], batch_size=2) == want
     assert net.accuracy(x, t) == 0.0  # fewer samples than one batch of 100, as the book
+
+
+@pytest.mark.parametrize("name", ["two_layer", "simple_conv"])
+def test_skipping_the_first_input_gradient_changes_nothing(rng, name):
+    np.random.seed(SEED)
+    net = NETS[name][0]()
+    x, t = _data(rng, (1, 6, 6) if name == "simple_conv" else (6,))
+    fast = net.gradient(x, t)
+    net.skip_first_dx = False  # the book's algorithm: dx of the first layer computed too
+    full = net.gradient(x, t)
+    for k in fast:
+        np.testing.assert_array_equal(fast[k], full[k], err_msg=k)
