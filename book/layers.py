@@ -66,6 +66,12 @@ def _cast(a, dt):
     return np.asarray(a, dtype=dt)
 
 
+def _input_and_weights(layer, x):
+    """``(x, W, b)`` of a layer with weights, all in the weights' compute dtype."""
+    dt = _param_dtype(layer.W)
+    return _cast(x, dt), _cast(layer.W, dt), _cast(layer.b, dt)
+
+
 class Relu:
     """Rectified linear unit, ``out = max(x, 0)``; ``dx = dout * (x > 0)``.
 
@@ -135,13 +141,11 @@ class Affine:
         self.db = None
 
     def forward(self, x):
-        W = self.W
-        dt = _param_dtype(W)
-        x = _cast(x, dt)
+        x, W, b = _input_and_weights(self, x)
         self.original_x_shape = x.shape
         x = x.reshape(x.shape[0], -1)
         self.x = x
-        return kernels.affine_forward(x, _cast(W, dt), _cast(self.b, dt))
+        return kernels.affine_forward(x, W, b)
 
     def backward(self, dout, need_dx=True):
         """Store ``dW``, ``db``; return ``dx`` (``None`` with ``need_dx=False``,
@@ -333,10 +337,8 @@ class Convolution:
         self.db = None
 
     def forward(self, x):
-        W = self.W
-        dt = _param_dtype(W)
-        x = _cast(x, dt)
-        out = kernels.conv2d_forward(x, _cast(W, dt), _cast(self.b, dt), self.stride, self.pad)
+        x, W, b = _input_and_weights(self, x)
+        out = kernels.conv2d_forward(x, W, b, self.stride, self.pad)
         self.x = x
         return out
 
