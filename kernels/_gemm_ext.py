@@ -21,8 +21,8 @@ calls :mod:`._gemm` directly.
 When the symbols are registered: before any kernel that calls them is
 compiled (the overloads register them while the kernel is typed) or loaded
 from the cache (:func:`links_gemm` wraps the kernel dispatcher's cache
-loader), and only for the dtype being compiled or loaded. Nothing happens at
-import.
+loader), and only the entry points it calls, for the dtype being compiled or
+loaded. Nothing happens at import.
 
 Correctness across machines and tiles:
 
@@ -138,10 +138,12 @@ def symbol(entry: str, dt) -> str:
 _compiled: dict = {}
 
 
-def link(dt) -> None:
-    """Compile (or load from the cache) every entry point for Numba dtype
-    ``dt`` and register their symbols. Idempotent and cheap once done."""
-    if (next(iter(ENTRIES)), dt) in _compiled:
+def link(dt, entries=None) -> None:
+    """Compile (or load from the cache) the entry points ``entries`` (all by
+    default) for Numba dtype ``dt`` and register their symbols. Idempotent and
+    cheap once done."""
+    entries = tuple(ENTRIES) if entries is None else entries
+    if all((e, dt) in _compiled for e in entries):
         return
     import numba
     from llvmlite import binding as ll
@@ -150,9 +152,10 @@ def link(dt) -> None:
     # The compiler lock, not one of our own: this runs both from Python and
     # while Numba compiles a caller (which holds that lock already).
     with global_compiler_lock:
-        for entry, (fn, _) in ENTRIES.items():
+        for entry in entries:
             if (entry, dt) in _compiled:
                 continue
+            fn = ENTRIES[entry][0]
             cf = numba.cfunc(_signature(entry, dt), cache=CACHE, error_model="numpy")(fn)
             ll.add_symbol(symbol(entry, dt), cf.address)
             _compiled[entry, dt] = cf
@@ -165,23 +168,32 @@ def _array_dtype(sig):
     return None
 
 
-def links_gemm(dispatcher):
-    """Decorate a kernel dispatcher whose code calls these entry points: loading
-    it from the cache registers the symbols for its dtype first (a cached
-    kernel is machine code with the symbols unresolved)."""
-    cache = getattr(dispatcher, "_cache", None)
-    if cache is None:  # NUMBA_DISABLE_JIT: a plain function
+def links_gemm(*entries):
+    """Decorator for a kernel dispatcher whose code calls ``entries``: loading
+    it from the cache registers their symbols for its dtype first (a cached
+    kernel is machine code with the symbols unresolved). Only what the kernel
+    calls: each entry loaded is one more cache read at start-up."""
+    unknown = set(entries) - set(ENTRIES)
+    if unknown:
+        raise ValueError(f"links_gemm: no entry points {sorted(unknown)}")
+
+    def decorate(dispatcher):
+        cache = getattr(dispatcher, "_cache", None)
+        if cache is None:  # NUMBA_DISABLE_JIT: a plain function
+            return dispatcher
+        load = cache.load_overload
+
+        def load_overload(sig, target_context):
+            dt = _array_dtype(sig)
+            if dt is not None:
+                link(dt, entries)
+            return load(sig, target_context)
+
+        cache.load_overload = load_overload
+        dispatcher.gemm_entries = entries
         return dispatcher
-    load = cache.load_overload
 
-    def load_overload(sig, target_context):
-        dt = _array_dtype(sig)
-        if dt is not None:
-            link(dt)
-        return load(sig, target_context)
-
-    cache.load_overload = load_overload
-    return dispatcher
+    return decorate
 
 
 # --- the kernel side: the same names as in _gemm, lowered to external calls -----------
@@ -205,7 +217,7 @@ def _external(entry: str, *arrays):
     dt = arrays[0].dtype
     if dt not in (types.float32, types.float64) or any(a.dtype != dt for a in arrays):
         raise errors.TypingError(f"_gemm_ext.{entry}: float32 or float64 arrays of one dtype, got {arrays}")
-    link(dt)
+    link(dt, (entry,))
     return types.ExternalFunction(symbol(entry, dt), _signature(entry, dt))
 
 

@@ -33,7 +33,7 @@ __all__ = ["affine_forward", "affine_backward"]
 _PARALLEL_MIN_MACS = 1 << 20
 
 
-@links_gemm
+@links_gemm("gemm_block")
 @jit(parallel=True)
 def _matmul(a, ta, b, tb, c, threads):
     """``c = op(a) @ op(b)`` with ``op(a) = a.T if ta else a`` (likewise b),

@@ -385,6 +385,7 @@ def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, sp
 # backward). With stride 1 there is one phase: the padded planes themselves.
 
 
+@links_gemm("pack_a_rows_into")
 @jit()
 def _pack_weights(w2, groups, transpose):
     """Each group's weights ``w_g`` (Fg, Cg*KH*KW), or ``w_g^T``, packed for
@@ -488,7 +489,7 @@ def _row_table(cg, groups, tpl, off, nph, plane, rows_per_group):
     return tab
 
 
-@links_gemm
+@links_gemm("kernel_block_bt", "pack_a_rows_into")
 @jit(parallel=True)
 def _conv2d_forward_wgemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
     n_, c_, h_, w_ = x.shape
@@ -525,7 +526,7 @@ def _conv2d_forward_wgemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nch
     return y
 
 
-@links_gemm
+@links_gemm("kernel_block_at", "kernel_block_bt", "pack_a_rows_into", "pack_b")
 @jit(parallel=True)
 def _conv2d_backward_wgemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx):
     n_, f_, oh_, ow_ = dy.shape

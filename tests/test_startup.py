@@ -508,6 +508,20 @@ def test_gemm_symbols_name_dtype_and_tile(monkeypatch):
 
 
 @needs_jit
+def test_kernels_declare_every_gemm_entry_they_call():
+    # A cached kernel loads with only its declared entry points registered.
+    from numbanet.kernels import _gemm_ext
+    from numbanet.kernels._warmup import dispatchers
+
+    declared = {k: d for k, d in dispatchers().items() if hasattr(d, "gemm_entries")}
+    assert {"conv._conv2d_forward_wgemm", "conv._conv2d_backward_wgemm", "affine._matmul"} <= set(declared)
+    for name, d in dispatchers().items():
+        called = set(d.py_func.__code__.co_names) & set(_gemm_ext.ENTRIES)
+        called = {c for c in called if d.py_func.__globals__.get(c) is getattr(_gemm_ext, c)}
+        assert called <= set(getattr(d, "gemm_entries", ())), f"{name} calls {called}: decorate it with links_gemm"
+
+
+@needs_jit
 def test_warmup_in_worker_processes_then_loads_here(tmp_path):
     out = run_python(
         """
