@@ -57,6 +57,10 @@ def _affine_torch(inp):
 for _name, (_n, _d, _m) in {
     "affine_mnist": (100, 784, 100),
     "affine_wide": (256, 4096, 4096),
+    # The book's TwoLayerNet (784-50-10, batch 100) layer by layer, and one sample.
+    "affine_book1": (100, 784, 50),
+    "affine_book2": (100, 50, 10),
+    "affine_book1_n1": (1, 784, 50),
 }.items():
     register(
         Case(
@@ -110,19 +114,20 @@ def _softmax_torch(inp):
     return run
 
 
-register(
-    Case(
-        name="softmax_ce",
-        group="loss",
-        params={"N": 256, "K": 1000},
-        make_inputs=_softmax_inputs(256, 1000),
-        bind=_softmax_bind,
-        torch_bind=_softmax_torch,
-        nbytes=lambda dt: 4 * 256 * 1000 * dt.itemsize,
-        tol={"float32": 1e-5, "float64": 1e-12},
-        description="softmax_cross_entropy + backward",
+for _name, (_n, _k) in {"softmax_ce": (256, 1000), "softmax_ce_book": (100, 10)}.items():
+    register(
+        Case(
+            name=_name,
+            group="loss",
+            params={"N": _n, "K": _k},
+            make_inputs=_softmax_inputs(_n, _k),
+            bind=_softmax_bind,
+            torch_bind=_softmax_torch,
+            nbytes=lambda dt, _n=_n, _k=_k: 4 * _n * _k * dt.itemsize,
+            tol={"float32": 1e-5, "float64": 1e-12},
+            description="softmax_cross_entropy + backward",
+        )
     )
-)
 
 
 # --- ReLU: forward + backward on a conv-sized activation ------------------------
@@ -159,18 +164,19 @@ def _relu_torch(inp):
     return run
 
 
-_RELU_SHAPE = (100, 30, 24, 24)
-register(
-    Case(
-        name="relu_conv",
-        group="activation",
-        params={"shape": _RELU_SHAPE},
-        make_inputs=_relu_inputs(_RELU_SHAPE),
-        bind=_relu_bind,
-        torch_bind=_relu_torch,
-        # forward reads x, writes y; backward reads dy and x, writes dx
-        nbytes=lambda dt: 5 * int(np.prod(_RELU_SHAPE)) * dt.itemsize,
-        tol={"float32": 0.0, "float64": 0.0},
-        description="relu_forward + relu_backward",
+# A conv-sized activation, and the book's MLP hidden layer (batch 100, 50 units).
+for _name, _shape in {"relu_conv": (100, 30, 24, 24), "relu_book": (100, 50)}.items():
+    register(
+        Case(
+            name=_name,
+            group="activation",
+            params={"shape": _shape},
+            make_inputs=_relu_inputs(_shape),
+            bind=_relu_bind,
+            torch_bind=_relu_torch,
+            # forward reads x, writes y; backward reads dy and x, writes dx
+            nbytes=lambda dt, _shape=_shape: 5 * int(np.prod(_shape)) * dt.itemsize,
+            tol={"float32": 0.0, "float64": 0.0},
+            description="relu_forward + relu_backward",
+        )
     )
-)

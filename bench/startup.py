@@ -6,10 +6,15 @@ this one counts:
 
 - ``import numbanet.layers``: wall time of the import inside a fresh process
   (best and median of ``--repeat``);
-- cold compile: one process with ``NUMBANET_DISABLE_CACHE=1`` compiles each
-  op's kernels for float32 through :func:`numbanet.kernels.warmup`, after one
-  trivial ``@njit`` function has paid Numba's one-off compiler start-up
-  (reported separately);
+- cold compile: one process with an empty ``NUMBA_CACHE_DIR`` of its own
+  compiles each op's kernels (for ``--dtypes``) through
+  :func:`numbanet.kernels.warmup`, after one trivial ``@njit`` function has
+  paid Numba's one-off compiler start-up (reported separately); wall and CPU
+  seconds per op (CPU seconds of the compiling process are the steadier
+  figure on a shared machine). The GEMM's external symbols compile with the
+  first op that calls them. Then, with ``--processes`` above 1, the wall time
+  of ``warmup(processes=N)`` (what ``numbanet-warmup`` runs) from process
+  start, into another empty cache;
 - first result: wall time from launching a fresh ``python`` to the first
   ``conv2d_forward`` + ``conv2d_backward`` result on the ``conv_mnist`` shapes
   (``affine_forward`` + ``affine_backward`` on ``affine_mnist`` shapes before
@@ -39,6 +44,7 @@ import json, time
 t0 = time.perf_counter()
 import numba
 import numbanet.kernels as K
+from numbanet.kernels._examples import available
 t_import = time.perf_counter() - t0
 
 @numba.njit
@@ -48,8 +54,22 @@ def _trivial(x):
 t0 = time.perf_counter()
 _trivial(1.0)
 t_numba = time.perf_counter() - t0
-secs = K.warmup(dtypes=("float32",), ops={ops}, progress=False)
+ops = {ops} or list(available())
+secs = {{}}
+for dtype in {dtypes}:
+    for op in ops:
+        c0 = time.process_time()
+        wall = K.warmup(dtypes=(dtype,), ops=[op], progress=False)[f"{{op}}[{{dtype}}]"]
+        secs[f"{{op}}[{{dtype}}]"] = (wall, time.process_time() - c0)
 print(json.dumps({{"import": t_import, "numba_first_compile": t_numba, "ops": secs}}))
+"""
+
+_COLD_PARALLEL = """
+import json, time
+t0 = time.perf_counter()
+import numbanet.kernels as K
+secs = K.warmup(dtypes={dtypes}, ops={ops}, progress=False, processes={processes})
+print(json.dumps({{"wall": time.perf_counter() - t0, "jobs": len(secs)}}))
 """
 
 _FIRST_RESULT = """
@@ -95,8 +115,28 @@ def measure_import(repeat: int) -> list[float]:
     return [_python(_IMPORT)[0] for _ in range(repeat)]
 
 
-def measure_cold(ops=None) -> dict:
-    return _python(_COLD.format(ops=repr(ops)), {"NUMBANET_DISABLE_CACHE": "1"})[0]
+def _empty_cache_env(tmp: str) -> dict:
+    # An empty cache directory of its own: nothing loads, and the GEMM objects
+    # the kernels call are compiled like everything else.
+    return {"NUMBA_CACHE_DIR": tmp}
+
+
+def measure_cold(ops=None, dtypes=("float32",)) -> dict:
+    """Per op: (wall, CPU) seconds to compile it into an empty cache, in one process."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="numbanet-cold-") as tmp:
+        return _python(_COLD.format(ops=repr(ops), dtypes=repr(tuple(dtypes))), _empty_cache_env(tmp))[0]
+
+
+def measure_cold_parallel(processes: int, ops=None, dtypes=("float32",)) -> dict:
+    """Wall seconds of ``warmup(processes=...)`` into an empty cache, process start included."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="numbanet-cold-") as tmp:
+        code = _COLD_PARALLEL.format(ops=repr(ops), dtypes=repr(tuple(dtypes)), processes=processes)
+        info, wall = _python(code, _empty_cache_env(tmp))
+        return {**info, "process_wall": wall}
 
 
 def measure_first_result(repeat: int) -> tuple[dict, list[float]]:
@@ -108,6 +148,12 @@ def measure_first_result(repeat: int) -> tuple[dict, list[float]]:
     return info, walls
 
 
+def _default_processes() -> int:
+    from numbanet.kernels._warmup import default_processes
+
+    return default_processes()
+
+
 def _summary(xs):
     return f"best {min(xs):.3f} s, median {statistics.median(xs):.3f} s ({len(xs)} runs)"
 
@@ -117,6 +163,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=5, help="fresh processes per timing (default 5)")
     p.add_argument("--ops", help="comma-separated ops for the cold-compile table (default: all)")
     p.add_argument("--skip-cold", action="store_true", help="skip the (slow) cold compile table")
+    p.add_argument("--dtypes", default="float32", help="comma-separated dtypes for the cold compile (default float32)")
+    p.add_argument("--processes", type=int, default=_default_processes(),
+                   help="also time the cold compile with warmup(processes=N), if N > 1 (default: the cores)")
     args = p.parse_args(argv)
 
     print(f"import numbanet.layers: {_summary(measure_import(args.repeat))}")
@@ -127,13 +176,19 @@ def main(argv=None) -> int:
           f"import + first call {info['total_in_process']:.3f} s")
     if not args.skip_cold:
         ops = args.ops.split(",") if args.ops else None
-        cold = measure_cold(ops)
-        print(f"cold compile, float32, NUMBANET_DISABLE_CACHE=1 (Numba's own first compile "
-              f"{cold['numba_first_compile']:.2f} s not included):")
-        print("| op | seconds |\n|---|---:|")
-        for name, s in cold["ops"].items():
-            print(f"| {name.removesuffix('[float32]')} | {s:.2f} |")
-        print(f"| **total** | {sum(cold['ops'].values()):.2f} |")
+        for dtype in args.dtypes.split(","):
+            cold = measure_cold(ops, (dtype,))
+            rows = cold["ops"]
+            print(f"cold compile, {dtype}, one process, empty cache (Numba's own first compile "
+                  f"{cold['numba_first_compile']:.2f} s not included):")
+            print("| op | wall s | CPU s |\n|---|---:|---:|")
+            for name, (wall, cpu) in rows.items():
+                print(f"| {name.removesuffix(f'[{dtype}]')} | {wall:.2f} | {cpu:.2f} |")
+            print(f"| **total** | {sum(w for w, _ in rows.values()):.2f} | {sum(c for _, c in rows.values()):.2f} |")
+            if args.processes > 1:
+                par = measure_cold_parallel(args.processes, ops, (dtype,))
+                print(f"cold compile, {dtype}, `warmup(processes={args.processes})` (numbanet-warmup), "
+                      f"process start to all {par['jobs']} jobs loaded: {par['process_wall']:.2f} s")
     return 0
 
 

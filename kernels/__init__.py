@@ -8,59 +8,69 @@ signatures.
 
 Threads: :func:`set_num_threads` / :func:`get_num_threads` or the environment
 variable ``NUMBANET_NUM_THREADS`` (see :mod:`numbanet.kernels._threads`).
-Ahead-of-time compilation: :func:`warmup`.
+Ahead-of-time compilation: :func:`warmup` (or the ``numbanet-warmup`` command).
+
+Importing this package imports neither Numba nor NumPy: each op's module
+(and Numba with it) is imported on first use of one of its names, so a
+program pays for what it calls (``import numbanet.kernels`` takes milliseconds,
+``import numba`` about 0.2 s).
 """
 
-from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
-from .affine import affine_backward, affine_forward
-from .batchnorm import batchnorm_backward, batchnorm_forward
-from .conv import conv2d_backward, conv2d_forward
-from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
-from .optim import (
-    adagrad_step,
-    adam_step,
-    adamw_step,
-    all_finite,
-    book_adam_step,
-    book_momentum_step,
-    book_nesterov_step,
-    rmsprop_step,
-    sgd_step,
-)
-from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
+from importlib import import_module as _import_module
 
-__all__ = [
-    "affine_forward",
-    "affine_backward",
-    "batchnorm_forward",
-    "batchnorm_backward",
-    "relu_forward",
-    "relu_backward",
-    "sigmoid_forward",
-    "sigmoid_backward",
-    "softmax_cross_entropy",
-    "softmax_cross_entropy_backward",
-    "sgd_step",
-    "adagrad_step",
-    "rmsprop_step",
-    "adam_step",
-    "adamw_step",
-    "all_finite",
-    "book_momentum_step",
-    "book_nesterov_step",
-    "book_adam_step",
-    "conv2d_forward",
-    "conv2d_backward",
-    "maxpool2d_forward",
-    "maxpool2d_backward",
-    "avgpool2d_forward",
-    "avgpool2d_backward",
-]
-
-# Utilities, not kernel ops: every other name in ``__all__`` is an op and needs
-# an entry in ``_examples.EXAMPLES`` (a test checks).
-from ._threads import get_num_threads, set_num_threads  # noqa: E402
-from ._warmup import warmup  # noqa: E402
+#: Public name -> the module that defines it.
+_WHERE = {
+    "affine_forward": "affine",
+    "affine_backward": "affine",
+    "batchnorm_forward": "batchnorm",
+    "batchnorm_backward": "batchnorm",
+    "relu_forward": "activation",
+    "relu_backward": "activation",
+    "sigmoid_forward": "activation",
+    "sigmoid_backward": "activation",
+    "softmax_cross_entropy": "loss",
+    "softmax_cross_entropy_backward": "loss",
+    "sgd_step": "optim",
+    "adagrad_step": "optim",
+    "rmsprop_step": "optim",
+    "adam_step": "optim",
+    "adamw_step": "optim",
+    "all_finite": "optim",
+    "book_momentum_step": "optim",
+    "book_nesterov_step": "optim",
+    "book_adam_step": "optim",
+    "conv2d_forward": "conv",
+    "conv2d_backward": "conv",
+    "maxpool2d_forward": "pool",
+    "maxpool2d_backward": "pool",
+    "avgpool2d_forward": "pool",
+    "avgpool2d_backward": "pool",
+    # Utilities, not kernel ops: every other name in ``__all__`` is an op and
+    # needs an entry in ``_examples.EXAMPLES`` (a test checks).
+    "set_num_threads": "_threads",
+    "get_num_threads": "_threads",
+    "warmup": "_warmup",
+}
 
 UTILITIES = ("set_num_threads", "get_num_threads", "warmup")
-__all__ += UTILITIES
+
+__all__ = list(_WHERE)
+
+#: The modules holding ops, for code that needs them all imported.
+OP_MODULES = tuple(sorted({m for m in _WHERE.values() if not m.startswith("_")}))
+
+
+def __getattr__(name):
+    mod = _WHERE.get(name)
+    if mod is not None:
+        value = getattr(_import_module(f".{mod}", __name__), name)
+    elif name in OP_MODULES:
+        value = _import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # found once; later lookups are plain attribute reads
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | set(OP_MODULES))

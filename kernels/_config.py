@@ -67,20 +67,29 @@ def jit(*, parallel: bool = False, fastmath: bool = False):
 # (kernels/_gemm.py), shared by convolution and Affine. For those files the
 # cache locator below adds the dependency's content hash to the freshness
 # stamp, so editing _gemm.py recompiles conv and affine kernels instead of
-# loading stale ones.
+# loading stale ones. The GEMM itself is compiled once per dtype as external
+# symbols (_gemm_ext.py); its stamp and its callers' also hold the
+# micro-kernel's tile, which names the symbols.
 
 _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: Kernel file -> the files of other @njit code compiled into its kernels.
 DEPENDENCIES = {
-    "conv.py": ("_gemm.py",),
-    "affine.py": ("_gemm.py",),
+    "conv.py": ("_gemm.py", "_gemm_ext.py"),
+    "affine.py": ("_gemm.py", "_gemm_ext.py"),
+    "_gemm_ext.py": ("_gemm.py",),
 }
 
 
 def _file_hash(path: str) -> bytes:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).digest()
+
+
+def _tile_key() -> str:
+    from ._gemm_ext import tile_key  # imported by the time anything is cached
+
+    return tile_key()
 
 
 def _dependencies(py_file: str):
@@ -101,7 +110,7 @@ def _with_dependencies(base):
 
         def get_source_stamp(self):
             deps = tuple(_file_hash(p) for p in _dependencies(self._py_file))
-            return (super().get_source_stamp(), deps)
+            return (super().get_source_stamp(), deps, _tile_key())
 
     Locator.__name__ = Locator.__qualname__ = "Numbanet" + base.__name__
     return Locator

@@ -41,7 +41,7 @@ from numba.extending import intrinsic, overload
 from ._config import jit
 
 __all__ = [
-    "gemm", "gemm_block", "gemm_packed_cols", "pack_a", "pack_a_rows", "a_offset", "pack_b", "kernel_block", "kernel_block_bt",
+    "gemm", "gemm_block", "gemm_packed_cols", "pack_a", "pack_a_rows", "pack_a_rows_into", "a_offset", "pack_b", "kernel_block", "kernel_block_bt",
     "kernel_block_at", "b_buffer",
     "tile_cols", "nr", "MR", "KC", "NC", "VECTOR_BYTES",
 ]
@@ -340,14 +340,20 @@ def pack_a_rows(a, i0, i1):
     """:func:`pack_a` of rows ``i0 .. i1`` of ``a`` (a range, not a slice:
     slicing the rows of a transposed array would be one more array type,
     hence one more compilation of everything below)."""
+    ap = np.empty(((i1 - i0 + MR - 1) // MR) * MR * a.shape[1], a.dtype)
+    pack_a_rows_into(a, i0, i1, ap)
+    return ap
+
+
+@jit()
+def pack_a_rows_into(a, i0, i1, ap):
+    """:func:`pack_a_rows` into ``ap`` (``ceil((i1 - i0) / MR) * MR * K`` long)."""
     m_, k_ = i1 - i0, a.shape[1]
     mpan = (m_ + MR - 1) // MR
-    ap = np.empty(mpan * MR * k_, a.dtype)
     for k0 in range(0, k_, KC):
         kc = min(KC, k_ - k0)
         for ip in range(mpan):
             _pack_a(a, i0 + ip * MR, min(MR, m_ - ip * MR), k0, kc, ap, mpan * MR * k0 + ip * MR * kc)
-    return ap
 
 
 @jit()

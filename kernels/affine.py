@@ -22,7 +22,8 @@ from numba import prange
 
 from . import _validate as v
 from ._config import jit
-from ._gemm import MR, gemm_block, tile_cols
+from ._gemm import MR, tile_cols
+from ._gemm_ext import gemm_block, links_gemm
 
 __all__ = ["affine_forward", "affine_backward"]
 
@@ -32,6 +33,7 @@ __all__ = ["affine_forward", "affine_backward"]
 _PARALLEL_MIN_MACS = 1 << 20
 
 
+@links_gemm("gemm_block")
 @jit(parallel=True)
 def _matmul(a, ta, b, tb, c, threads):
     """``c = op(a) @ op(b)`` with ``op(a) = a.T if ta else a`` (likewise b),

@@ -40,7 +40,8 @@ from numba import prange
 
 from . import _validate as v
 from ._config import jit
-from ._gemm import KC, MR, NC, a_offset, b_buffer, kernel_block_at, kernel_block_bt, pack_a, pack_b, tile_cols
+from ._gemm import KC, MR, NC, a_offset, b_buffer, tile_cols
+from ._gemm_ext import kernel_block_at, kernel_block_bt, links_gemm, pack_a_rows_into, pack_b
 
 __all__ = ["conv2d_forward", "conv2d_backward"]
 
@@ -384,6 +385,7 @@ def _conv2d_backward_wide(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, sp
 # backward). With stride 1 there is one phase: the padded planes themselves.
 
 
+@links_gemm("pack_a_rows_into")
 @jit()
 def _pack_weights(w2, groups, transpose):
     """Each group's weights ``w_g`` (Fg, Cg*KH*KW), or ``w_g^T``, packed for
@@ -394,7 +396,10 @@ def _pack_weights(w2, groups, transpose):
     out = np.empty((groups, ((rows + MR - 1) // MR) * MR * cols), w2.dtype)
     for g in range(groups):
         wg = w2[g * fg : (g + 1) * fg]
-        out[g] = pack_a(wg.T) if transpose else pack_a(wg)
+        if transpose:
+            pack_a_rows_into(wg.T, 0, rows, out[g])
+        else:
+            pack_a_rows_into(wg, 0, rows, out[g])
     return out
 
 
@@ -484,6 +489,7 @@ def _row_table(cg, groups, tpl, off, nph, plane, rows_per_group):
     return tab
 
 
+@links_gemm("kernel_block_bt", "pack_a_rows_into")
 @jit(parallel=True)
 def _conv2d_forward_wgemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
     n_, c_, h_, w_ = x.shape
@@ -520,6 +526,7 @@ def _conv2d_forward_wgemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nch
     return y
 
 
+@links_gemm("kernel_block_at", "kernel_block_bt", "pack_a_rows_into", "pack_b")
 @jit(parallel=True)
 def _conv2d_backward_wgemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx):
     n_, f_, oh_, ow_ = dy.shape

@@ -64,6 +64,22 @@ def test_import_compiles_nothing_and_starts_no_threads():
     assert not out["env_read"]
 
 
+def test_importing_the_kernels_package_imports_neither_numba_nor_numpy():
+    out = run_python(
+        """
+        import json, sys
+        import numbanet.kernels as K
+        before = sorted(m for m in ("numba", "numpy") if m in sys.modules)
+        f = K.relu_forward  # first use imports the op's module
+        print(json.dumps({"before": before, "after": "numba" in sys.modules,
+                          "module": f.__module__, "dir": "conv2d_forward" in dir(K)}))
+        """
+    )
+    assert out == {"before": [], "after": True, "module": "numbanet.kernels.activation", "dir": True}
+    with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
+        kernels.nonesuch  # noqa: B018
+
+
 def test_every_kernel_op_has_a_warmup_example():
     ops = set(kernels.__all__) - set(kernels.UTILITIES)
     assert ops == set(EXAMPLES), "add new ops to numbanet/kernels/_examples.py"
@@ -438,3 +454,97 @@ def test_kernel_caches_go_stale_when_the_gemm_file_changes(monkeypatch):
         assert locator.get_source_stamp() == before
     # files without cross-file helpers keep numba's own locator
     assert not type(pool._maxpool2d_forward._cache._impl._locator).__name__.startswith("Numbanet")
+
+
+# --- the GEMM as external symbols: compiled once per dtype, CPU and tile -----------
+
+_LINK_GEMM = """
+import json
+import numpy as np
+from numba import types
+from numbanet.kernels import _gemm_ext
+import numbanet.kernels as K
+_gemm_ext.link(types.float32)
+rng = np.random.default_rng(0)
+x, w = rng.standard_normal((3, 40)).astype(np.float32), rng.standard_normal((40, 5)).astype(np.float32)
+err = float(np.abs(K.affine_forward(x, w, np.zeros(5, np.float32)) - x @ w).max())
+print(json.dumps({"hits": sum(cf.cache_hits for cf in _gemm_ext._compiled.values()),
+                  "n": len(_gemm_ext._compiled), "err": err}))
+"""
+
+
+@needs_jit
+def test_gemm_objects_are_cached_per_target_cpu(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    n = len(__import__("numbanet.kernels._gemm_ext", fromlist=["ENTRIES"]).ENTRIES)
+    first = run_python(_LINK_GEMM, env)
+    assert first["n"] == n and first["hits"] == 0 and first["err"] < 1e-4
+    # Another target CPU (as a machine with other features would be) never
+    # loads these objects: it compiles its own.
+    other = run_python(_LINK_GEMM, {**env, "NUMBA_CPU_NAME": "generic"})
+    assert other["hits"] == 0 and other["err"] < 1e-4
+    again = run_python(_LINK_GEMM, env)
+    assert again["hits"] == n and again["err"] < 1e-4
+
+
+def test_gemm_symbols_name_dtype_and_tile(monkeypatch):
+    from numba import types
+
+    from numbanet.kernels import _config, _gemm_ext, conv
+
+    names = {_gemm_ext.symbol(e, dt) for e in _gemm_ext.ENTRIES for dt in (types.float32, types.float64)}
+    assert len(names) == 2 * len(_gemm_ext.ENTRIES)
+    assert all(_gemm_ext.tile_key() in s for s in names)
+    if numba.config.DISABLE_JIT:
+        return
+    # The tile is in the cache stamp of the GEMM objects and of their callers.
+    for dispatcher in (conv._conv2d_forward_wgemm,):
+        locator = dispatcher._cache._impl._locator
+        before = locator.get_source_stamp()
+        monkeypatch.setattr(_gemm_ext, "tile_key", lambda: "another_tile")
+        assert locator.get_source_stamp() != before
+        monkeypatch.undo()
+    assert "_gemm_ext.py" in _config.DEPENDENCIES["conv.py"]
+
+
+@needs_jit
+def test_kernels_declare_every_gemm_entry_they_call():
+    # A cached kernel loads with only its declared entry points registered.
+    from numbanet.kernels import _gemm_ext
+    from numbanet.kernels._warmup import dispatchers
+
+    declared = {k: d for k, d in dispatchers().items() if hasattr(d, "gemm_entries")}
+    assert {"conv._conv2d_forward_wgemm", "conv._conv2d_backward_wgemm", "affine._matmul"} <= set(declared)
+    for name, d in dispatchers().items():
+        called = set(d.py_func.__code__.co_names) & set(_gemm_ext.ENTRIES)
+        called = {c for c in called if d.py_func.__globals__.get(c) is getattr(_gemm_ext, c)}
+        assert called <= set(getattr(d, "gemm_entries", ())), f"{name} calls {called}: decorate it with links_gemm"
+
+
+@needs_jit
+def test_warmup_in_worker_processes_then_loads_here(tmp_path):
+    out = run_python(
+        """
+        import json
+        import numbanet.kernels as K
+        from numbanet.kernels._warmup import kernels_reached
+        secs = K.warmup(dtypes="float32", ops=["relu_forward", "affine_forward"], processes=2, progress=False)
+        hits = {op: sum(sum(d.stats.cache_hits.values()) for d in kernels_reached(op).values())
+                for op in ("relu_forward", "affine_forward")}
+        print(json.dumps({"secs": sorted(secs), "hits": hits}))
+        """,
+        {"NUMBA_CACHE_DIR": str(tmp_path)},
+    )
+    assert out["secs"] == ["affine_forward[float32]", "gemm[float32]", "relu_forward[float32]"]
+    assert all(h >= 1 for h in out["hits"].values()), out  # compiled by the workers, loaded here
+
+
+def test_warmup_command(capsys):
+    from numbanet.kernels._warmup import default_processes, main
+
+    assert default_processes() >= 1
+    assert main(["--ops", "relu_forward", "--dtypes", "float32", "-j", "1"]) == 0
+    out = capsys.readouterr()
+    assert "relu_forward[float32]" in out.out and "1 jobs in" in out.out
+    with pytest.raises(ValueError, match="processes"):
+        kernels.warmup(ops="relu_forward", processes=0)
