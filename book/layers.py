@@ -28,7 +28,10 @@ import numpy as np
 from numbanet import kernels
 
 from . import config
+from . import functions as _functions
+from .functions import *  # noqa: F401,F403  (re-exported, as the book's module does)
 from .functions import LOG_DELTA
+from .util import col2im, im2col  # noqa: F401  (re-exported, as the book's module does)
 
 __all__ = [
     "Relu",
@@ -40,6 +43,10 @@ __all__ = [
     "Convolution",
     "Pooling",
 ]
+# The book's module has no ``__all__``: ``from common.layers import *`` also
+# hands a script numpy, the functions and im2col/col2im, and the chapter
+# networks (ch05/two_layer_net, ch07/simple_convnet) are written against that.
+__all__ += ["np", "im2col", "col2im", *_functions.__all__]
 
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -66,10 +73,17 @@ def _cast(a, dt):
     return np.asarray(a, dtype=dt)
 
 
-def _input_and_weights(layer, x):
-    """``(x, W, b)`` of a layer with weights, all in the weights' compute dtype."""
+def _input_and_weights(layer, x, n_out):
+    """``(x, W, b)`` of a layer with weights, all in the weights' compute dtype.
+
+    ``b`` is broadcast to its ``(n_out,)`` vector when it is not one: the book
+    adds it with NumPy broadcasting, so a scalar bias works there
+    (ch07/apply_filter passes ``b = 0``)."""
     dt = _param_dtype(layer.W)
-    return _cast(x, dt), _cast(layer.W, dt), _cast(layer.b, dt)
+    b = _cast(layer.b, dt)
+    if b.shape != (n_out,):
+        b = np.ascontiguousarray(np.broadcast_to(b, (n_out,)))
+    return _cast(x, dt), _cast(layer.W, dt), b
 
 
 class Relu:
@@ -141,7 +155,7 @@ class Affine:
         self.db = None
 
     def forward(self, x):
-        x, W, b = _input_and_weights(self, x)
+        x, W, b = _input_and_weights(self, x, self.W.shape[1])
         self.original_x_shape = x.shape
         x = x.reshape(x.shape[0], -1)
         self.x = x
@@ -337,7 +351,7 @@ class Convolution:
         self.db = None
 
     def forward(self, x):
-        x, W, b = _input_and_weights(self, x)
+        x, W, b = _input_and_weights(self, x, self.W.shape[0])
         out = kernels.conv2d_forward(x, W, b, self.stride, self.pad)
         self.x = x
         return out

@@ -278,3 +278,21 @@ def test_numerical_gradients_float64(rng):
     num = numerical_gradient(lambda _: sm.forward(xs, t), xs)
     sm.forward(xs, t)
     np.testing.assert_allclose(sm.backward(), num, rtol=1e-5, atol=1e-7)
+
+
+def test_scalar_bias_broadcasts_as_in_the_book(rng):
+    """The book adds ``b`` with NumPy broadcasting; ch07/apply_filter passes ``b = 0``."""
+    x = rng.standard_normal((2, 1, 6, 6))
+    w = rng.standard_normal((3, 1, 3, 3))
+    got = L.Convolution(w, 0.5).forward(x)
+    want = L.Convolution(w, np.full(3, 0.5)).forward(x)
+    np.testing.assert_array_equal(got, want)
+    wa = rng.standard_normal((36, 4))
+    np.testing.assert_array_equal(L.Affine(wa, 1.0).forward(x), L.Affine(wa, np.ones(4)).forward(x))
+
+
+def test_star_import_hands_scripts_what_the_books_module_does():
+    ns = {}
+    exec("from numbanet.book.layers import *", ns)
+    for name in ("np", "im2col", "col2im", "softmax", "cross_entropy_error", "Affine", "Pooling"):
+        assert name in ns, name
