@@ -273,30 +273,53 @@ _X86_TARGETS = {"avx512": "skylake-avx512", "avx2": "haswell", "generic": "x86-6
 _RANK = {"generic": 0, "avx2": 1, "avx512": 2}
 
 
+def _tile_run(name, cache_dir):
+    """How :func:`test_every_tile_computes_the_product` runs ``name``: its
+    environment, and whether it is compiled for its own target."""
+    import os
+
+    host = _gemm.target_isa(*_gemm.numba_target())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU_", "NUMBANET_GEMM_"))}
+    env["NUMBA_CACHE_DIR"] = str(cache_dir)
+    native = name in _X86_TARGETS and host in _RANK and _RANK[name] <= _RANK[host]
+    if native:
+        env.update(NUMBA_CPU_NAME=_X86_TARGETS[name], NUMBA_CPU_FEATURES="")
+    else:
+        env["NUMBANET_GEMM_TILE"] = name
+    return env, native
+
+
+@pytest.fixture(scope="module")
+def tile_runs(tmp_path_factory):
+    """Every tile's probe, all started at once (each is mostly compilation,
+    so they share the cores instead of queueing): name -> (native, process)."""
+    import subprocess
+    import sys
+
+    procs = {}
+    for name in sorted(_gemm.TILES):
+        env, native = _tile_run(name, tmp_path_factory.mktemp(f"cache-{name}"))
+        procs[name] = native, subprocess.Popen([sys.executable, "-c", _TILE_PROBE, "1" if native else "0"],
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    done = {}
+    for name, (native, proc) in procs.items():
+        out, err = proc.communicate(timeout=900)
+        done[name] = native, proc.returncode, out, err
+    return done
+
+
 @pytest.mark.parametrize("name", sorted(_gemm.TILES))
-def test_every_tile_computes_the_product(tmp_path, name):
+def test_every_tile_computes_the_product(tile_runs, name):
     """Each tile's kernels against NumPy, in a fresh process (and cache):
     compiled for the tile's own target (``NUMBA_CPU_NAME``) where this machine
     can run it, its compiled k loops then checked for spills; else (AVX-512 on
     an AVX2 machine, NEON on x86) the tile forced on this machine's target,
     where LLVM splits its vectors: the same IR and index arithmetic, run."""
     import json
-    import os
-    import subprocess
-    import sys
 
-    host = _gemm.target_isa(*_gemm.numba_target())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU_", "NUMBANET_GEMM_"))}
-    env["NUMBA_CACHE_DIR"] = str(tmp_path)
-    native = name in _X86_TARGETS and host in _RANK and _RANK[name] <= _RANK[host]
-    if native:
-        env.update(NUMBA_CPU_NAME=_X86_TARGETS[name], NUMBA_CPU_FEATURES="")
-    else:
-        env["NUMBANET_GEMM_TILE"] = name
-    proc = subprocess.run([sys.executable, "-c", _TILE_PROBE, "1" if native else "0"], capture_output=True,
-                          text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    native, returncode, stdout, stderr = tile_runs[name]
+    assert returncode == 0, stderr[-3000:]
+    out = json.loads(stdout.strip().splitlines()[-1])
     tile = _gemm.TILES[name]
     assert (out["tile"], out["mr"], out["nr32"]) == (name, tile.mr, tile.nr(4))
     # relative to sum_k |a||b|: rounding over k <= KC + 3 steps

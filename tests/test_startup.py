@@ -438,3 +438,16 @@ def test_kernel_caches_go_stale_when_the_gemm_file_changes(monkeypatch):
         assert locator.get_source_stamp() == before
     # files without cross-file helpers keep numba's own locator
     assert not type(pool._maxpool2d_forward._cache._impl._locator).__name__.startswith("Numbanet")
+
+
+@needs_jit
+def test_gemm_kernels_are_cached_per_tile():
+    """Kernels holding GEMM code are cached under the tile's name: a forced
+    tile (NUMBANET_GEMM_TILE) never loads another tile's machine code."""
+    from numbanet.kernels import _gemm, affine, conv, pool
+
+    for dispatcher in (conv._conv2d_forward_wgemm, affine._matmul, _gemm.gemm):
+        impl = dispatcher._cache._impl
+        assert impl._locator.get_disambiguator().endswith("-" + _gemm.TILE.name)
+        assert f"-{_gemm.TILE.name}." in impl.filename_base
+    assert _gemm.TILE.name not in pool._maxpool2d_forward._cache._impl.filename_base
