@@ -93,7 +93,7 @@ from ._config import jit
 __all__ = [
     "gemm", "gemm_block", "gemm_packed_cols", "pack_a", "pack_a_rows", "a_offset", "pack_b", "kernel_block", "kernel_block_bt",
     "kernel_block_at", "b_buffer",
-    "tile_cols", "nr", "MR", "NV", "KC", "NC", "VECTOR_BYTES", "TILE", "TILES", "Tile", "target_isa",
+    "tile_cols", "nr", "MR", "NV", "KC", "NC", "VECTOR_BYTES", "TILE", "TILES", "TILE_KEY", "Tile", "target_isa",
     "microkernel_asm", "loop_stack_accesses",
 ]
 
@@ -205,6 +205,8 @@ def _select_tile() -> Tile:
 
 #: The micro-kernel of Numba's target (read once, at import).
 TILE = _select_tile()
+#: The tile as one identifier (symbol names, cache keys).
+TILE_KEY = f"{TILE.name}_mr{TILE.mr}_nv{TILE.nv}_v{TILE.vector_bytes}_kc{TILE.kc}"
 #: Rows of A per micro-kernel call.
 MR = TILE.mr
 #: Vectors of B per micro-kernel row (``NR = NV * lanes``).
