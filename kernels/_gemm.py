@@ -450,29 +450,19 @@ def _pack_a(a, i0, rows, k0, kc, out, o):
 
 
 @jit()
-def _pack_b(b, k0, kc, j0, cols, out, o, nr_):
-    """``out[o + k*NR + j] = b[k0 + k, j0 + j]`` (zero for ``j >= cols``)."""
+def _pack_b_cols(b, k0, kc, j0, cols, out, o, nr_):
+    """``out[o + k*NR + j] = b[k0 + k, j0 + j]`` (zero for ``j >= cols``),
+    walking ``b``'s columns: for the transpose of a row-major matrix."""
     zero = out.dtype.type(0)
-    if b.strides[1] == b.itemsize:  # rows contiguous: one short copy per k
-        for k in range(kc):
-            dst = out[o + k * nr_ :]
-            src = b[k0 + k, j0:]
-            if cols == nr_:
-                for j in range(nr_):
-                    dst[j] = src[j]
-            else:
-                for j in range(nr_):
-                    dst[j] = src[j] if j < cols else zero
-    else:  # e.g. the transpose of a row-major matrix: walk its rows instead
-        for j in range(nr_):
-            dst = out[o + j :]
-            if j < cols:
-                src = b[k0:, j0 + j]
-                for k in range(kc):
-                    dst[k * nr_] = src[k]
-            else:
-                for k in range(kc):
-                    dst[k * nr_] = zero
+    for j in range(nr_):
+        dst = out[o + j :]
+        if j < cols:
+            src = b[k0:, j0 + j]
+            for k in range(kc):
+                dst[k * nr_] = src[k]
+        else:
+            for k in range(kc):
+                dst[k * nr_] = zero
 
 
 @jit()
@@ -507,10 +497,30 @@ def a_offset(m_, k0):
 @jit()
 def pack_b(b, k0, kc, j0, nc, bp):
     """``b[k0:k0+kc, j0:j0+nc]`` packed for :func:`kernel_block` into ``bp``
-    (at least ``ceil(nc / NR) * NR * kc`` long)."""
+    (at least ``ceil(nc / NR) * NR * kc`` long): panel ``p`` holds
+    ``bp[p*NR*kc + k*NR + j] = b[k0 + k, j0 + p*NR + j]``, zero past ``nc``."""
     nr_ = tile_cols(bp)
-    for js in range(0, nc, nr_):
-        _pack_b(b, k0, kc, j0 + js, min(nr_, nc - js), bp, (js // nr_) * nr_ * kc, nr_)
+    if b.strides[1] != b.itemsize:  # e.g. the transpose of a row-major matrix
+        for js in range(0, nc, nr_):
+            _pack_b_cols(b, k0, kc, j0 + js, min(nr_, nc - js), bp, (js // nr_) * nr_ * kc, nr_)
+        return
+    # Rows contiguous: each row of b once, into every panel (3-4x faster
+    # than a panel at a time, measured on 1024 x 1024).
+    zero = bp.dtype.type(0)
+    full = nc // nr_
+    rest = nc - full * nr_
+    for k in range(kc):
+        row = b[k0 + k]
+        for p in range(full):
+            o = p * nr_ * kc + k * nr_
+            js = j0 + p * nr_
+            for j in range(nr_):
+                bp[o + j] = row[js + j]
+        if rest:
+            o = full * nr_ * kc + k * nr_
+            js = j0 + full * nr_
+            for j in range(nr_):
+                bp[o + j] = row[js + j] if j < rest else zero
 
 
 @jit()
