@@ -54,6 +54,8 @@ def _parse(argv):
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups (needs matplotlib)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time calls in process CPU time, not wall time (with --threads 1: robust on a shared machine)")
     p.add_argument("--isa", default="native", choices=["native", "avx2"],
                    help="restrict numbanet and PyTorch to an instruction set (default: what the CPU has)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -130,9 +132,9 @@ def _measure_numba(items, args, bar):
         bar.set_description(f"{case.name} {dtype}: reference")
         r_out, _ = first_call(ref)
         rec["max_abs_err"], rec["max_rel_err"] = compare_outputs(k_out, r_out)
-        rec["reference"] = measure(ref, args.repeat, args.budget)
+        rec["reference"] = measure(ref, args.repeat, args.budget, cpu_time=args.cpu_time)
         bar.set_description(f"{case.name} {dtype}: kernel")
-        rec["kernel"] = measure(ker, args.repeat, args.budget)
+        rec["kernel"] = measure(ker, args.repeat, args.budget, cpu_time=args.cpu_time)
         rec["speedup"] = rec["reference"]["median"] / rec["kernel"]["median"]
         rec["kernel_rate"] = _rate(case, dtype, rec["kernel"]["median"])
         results.append(rec)
@@ -146,6 +148,7 @@ def _measure_torch(items, args, threads, bar):
         "threads": threads,
         "repeat": args.repeat,
         "budget": args.budget,
+        "cpu_time": args.cpu_time,
         "items": [[c.name, dt] for c, dt in items],
     }
     proc = subprocess.Popen(
@@ -284,6 +287,7 @@ def main(argv=None) -> int:
     for r in results:
         r["threads"] = threads
         r["isa"] = args.isa
+        r["cpu_time"] = args.cpu_time
         r["gemm_peak_gflops"] = peaks[r["dtype"]]
         case = next(c for c, dt in items if c.name == r["case"])
         if case.flops:
@@ -296,7 +300,8 @@ def main(argv=None) -> int:
           + (f"; PyTorch ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY')}"
              f" ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')}" if args.isa != "native" else ""))
     print("GEMM micro-kernel peak, 1 core: " + ", ".join(f"{dt} {g:.1f} GFLOP/s" for dt, g in peaks.items()))
-    print("speed-up = reference / kernel; torch/kernel > 1 means numbanet is faster. Median times.")
+    print("speed-up = reference / kernel; torch/kernel > 1 means numbanet is faster. Median "
+          + ("process CPU times." if args.cpu_time else "times."))
     print(format_table(results))
     errors = [r for r in results if "error" in r.get("torch", {})]
     for r in errors:

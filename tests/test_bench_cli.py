@@ -13,13 +13,15 @@ FAST = ["--cases", "affine_mnist", "--repeat", "1", "--budget", "0.05", "--quiet
 
 def test_compare_table_and_json(tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert compare.main(FAST + ["--no-torch", "--dtype", "both", "--json", str(out)]) == 0
+    assert compare.main(FAST + ["--no-torch", "--dtype", "both", "--cpu-time", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "affine_mnist  float32" in text and "affine_mnist  float64" in text
+    assert "process CPU times" in text and "GEMM micro-kernel peak, 1 core: float32" in text
     assert "speed-up" in text and "torch ms" not in text
     records = json.loads(out.read_text())
     assert [r["dtype"] for r in records] == ["float32", "float64"]
     for r in records:
+        assert r["cpu_time"] and 0 < r["gemm_peak_gflops"] and 0 < r["of_peak"]
         assert r["kernel"]["median"] > 0 and r["reference"]["median"] > 0
         assert r["max_rel_err"] < 1e-5
         assert r["speedup"] == pytest.approx(r["reference"]["median"] / r["kernel"]["median"])
