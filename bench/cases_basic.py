@@ -76,6 +76,35 @@ for _name, (_n, _d, _m) in {
     )
 
 
+def _gemm_bind(impl, inp):
+    x, w, b = inp["x"], inp["w"], inp["b"]
+    return lambda: impl.affine_forward(x, w, b)
+
+
+def _gemm_torch(inp):
+    import torch
+
+    x, w, b = (torch.from_numpy(inp[k]) for k in ("x", "w", "b"))
+    return lambda: torch.addmm(b, x, w)
+
+
+# The square product on its own (Affine's forward pass: the bias add is 1/1024
+# of the work): numbanet's GEMM against NumPy's BLAS (OpenBLAS). Run it with
+# --threads 1 for the single-core comparison.
+register(
+    Case(
+        name="gemm_1024",
+        group="affine",
+        params={"M": 1024, "K": 1024, "N": 1024},
+        make_inputs=_affine_inputs(1024, 1024, 1024),
+        bind=_gemm_bind,
+        torch_bind=_gemm_torch,
+        flops=2.0 * 1024**3,
+        description="affine_forward, 1024 x 1024 by 1024 x 1024",
+    )
+)
+
+
 # --- Softmax cross-entropy: loss + gradient -------------------------------------
 
 

@@ -10,7 +10,18 @@ Usage::
 
     numbanet-bench                       # all cases, float32
     numbanet-bench --cases 'affine*,softmax_ce' --dtype both --json out.json
+    numbanet-bench --isa avx2 --cases 'conv*'  # both sides restricted to AVX2
     python -m numbanet.bench --plot speedups.png
+
+``--isa avx2`` reruns the command in a child process whose environment
+restricts both sides to AVX2 + FMA: Numba compiles for ``haswell`` with this
+CPU's features minus AVX-512 (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``,
+hence numbanet's AVX2 micro-kernel) into a cache directory of its own, and
+PyTorch runs with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``.
+
+The header also gives the GEMM micro-kernel's measured single-core peak
+(:mod:`numbanet.bench.gemm_peak`), and the "of peak" column each case's rate
+as a fraction of that peak times the thread count.
 """
 
 from __future__ import annotations
@@ -18,8 +29,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import numba
 import numpy as np
@@ -41,6 +54,10 @@ def _parse(argv):
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups (needs matplotlib)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time calls in process CPU time, not wall time (with --threads 1: robust on a shared machine)")
+    p.add_argument("--isa", default="native", choices=["native", "avx2"],
+                   help="restrict numbanet and PyTorch to an instruction set (default: what the CPU has)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -51,6 +68,46 @@ def _parse(argv):
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     return args
+
+
+#: Marks the child process that runs an ``--isa`` comparison.
+_ISA_MARK = "NUMBANET_BENCH_ISA"
+
+
+def isa_env(isa: str, base=None) -> dict:
+    """The environment restricting Numba and PyTorch to ``isa`` (``"avx2"``):
+    Numba's target ``haswell`` with this CPU's features minus every AVX-512
+    (and later) extension, a separate Numba cache directory, and PyTorch's
+    ATen and oneDNN dispatch capped at AVX2."""
+    if isa != "avx2":
+        raise ValueError(f"unknown isa {isa!r}")
+    from llvmlite import binding as ll
+
+    feats = ll.get_host_cpu_features()
+    if not (feats.get("avx2") and feats.get("fma")):
+        raise SystemExit("numbanet-bench --isa avx2: this CPU has no AVX2 + FMA")
+    for k in feats:
+        if k.startswith(("avx512", "avx10", "amx", "evex512")):
+            feats[k] = False
+    env = dict(os.environ if base is None else base)
+    cache = env.get("NUMBA_CACHE_DIR")
+    env.update({
+        "NUMBA_CPU_NAME": "haswell",
+        "NUMBA_CPU_FEATURES": feats.flatten(),
+        "NUMBA_CACHE_DIR": f"{cache}-{isa}" if cache else os.path.join(tempfile.gettempdir(), f"numbanet-numba-cache-{isa}"),
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        _ISA_MARK: isa,
+    })
+    return env
+
+
+def _target_line() -> str:
+    from numbanet.kernels import _gemm
+
+    triple, cpu, _ = _gemm.numba_target()
+    t = _gemm.TILE
+    return f"Numba target {cpu} ({triple}), GEMM tile {t.name} {t.mr} x {t.nv} vectors of {t.vector_bytes} B"
 
 
 def _rate(case, dtype, seconds):
@@ -75,9 +132,9 @@ def _measure_numba(items, args, bar):
         bar.set_description(f"{case.name} {dtype}: reference")
         r_out, _ = first_call(ref)
         rec["max_abs_err"], rec["max_rel_err"] = compare_outputs(k_out, r_out)
-        rec["reference"] = measure(ref, args.repeat, args.budget)
+        rec["reference"] = measure(ref, args.repeat, args.budget, cpu_time=args.cpu_time)
         bar.set_description(f"{case.name} {dtype}: kernel")
-        rec["kernel"] = measure(ker, args.repeat, args.budget)
+        rec["kernel"] = measure(ker, args.repeat, args.budget, cpu_time=args.cpu_time)
         rec["speedup"] = rec["reference"]["median"] / rec["kernel"]["median"]
         rec["kernel_rate"] = _rate(case, dtype, rec["kernel"]["median"])
         results.append(rec)
@@ -91,6 +148,7 @@ def _measure_torch(items, args, threads, bar):
         "threads": threads,
         "repeat": args.repeat,
         "budget": args.budget,
+        "cpu_time": args.cpu_time,
         "items": [[c.name, dt] for c, dt in items],
     }
     proc = subprocess.Popen(
@@ -116,7 +174,7 @@ def _fmt_ms(s):
 
 def format_table(results) -> str:
     have_torch = any("torch" in r for r in results)
-    head = ["case", "dtype", "reference ms", "kernel ms", "speed-up", "max abs err", "max rel err", "kernel rate"]
+    head = ["case", "dtype", "reference ms", "kernel ms", "speed-up", "max abs err", "max rel err", "kernel rate", "of peak"]
     if have_torch:
         head += ["torch ms", "torch/kernel"]
     rows = [head]
@@ -130,6 +188,7 @@ def format_table(results) -> str:
             f"{r['max_abs_err']:.2e}",
             f"{r['max_rel_err']:.2e}",
             r["kernel_rate"],
+            f"{r['of_peak']:.0%}" if "of_peak" in r else "",
         ]
         if have_torch:
             t = r.get("torch")
@@ -175,12 +234,18 @@ def plot(results, path: str) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
+    if args.isa != "native" and os.environ.get(_ISA_MARK) != args.isa:
+        # Numba reads its target at import: run the comparison in a child process
+        return subprocess.run([sys.executable, "-m", "numbanet.bench", *argv], env=isa_env(args.isa)).returncode
     selected = cases(args.cases)
     if not selected:
         print(f"numbanet-bench: no case matches {args.cases!r}", file=sys.stderr)
         return 2
     if args.list:
+        if args.isa != "native":
+            print(f"isa {args.isa}: {_target_line()}")
         for c in selected:
             params = ", ".join(f"{k}={v}" for k, v in c.params.items())
             print(f"{c.name:22s} {c.group:10s} {params}")
@@ -198,6 +263,10 @@ def main(argv=None) -> int:
     threads = get_num_threads()
     use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     torch_items = [(c, dt) for c, dt in items if c.torch_bind is not None] if use_torch else []
+
+    from .gemm_peak import peak_gflops
+
+    peaks = {dt: peak_gflops(dt) for dt in dtypes}
 
     from tqdm import tqdm
 
@@ -217,11 +286,22 @@ def main(argv=None) -> int:
                     r["vs_torch"] = t["median"] / r["kernel"]["median"]
     for r in results:
         r["threads"] = threads
+        r["isa"] = args.isa
+        r["cpu_time"] = args.cpu_time
+        r["gemm_peak_gflops"] = peaks[r["dtype"]]
+        case = next(c for c, dt in items if c.name == r["case"])
+        if case.flops:
+            r["of_peak"] = case.flops / r["kernel"]["median"] / 1e9 / (peaks[r["dtype"]] * threads)
 
     print(f"numbanet-bench: {threads} threads, numba {numba.__version__}, numpy {np.__version__}"
           + (f", torch {results[0]['torch'].get('torch_version')}" if results and "torch" in results[0] else "")
           + ("" if use_torch else " (PyTorch not installed: no torch columns)"))
-    print("speed-up = reference / kernel; torch/kernel > 1 means numbanet is faster. Median times.")
+    print(f"isa {args.isa}: {_target_line()}"
+          + (f"; PyTorch ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY')}"
+             f" ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')}" if args.isa != "native" else ""))
+    print("GEMM micro-kernel peak, 1 core: " + ", ".join(f"{dt} {g:.1f} GFLOP/s" for dt, g in peaks.items()))
+    print("speed-up = reference / kernel; torch/kernel > 1 means numbanet is faster. Median "
+          + ("process CPU times." if args.cpu_time else "times."))
     print(format_table(results))
     errors = [r for r in results if "error" in r.get("torch", {})]
     for r in errors:

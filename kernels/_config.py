@@ -67,9 +67,14 @@ def jit(*, parallel: bool = False, fastmath: bool = False):
 # (kernels/_gemm.py), shared by convolution and Affine. For those files the
 # cache locator below adds the dependency's content hash to the freshness
 # stamp, so editing _gemm.py recompiles conv and affine kernels instead of
-# loading stale ones. The GEMM itself is compiled once per dtype as external
-# symbols (_gemm_ext.py); its stamp and its callers' also hold the
-# micro-kernel's tile, which names the symbols.
+# loading stale ones. The cache files of everything that compiles GEMM code
+# (_gemm.py included) are also named after the micro-kernel's tile
+# (_gemm.TILE.name), so kernels built for one tile are never loaded for another
+# (Numba's index keys on the target CPU, but the tile can also be forced with
+# NUMBANET_GEMM_TILE), and each tile keeps its own entries instead of one
+# invalidating the other's (as a tile in the freshness stamp would).
+# The GEMM itself is compiled once per dtype as external symbols
+# (_gemm_ext.py), whose symbol names also hold the tile.
 
 _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -78,6 +83,7 @@ DEPENDENCIES = {
     "conv.py": ("_gemm.py", "_gemm_ext.py"),
     "affine.py": ("_gemm.py", "_gemm_ext.py"),
     "_gemm_ext.py": ("_gemm.py",),
+    "_gemm.py": (),
 }
 
 
@@ -86,10 +92,10 @@ def _file_hash(path: str) -> bytes:
         return hashlib.sha256(f.read()).digest()
 
 
-def _tile_key() -> str:
-    from ._gemm_ext import tile_key  # imported by the time anything is cached
+def _tile_name() -> str:
+    from . import _gemm  # imported by the time anything is cached
 
-    return tile_key()
+    return _gemm.TILE.name
 
 
 def _dependencies(py_file: str):
@@ -110,7 +116,10 @@ def _with_dependencies(base):
 
         def get_source_stamp(self):
             deps = tuple(_file_hash(p) for p in _dependencies(self._py_file))
-            return (super().get_source_stamp(), deps, _tile_key())
+            return (super().get_source_stamp(), deps)
+
+        def get_disambiguator(self):
+            return f"{super().get_disambiguator()}-{_tile_name()}"
 
     Locator.__name__ = Locator.__qualname__ = "Numbanet" + base.__name__
     return Locator

@@ -18,9 +18,9 @@ Two strategies, chosen per shape (:func:`_use_direct`):
   the large operand is never packed; col2im is one contiguous add per row.
   Per sample and group, in batch-chunk tasks.
 
-The GEMM is :mod:`numbanet.kernels._gemm`, numbanet's own AVX-512
-register-blocked product, run serially inside each batch-chunk task (1.6-1.8x
-OpenBLAS's AVX2 kernels per core here), with the weights packed once per call.
+The GEMM is :mod:`numbanet.kernels._gemm`, numbanet's own register-blocked
+product (a micro-kernel per ISA family: AVX-512, AVX2, NEON, generic), run
+serially inside each batch-chunk task, with the weights packed once per call.
 The extra memory is one sample's phase planes and small buffers per task.
 
 Geometry: ``y[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j] *
@@ -58,9 +58,9 @@ _DIRECT_MAX_CG = 16
 _GEMM_MIN_FG = 8
 
 #: The backward pass's products have the Cg*KH*KW taps as their rows (dx's
-#: columns, dw^T's rows), in panels of 8: with few taps the panels run part
-#: empty (9 taps fill 9 of 16 rows), and small planes give each product little
-#: to do. Measured (2 threads, batch 100, 3x3 unless said, backward without
+#: columns, dw^T's rows), in panels of MR: with few taps the panels run part
+#: empty (9 taps fill 9 of 16 rows with MR = 8), and small planes give each
+#: product little to do. Measured with the AVX-512 tile (2 threads, batch 100, 3x3 unless said, backward without
 #: dx, direct vs GEMM ms): 8x8 C=1 F=30 0.095 vs 0.151; 28x28 C=1 F=30 0.54
 #: vs 0.82; 12x12 C=3 F=16 0.17 vs 0.24; 16x16 C=3 F=32 0.45 vs 0.40; 32x32
 #: C=3 F=32 1.61 vs 1.33; MNIST's 28x28 C=1 F=30 5x5 0.82 vs 0.78; 8x8 C=8

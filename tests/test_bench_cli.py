@@ -13,13 +13,15 @@ FAST = ["--cases", "affine_mnist", "--repeat", "1", "--budget", "0.05", "--quiet
 
 def test_compare_table_and_json(tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert compare.main(FAST + ["--no-torch", "--dtype", "both", "--json", str(out)]) == 0
+    assert compare.main(FAST + ["--no-torch", "--dtype", "both", "--cpu-time", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "affine_mnist  float32" in text and "affine_mnist  float64" in text
+    assert "process CPU times" in text and "GEMM micro-kernel peak, 1 core: float32" in text
     assert "speed-up" in text and "torch ms" not in text
     records = json.loads(out.read_text())
     assert [r["dtype"] for r in records] == ["float32", "float64"]
     for r in records:
+        assert r["cpu_time"] and 0 < r["gemm_peak_gflops"] and 0 < r["of_peak"]
         assert r["kernel"]["median"] > 0 and r["reference"]["median"] > 0
         assert r["max_rel_err"] < 1e-5
         assert r["speedup"] == pytest.approx(r["reference"]["median"] / r["kernel"]["median"])
@@ -69,3 +71,23 @@ def test_conv_strategies_times_both_strategies_where_both_apply(capsys):
     assert ("forward", "direct") in mnist and ("forward", "gemm") in mnist
     assert {r[-3] for r in rows if r[0] == "conv_strided"} == {"gemm"}  # direct is stride 1 only
     assert (conv._DIRECT_MAX_CG, conv._GEMM_MIN_FG) == before  # restored
+
+
+def test_isa_avx2_restricts_both_sides(monkeypatch):
+    from llvmlite import binding as ll
+
+    feats = ll.get_host_cpu_features()
+    if not (feats.get("avx2") and feats.get("fma")):
+        with pytest.raises(SystemExit):
+            compare.isa_env("avx2", {})
+        return
+    env = compare.isa_env("avx2", {"NUMBA_CACHE_DIR": "/tmp/c"})
+    assert env["NUMBA_CPU_NAME"] == "haswell" and env["NUMBA_CACHE_DIR"] == "/tmp/c-avx2"
+    flags = env["NUMBA_CPU_FEATURES"].split(",")
+    assert "+avx2" in flags and "+fma" in flags and "+avx512f" not in flags
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    # the child process compiles for that target, with the AVX2 tile
+    r = subprocess.run([sys.executable, "-m", "numbanet.bench", "--isa", "avx2", "--list"],
+                       capture_output=True, text=True, check=True)
+    assert "isa avx2: Numba target haswell" in r.stdout and "GEMM tile avx2 6 x 2" in r.stdout
+    assert "softmax_ce" in r.stdout

@@ -11,13 +11,18 @@ from hypothesis import strategies as st
 from numbanet.kernels import _gemm
 from numbanet.kernels._gemm import MR, gemm, nr
 
-# sizes around the blocking edges: MR rows, NR columns, KC steps, NC columns
-# (named, so that the small blocks below apply)
-EDGES = [0, 1, 2, ("MR", -1), ("MR", 0), ("MR", 1), 31, 32, 33, ("KC", -1), ("KC", 0), ("KC", 1), ("NC", 3)]
+# sizes around the blocking edges: MR rows, NR columns (float32's and
+# float64's), KC steps, NC columns (named: the tile is the target's, and the
+# small blocks below apply)
+EDGES = [0, 1, 2, ("MR", -1), ("MR", 0), ("MR", 1), ("NR8", 1), ("NR4", -1), ("NR4", 0), ("NR4", 1), 33,
+         ("KC", -1), ("KC", 0), ("KC", 1), ("NC", 3)]
 
 
 def _size(edge):
-    return edge if isinstance(edge, int) else getattr(_gemm, edge[0]) + edge[1]
+    if isinstance(edge, int):
+        return edge
+    name, delta = edge
+    return (nr(int(name[2:])) if name.startswith("NR") else getattr(_gemm, name)) + delta
 
 
 @contextlib.contextmanager
@@ -169,53 +174,155 @@ def test_kernel_block_with_a_read_in_place(m, kc, nc, f32, add, seed):
     assert np.array_equal(c[:, :j0], before[:, :j0]) and np.array_equal(c[:, j0 + nc :], before[:, j0 + nc :])
 
 
-def test_tile_width():
-    assert nr(4) == 32 and nr(8) == 16
+def test_tile_is_numbas_targets():
+    """The tile follows the CPU Numba compiles for (NUMBA_CPU_NAME/FEATURES or
+    the host), whatever that is; NR is NV vectors of the tile's width."""
+    import os
+
+    want = os.environ.get("NUMBANET_GEMM_TILE") or _gemm.target_isa(*_gemm.numba_target())
+    assert _gemm.TILE is _gemm.TILES[want]
+    assert (MR, _gemm.NV, _gemm.VECTOR_BYTES, _gemm.KC) == (_gemm.TILE.mr, _gemm.TILE.nv, _gemm.TILE.vector_bytes,
+                                                            _gemm.TILE.kc)
+    assert nr(4) == _gemm.NV * _gemm.VECTOR_BYTES // 4 and nr(8) * 2 == nr(4)
+    assert _gemm.tile_cols(np.empty(1, np.float32)) == nr(4) and _gemm.tile_cols(np.empty(1, np.float64)) == nr(8)
 
 
-_OTHER_WIDTH_PROBE = """
-import json
+_X86 = "x86_64-unknown-linux-gnu"
+
+
+@pytest.mark.parametrize("triple, cpu, features, isa", [
+    (_X86, "skylake-avx512", "", "avx512"),
+    (_X86, "znver4", "", "avx512"),
+    (_X86, "skylake-avx512", "-avx512f", "avx2"),  # features override the CPU name
+    (_X86, "haswell", "", "avx2"),
+    (_X86, "znver3", "", "avx2"),
+    (_X86, "haswell", "-fma", "generic"),  # AVX2 without FMA
+    (_X86, "sandybridge", "", "generic"),  # AVX without FMA
+    (_X86, "x86-64", "", "generic"),
+    ("aarch64-unknown-linux-gnu", "generic", "", "neon"),
+    ("aarch64-unknown-linux-gnu", "apple-m1", "", "neon"),
+    ("powerpc64le-unknown-linux-gnu", "pwr9", "", "generic"),
+])
+def test_target_isa_comes_from_the_target_not_the_host(triple, cpu, features, isa):
+    assert _gemm.target_isa(triple, cpu, features) == isa
+
+
+@pytest.mark.parametrize("name", sorted(_gemm.TILES))
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_every_tile_keeps_its_accumulators_in_registers(name, dt):
+    """Each tile's micro-kernel, compiled for its reference target (NEON for
+    AArch64, cross-compiled by llvmlite), has no stack load or store in its
+    k loop, and one FMA per accumulator per step (fused tiles)."""
+    tile = _gemm.TILES[name]
+    asm = _gemm.microkernel_asm(tile, dt, *tile.reference_target)
+    assert _gemm.loop_stack_accesses(asm) == []
+    if tile.fused:
+        assert _gemm._loop_fmas(asm) == tile.mr * tile.nv
+    reg = {"avx512": "%zmm", "avx2": "%ymm", "generic": "%xmm", "neon": ".4s" if dt == np.float32 else ".2d"}[name]
+    assert reg in asm
+
+
+def test_spill_check_finds_spills():
+    """The check above can fail: the old 8-row tile on a 16-register AVX2
+    target spills, and so does a 24-accumulator tile on x86-64's 16 xmm."""
+    import dataclasses
+
+    for base, mr in (("avx2", 8), ("generic", 8)):
+        tile = dataclasses.replace(_gemm.TILES[base], mr=mr)
+        assert _gemm.loop_stack_accesses(_gemm.microkernel_asm(tile, np.float32, *tile.reference_target))
+
+
+_TILE_PROBE = """
+import json, sys
 import numpy as np
 from numbanet.kernels import _gemm
 rng = np.random.default_rng(0)
-errs = []
+errs = {"float32": [], "float64": []}
+mr, nr32 = _gemm.MR, _gemm.nr(4)
 for dt in (np.float32, np.float64):
-    for m, k, n in [(1, 1, 1), (9, 300, 33), (17, 5, 70)]:
+    nr_ = _gemm.nr(np.dtype(dt).itemsize)
+    for m, k, n in [(1, 1, 1), (mr, 7, nr_), (2 * mr + 1, _gemm.KC + 3, 2 * nr_ + 3), (mr - 1, 5, nr_ - 1)]:
         a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
+        want = a.astype(np.float64) @ b
+        scale = np.abs(a).astype(np.float64) @ np.abs(b) + 1
         c = np.empty((m, n), dt)
         _gemm.gemm(a, b, c, False)
-        errs.append(float(np.abs(c - a.astype(np.float64) @ b).max()))
+        errs[np.dtype(dt).name].append(float((np.abs(c - want) / scale).max()))
         if k > _gemm.KC:
             continue  # pack_a's one-block layout below needs k <= KC
         # the in-place variants (the convolution's operands)
-        flat = np.concatenate([a.ravel(), b.ravel(), np.zeros(_gemm.nr(a.itemsize), dt)])
-        tab_a = np.zeros(-(-m // _gemm.MR) * _gemm.MR, np.int64)
+        flat = np.concatenate([a.ravel(), b.ravel(), np.zeros(nr_, dt)])
+        tab_a = np.zeros(-(-m // mr) * mr, np.int64)
         tab_a[:m] = np.arange(m) * k
         tab_b = a.size + np.arange(k) * n
-        tile = np.empty((_gemm.MR, _gemm.nr(a.itemsize)), dt)
+        tile = np.empty((mr, nr_), dt)
         bp = _gemm.b_buffer(k, n, b)
         _gemm.pack_b(b, 0, k, 0, n, bp)
         _gemm.kernel_block_at(flat, tab_a, 0, m, k, bp, n, c, 0, False, tile)
-        errs.append(float(np.abs(c - a.astype(np.float64) @ b).max()))
+        errs[np.dtype(dt).name].append(float((np.abs(c - want) / scale).max()))
         _gemm.kernel_block_bt(_gemm.pack_a(a), 0, m, k, flat, tab_b, 0, 0, n, c, 0, False, tile)
-        errs.append(float(np.abs(c - a.astype(np.float64) @ b).max()))
-print(json.dumps({"width": _gemm.VECTOR_BYTES, "nr32": _gemm.nr(4), "err": max(errs)}))
+        errs[np.dtype(dt).name].append(float((np.abs(c - want) / scale).max()))
+# the compiled (inlined) micro-kernels of this target: no stack traffic in the k loop
+spills = [s for f in (_gemm.kernel_block, _gemm.kernel_block_bt, _gemm.kernel_block_at)
+          for sig in f.signatures for s in _gemm.loop_stack_accesses(f.inspect_asm(sig))] if sys.argv[1] == "1" else None
+print(json.dumps({"tile": _gemm.TILE.name, "mr": mr, "nr32": nr32, "err": {k: max(v) for k, v in errs.items()}, "spills": spills}))
 """
 
+#: x86 variants: the Numba target that selects each tile on this machine.
+_X86_TARGETS = {"avx512": "skylake-avx512", "avx2": "haswell", "generic": "x86-64"}
+_RANK = {"generic": 0, "avx2": 1, "avx512": 2}
 
-@pytest.mark.parametrize("width", [16, 32])
-def test_gemm_is_right_at_narrower_vector_widths(tmp_path, width):
-    """Machines without AVX-512 get 32-byte vectors (and 16 works too); a
-    fresh cache directory, because cached kernels know only the CPU."""
-    import json
+
+def _tile_run(name, cache_dir):
+    """How :func:`test_every_tile_computes_the_product` runs ``name``: its
+    environment, and whether it is compiled for its own target."""
     import os
+
+    host = _gemm.target_isa(*_gemm.numba_target())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU_", "NUMBANET_GEMM_"))}
+    env["NUMBA_CACHE_DIR"] = str(cache_dir)
+    native = name in _X86_TARGETS and host in _RANK and _RANK[name] <= _RANK[host]
+    if native:
+        env.update(NUMBA_CPU_NAME=_X86_TARGETS[name], NUMBA_CPU_FEATURES="")
+    else:
+        env["NUMBANET_GEMM_TILE"] = name
+    return env, native
+
+
+@pytest.fixture(scope="module")
+def tile_runs(tmp_path_factory):
+    """Every tile's probe, all started at once (each is mostly compilation,
+    so they share the cores instead of queueing): name -> (native, process)."""
     import subprocess
     import sys
 
-    env = {**os.environ, "NUMBANET_GEMM_VECTOR_BYTES": str(width), "NUMBA_CACHE_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", _OTHER_WIDTH_PROBE], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["width"] == width and out["nr32"] == 2 * width // 4
-    assert out["err"] < 1e-3
+    procs = {}
+    for name in sorted(_gemm.TILES):
+        env, native = _tile_run(name, tmp_path_factory.mktemp(f"cache-{name}"))
+        procs[name] = native, subprocess.Popen([sys.executable, "-c", _TILE_PROBE, "1" if native else "0"],
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    done = {}
+    for name, (native, proc) in procs.items():
+        out, err = proc.communicate(timeout=900)
+        done[name] = native, proc.returncode, out, err
+    return done
+
+
+@pytest.mark.parametrize("name", sorted(_gemm.TILES))
+def test_every_tile_computes_the_product(tile_runs, name):
+    """Each tile's kernels against NumPy, in a fresh process (and cache):
+    compiled for the tile's own target (``NUMBA_CPU_NAME``) where this machine
+    can run it, its compiled k loops then checked for spills; else (AVX-512 on
+    an AVX2 machine, NEON on x86) the tile forced on this machine's target,
+    where LLVM splits its vectors: the same IR and index arithmetic, run."""
+    import json
+
+    native, returncode, stdout, stderr = tile_runs[name]
+    assert returncode == 0, stderr[-3000:]
+    out = json.loads(stdout.strip().splitlines()[-1])
+    tile = _gemm.TILES[name]
+    assert (out["tile"], out["mr"], out["nr32"]) == (name, tile.mr, tile.nr(4))
+    # relative to sum_k |a||b|: rounding over k <= KC + 3 steps
+    assert out["err"]["float32"] < 1e-5 and out["err"]["float64"] < 1e-13
+    if native:
+        assert out["spills"] == []

@@ -487,24 +487,18 @@ def test_gemm_objects_are_cached_per_target_cpu(tmp_path):
     assert again["hits"] == n and again["err"] < 1e-4
 
 
-def test_gemm_symbols_name_dtype_and_tile(monkeypatch):
+def test_gemm_symbols_name_dtype_and_tile():
     from numba import types
 
-    from numbanet.kernels import _config, _gemm_ext, conv
+    from numbanet.kernels import _config, _gemm_ext
 
     names = {_gemm_ext.symbol(e, dt) for e in _gemm_ext.ENTRIES for dt in (types.float32, types.float64)}
     assert len(names) == 2 * len(_gemm_ext.ENTRIES)
     assert all(_gemm_ext.tile_key() in s for s in names)
-    if numba.config.DISABLE_JIT:
-        return
-    # The tile is in the cache stamp of the GEMM objects and of their callers.
-    for dispatcher in (conv._conv2d_forward_wgemm,):
-        locator = dispatcher._cache._impl._locator
-        before = locator.get_source_stamp()
-        monkeypatch.setattr(_gemm_ext, "tile_key", lambda: "another_tile")
-        assert locator.get_source_stamp() != before
-        monkeypatch.undo()
+    # Editing the GEMM objects' file recompiles their callers (the tile itself
+    # is in the cache file names: test_gemm_kernels_are_cached_per_tile).
     assert "_gemm_ext.py" in _config.DEPENDENCIES["conv.py"]
+    assert "_gemm_ext.py" in _config.DEPENDENCIES["affine.py"]
 
 
 @needs_jit
@@ -548,3 +542,16 @@ def test_warmup_command(capsys):
     assert "relu_forward[float32]" in out.out and "1 jobs in" in out.out
     with pytest.raises(ValueError, match="processes"):
         kernels.warmup(ops="relu_forward", processes=0)
+
+
+@needs_jit
+def test_gemm_kernels_are_cached_per_tile():
+    """Kernels holding GEMM code are cached under the tile's name: a forced
+    tile (NUMBANET_GEMM_TILE) never loads another tile's machine code."""
+    from numbanet.kernels import _gemm, affine, conv, pool
+
+    for dispatcher in (conv._conv2d_forward_wgemm, affine._matmul, _gemm.gemm):
+        impl = dispatcher._cache._impl
+        assert impl._locator.get_disambiguator().endswith("-" + _gemm.TILE.name)
+        assert f"-{_gemm.TILE.name}." in impl.filename_base
+    assert _gemm.TILE.name not in pool._maxpool2d_forward._cache._impl.filename_base
