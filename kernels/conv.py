@@ -38,6 +38,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from numbanet.reference.geometry import out_size
+
 from . import _validate as v
 from ._config import jit
 from ._gemm import KC, MR, NC, a_offset, b_buffer, kernel_block_at, kernel_block_bt, pack_a, pack_b, tile_cols
@@ -638,13 +640,12 @@ def _geometry(fn, x, w, stride, pad, dilation, groups):
     if kh < 1 or kw < 1:
         raise ValueError(f"{fn}: w must have a non-empty kernel, got shape {w.shape}")
     ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    oh = (h + 2 * ph - ekh) // sh + 1
-    ow = (wd + 2 * pw - ekw) // sw + 1
     if h + 2 * ph < ekh or wd + 2 * pw < ekw:
         raise ValueError(
             f"{fn}: the kernel spans {ekh}x{ekw} (with dilation {dh}x{dw}), larger than "
             f"the padded input {h + 2 * ph}x{wd + 2 * pw}"
         )
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(wd, kw, sw, pw, dw)
     v.output_size(fn, (n, f, oh, ow), x.dtype, "stride, pad and dilation")
     v.output_size(fn, (c, h + 2 * ph, wd + 2 * pw), x.dtype, "pad")  # a padded sample
     # With one output row (column) the stride never multiplies anything: take

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange, uint64
 
+from numbanet.reference.geometry import out_size
+
 from . import _validate as v
 from ._config import jit
 
@@ -281,8 +283,7 @@ def _geometry(fn, x_shape, pool_h, pool_w, stride, pad):
         raise ValueError(
             f"{fn}: the {pool_h}x{pool_w} pool is larger than the padded input {h + 2 * ph}x{w + 2 * pw}"
         )
-    oh = (h + 2 * ph - pool_h) // sh + 1
-    ow = (w + 2 * pw - pool_w) // sw + 1
+    oh, ow = out_size(h, pool_h, sh, ph), out_size(w, pool_w, sw, pw)
     # float64 and int64 argmax: the largest output any pooling op allocates.
     v.output_size(fn, (x_shape[0], x_shape[1], oh, ow), np.float64, "pool_h, pool_w, stride and pad")
     return pool_h, pool_w, (sh, sw, ph, pw), oh, ow
