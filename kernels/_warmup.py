@@ -38,7 +38,7 @@ def warmup(dtypes=("float32",), ops=None, progress=None) -> dict[str, float]:
 
     from numbanet import kernels
 
-    from . import _validate as v
+    from . import validate as v
 
     dts = [np.dtype(d) for d in ([dtypes] if isinstance(dtypes, (str, np.dtype, type)) else dtypes)]
     for d in dts:

@@ -20,7 +20,8 @@ import numpy as np
 import numba
 from numba import prange
 
-from . import _validate as v
+from . import validate as v
+from ._threads import kernel_op
 from ._config import jit
 from ._gemm import MR, gemm_block, tile_cols
 
@@ -98,6 +99,7 @@ def _flatten_x(fn, x):
     return x, x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
+@kernel_op
 def affine_forward(x, w, b):
     """Affine forward pass ``y = x2d @ w + b``.
 
@@ -128,6 +130,7 @@ def affine_forward(x, w, b):
     return _add_bias(_matmul(x2d, False, w, False, y, numba.get_num_threads()), b)
 
 
+@kernel_op
 def affine_backward(dy, x, w, *, need_dx=True):
     """Affine backward pass.
 

@@ -40,7 +40,8 @@ from numba import prange
 
 from numbanet.reference.geometry import out_size
 
-from . import _validate as v
+from . import validate as v
+from ._threads import kernel_op
 from ._config import jit
 from ._gemm import KC, MR, NC, a_offset, b_buffer, kernel_block_at, kernel_block_bt, pack_a, pack_b, tile_cols
 
@@ -656,6 +657,7 @@ def _geometry(fn, x, w, stride, pad, dilation, groups):
     return (sh, sw, ph, pw, dh, dw, groups), oh, ow
 
 
+@kernel_op
 def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     """Convolution (cross-correlation) forward pass, as ``torch.nn.functional.conv2d``.
 
@@ -695,6 +697,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     return _conv2d_forward_wgemm(x, w, b, *hp, oh, ow, nchunks)
 
 
+@kernel_op
 def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=True):
     """Convolution backward pass: gradients with respect to ``x``, ``w`` and ``b``.
 

@@ -30,7 +30,8 @@ import math
 import numpy as np
 from numba import prange
 
-from . import _validate as v
+from . import validate as v
+from ._threads import kernel_op
 from ._config import jit
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "adamw_step", "all_finite"]
@@ -287,6 +288,7 @@ def _write_back(copies):
         np.copyto(a, work)
 
 
+@kernel_op
 def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampening=0.0,
              nesterov=False, weight_decay=0.0, first_step=False):
     r"""One SGD step in place (PyTorch's ``torch.optim.SGD``).
@@ -329,6 +331,7 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampen
     _write_back(copies)
 
 
+@kernel_op
 def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0):
     r"""One AdaGrad step in place (PyTorch's ``torch.optim.Adagrad``).
 
@@ -360,6 +363,7 @@ def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_dec
     _write_back(copies)
 
 
+@kernel_op
 def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=0.01, alpha=0.99,
                  eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
     r"""One RMSprop step in place (PyTorch's ``torch.optim.RMSprop``).
@@ -400,6 +404,7 @@ def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *
     _write_back(copies)
 
 
+@kernel_op
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,
               beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled_weight_decay=False):
     r"""One Adam step in place (PyTorch's ``torch.optim.Adam``; AdamW with
@@ -434,6 +439,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr
                  eps, weight_decay, amsgrad, decoupled_weight_decay)
 
 
+@kernel_op
 def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,
                beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=False):
     r"""One AdamW step in place (PyTorch's ``torch.optim.AdamW``): :func:`adam_step`
@@ -462,6 +468,7 @@ def _adam(fn, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1,
     _write_back(copies)
 
 
+@kernel_op
 def all_finite(a) -> bool:
     """Whether every element of the float array ``a`` is finite (no NaN or
     +-inf); ``True`` for an empty array."""

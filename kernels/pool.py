@@ -28,7 +28,8 @@ from numba import prange, uint64
 
 from numbanet.reference.geometry import out_size
 
-from . import _validate as v
+from . import validate as v
+from ._threads import kernel_op
 from ._config import jit
 
 __all__ = [
@@ -299,6 +300,7 @@ def _x_shape(fn, x_shape):
     return tuple(v.int_param(fn, f"x_shape[{i}]", s, minimum=0) for i, s in enumerate(shp))
 
 
+@kernel_op
 def maxpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
     """Max pooling forward pass.
 
@@ -326,6 +328,7 @@ def maxpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
     return _maxpool2d_forward(x, pool_h, pool_w, *hp, oh, ow)
 
 
+@kernel_op
 def maxpool2d_backward(dy, argmax, x_shape, pool_h, pool_w, stride=None, pad=0):
     """Max pooling backward pass: ``dy`` goes to the tap recorded in ``argmax``.
 
@@ -361,6 +364,7 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_h, pool_w, stride=None, pad=0):
     return dx
 
 
+@kernel_op
 def avgpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
     """Average pooling forward pass.
 
@@ -374,6 +378,7 @@ def avgpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
     return _avgpool2d_forward(x, pool_h, pool_w, *hp, oh, ow)
 
 
+@kernel_op
 def avgpool2d_backward(dy, x_shape, pool_h, pool_w, stride=None, pad=0):
     """Average pooling backward pass.
 

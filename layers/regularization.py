@@ -100,7 +100,7 @@ class Dropout(Layer):
         self.reuse_mask = False
 
     def forward(self, x, train_flg=True):
-        from numbanet.kernels import _validate as v  # lazy: keeps Numba out of the import
+        from numbanet.kernels import validate as v  # lazy: keeps Numba out of the import
 
         # Validated before the generator draws, so a bad call changes nothing.
         x = v.float_array("Dropout.forward", "x", x)
@@ -114,7 +114,7 @@ class Dropout(Layer):
         return x * self.mask
 
     def backward(self, dout):
-        from numbanet.kernels import _validate as v  # lazy: keeps Numba out of the import
+        from numbanet.kernels import validate as v  # lazy: keeps Numba out of the import
 
         dout = v.float_array("Dropout.backward", "dout", dout)
         if self.mask is None:
@@ -131,14 +131,14 @@ class Flatten(Layer):
         self.x_shape = None
 
     def forward(self, x):
-        from numbanet.kernels import _validate as v  # lazy: keeps Numba out of the import
+        from numbanet.kernels import validate as v  # lazy: keeps Numba out of the import
 
         x = v.float_array("Flatten.forward", "x", x, min_ndim=1)
         self.x_shape = x.shape
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     def backward(self, dout):
-        from numbanet.kernels import _validate as v  # lazy: keeps Numba out of the import
+        from numbanet.kernels import validate as v  # lazy: keeps Numba out of the import
 
         dout = v.float_array("Flatten.backward", "dout", dout)
         n, d = self.x_shape[0], math.prod(self.x_shape[1:])

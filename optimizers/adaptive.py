@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbanet.kernels import _validate as v
+from numbanet.kernels import validate as v
 
 from ._base import Optimizer
 
