@@ -16,7 +16,17 @@ from .affine import affine_backward, affine_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv import conv2d_backward, conv2d_forward
 from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
-from .optim import adagrad_step, adam_step, adamw_step, all_finite, rmsprop_step, sgd_step
+from .optim import (
+    adagrad_step,
+    adam_step,
+    adamw_step,
+    all_finite,
+    book_adam_step,
+    book_momentum_step,
+    book_nesterov_step,
+    rmsprop_step,
+    sgd_step,
+)
 from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
 
 __all__ = [
@@ -36,6 +46,9 @@ __all__ = [
     "adam_step",
     "adamw_step",
     "all_finite",
+    "book_momentum_step",
+    "book_nesterov_step",
+    "book_adam_step",
     "conv2d_forward",
     "conv2d_backward",
     "maxpool2d_forward",

@@ -167,6 +167,15 @@ def _adam(amsgrad):
     return make
 
 
+def _book_momentum(dt, rng):
+    return {**_opt_arrays(dt, rng, "velocity"), "lr": 0.1, "momentum": 0.9}
+
+
+def _book_adam(dt, rng):
+    return {**_opt_arrays(dt, rng, "exp_avg", "exp_avg_sq"), "step": 3, "lr": 0.001, "beta1": 0.9,
+            "beta2": 0.999, "eps": 1e-7}
+
+
 def _all_finite(dt, rng):
     return {"a": _randn(rng, (3, 4), dt)}
 
@@ -216,6 +225,9 @@ EXAMPLES = {
     "adam_step": [_adam(False), _adam(True)],
     "adamw_step": [_adam(False), _adam(True)],
     "all_finite": [_all_finite],
+    "book_momentum_step": [_book_momentum],
+    "book_nesterov_step": [_book_momentum],
+    "book_adam_step": [_book_adam],
     "batchnorm_forward": [_bn_forward((4, 3), True), _bn_forward((2, 3, 2, 3), True), _bn_forward((2, 3, 2, 3), False)],
     "batchnorm_backward": [_bn_backward((4, 3), True), _bn_backward((2, 3, 2, 3), True),
                            _bn_backward((2, 3, 2, 3), False)],

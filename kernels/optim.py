@@ -1,5 +1,9 @@
 """Fused, in-place optimizer steps: SGD (momentum, Nesterov), AdaGrad, RMSprop,
-Adam and AdamW, computing what ``torch.optim`` computes.
+Adam and AdamW, computing what ``torch.optim`` computes; and the three steps
+of "Deep Learning from Scratch" whose formulas differ from PyTorch's
+(``book_momentum_step``, ``book_nesterov_step``, ``book_adam_step``, used by
+:mod:`numbanet.book.optimizer`; the book's SGD, AdaGrad and RMSprop are
+``sgd_step``, ``adagrad_step`` and ``rmsprop_step`` with its eps).
 
 Each step is one pass over memory: every element of the parameter, its
 gradient and its state is read once and the parameter and state are written
@@ -34,7 +38,8 @@ from . import validate as v
 from ._threads import kernel_op
 from ._config import jit
 
-__all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "adamw_step", "all_finite"]
+__all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "adamw_step", "all_finite",
+           "book_momentum_step", "book_nesterov_step", "book_adam_step"]
 
 _CHUNK = 16384
 # The steps are memory bound, but a layer's weights often sit in the L3 cache
@@ -128,6 +133,40 @@ def _adam_chunk(p, g, m, v, vmax, decay, wd, l2, c1, base_m, beta2, omb2, bc2_sq
         p[i] = pi + (neg_step * mi) / (np.sqrt(vi) / bc2_sqrt + eps)
 
 
+# The book's variants evaluate each element in the order of the book's NumPy
+# expressions (one rounding per operator, no FMA), so that float64 results are
+# the book's bit for bit.
+
+
+@jit()
+def _book_velocity_chunk(p, g, vel, mom, mom_sq, one_plus_mom_lr, lr, nesterov):
+    for i in range(p.size):
+        vi = vel[i]
+        gi = g[i]
+        if nesterov:
+            # The parameter moves with the old velocity, then the velocity
+            # is updated.
+            p[i] = (p[i] + mom_sq * vi) - one_plus_mom_lr * gi
+            vel[i] = vi * mom - lr * gi
+        else:
+            vi = mom * vi - lr * gi
+            vel[i] = vi
+            p[i] = p[i] + vi
+
+
+@jit()
+def _book_adam_chunk(p, g, m, v, omb1, omb2, lr_t, eps):
+    for i in range(p.size):
+        gi = g[i]
+        mi = m[i]
+        mi = mi + omb1 * (gi - mi)
+        m[i] = mi
+        vi = v[i]
+        vi = vi + omb2 * (gi * gi - vi)
+        v[i] = vi
+        p[i] = p[i] - (lr_t * mi) / (np.sqrt(vi) + eps)
+
+
 @jit()
 def _finite_chunk(a):
     ok = True
@@ -216,6 +255,34 @@ def _adam_step(p, g, m, v, vmax, decay, wd, l2, beta1, beta2, bc2_sqrt, eps, ste
             p[s:e], g[s:e], m[s:e], v[s:e], vmax[s:e],
             decay_, wd_, l2, c1, base_m, beta2_, omb2, bc2s, eps_, neg_step, amsgrad,
         )
+
+
+@jit(parallel=True)
+def _book_velocity_step(p, g, vel, lr, mom, nesterov):
+    dt = p.dtype.type
+    # mom * mom and (1 + mom) * lr are float64 products cast once, as the
+    # book's Python-float expressions are before they meet an array.
+    mom_, mom_sq, c, lr_ = dt(mom), dt(mom * mom), dt((1.0 + mom) * lr), dt(lr)
+    n = p.size
+    if n < _PARALLEL_MIN:
+        _book_velocity_chunk(p, g, vel, mom_, mom_sq, c, lr_, nesterov)
+        return
+    for k in prange((n + _CHUNK - 1) // _CHUNK):
+        s, e = k * _CHUNK, min(n, (k + 1) * _CHUNK)
+        _book_velocity_chunk(p[s:e], g[s:e], vel[s:e], mom_, mom_sq, c, lr_, nesterov)
+
+
+@jit(parallel=True)
+def _book_adam_step(p, g, m, v, beta1, beta2, lr_t, eps):
+    dt = p.dtype.type
+    omb1, omb2, lr_t_, eps_ = dt(1.0 - beta1), dt(1.0 - beta2), dt(lr_t), dt(eps)
+    n = p.size
+    if n < _PARALLEL_MIN:
+        _book_adam_chunk(p, g, m, v, omb1, omb2, lr_t_, eps_)
+        return
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        _book_adam_chunk(p[s:e], g[s:e], m[s:e], v[s:e], omb1, omb2, lr_t_, eps_)
 
 
 @jit(parallel=True)
@@ -466,6 +533,106 @@ def _adam(fn, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1,
                weight_decay != 0 and not decoupled, beta1, beta2, math.sqrt(1 - beta2**step), eps,
                lr / (1 - beta1**step), bool(amsgrad))
     _write_back(copies)
+
+
+# --- the book's variants ("Deep Learning from Scratch", common/optimizer.py) -----
+
+
+@kernel_op
+def book_momentum_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
+    r"""One momentum step in place, the book's form (classical momentum).
+
+    .. math::
+
+        v &= \mu v - \eta g \\
+        \theta &= \theta + v
+
+    PyTorch's :func:`sgd_step` instead keeps :math:`b = \mu b + g` and
+    steps :math:`\theta - \eta b`: the same trajectory for a constant
+    :math:`\eta` (:math:`v = -\eta b`), different rounding, and a different
+    response to a change of :math:`\eta` between steps.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, any shape
+        Updated in place.
+    grad : ndarray, same shape and dtype as ``param``
+    velocity : ndarray like ``param``
+        :math:`v`, starts at zero; updated in place.
+    lr, momentum : float, >= 0
+    """
+    _book_velocity("book_momentum_step", param, grad, velocity, lr, momentum, False)
+
+
+@kernel_op
+def book_nesterov_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
+    r"""One Nesterov momentum step in place, the book's form (Bengio,
+    Boulanger-Lewandowski and Pascanu, arXiv:1212.0901).
+
+    .. math::
+
+        \theta &= \theta + \mu^2 v - (1 + \mu)\, \eta\, g \\
+        v &= \mu v - \eta g
+
+    evaluated as :math:`(\theta + (\mu^2) v) - ((1 + \mu)\eta) g` and
+    :math:`v \mu - \eta g`, with the two scalar products in float64.
+    The parameters are those of :func:`book_momentum_step`.
+    """
+    _book_velocity("book_nesterov_step", param, grad, velocity, lr, momentum, True)
+
+
+def _book_velocity(fn, param, grad, velocity, lr, momentum, nesterov):
+    """Validate and run a velocity step (the book's Momentum or Nesterov)."""
+    lr = v.float_param(fn, "lr", lr, minimum=0.0)
+    momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
+    (p, g, vel), copies = _arrays(fn, param, grad, ("velocity", velocity, True))
+    _book_velocity_step(p, g, vel, lr, momentum, nesterov)
+    _write_back(copies)
+
+
+@kernel_op
+def book_adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
+    r"""One Adam step in place, the book's form.
+
+    .. math::
+
+        m &= m + (1 - \beta_1)(g - m) \\
+        v &= v + (1 - \beta_2)(g^2 - v) \\
+        \theta &= \theta - \frac{\eta_t\, m}{\sqrt{v} + \epsilon},
+        \qquad \eta_t = \eta \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t}
+
+    :math:`\eta_t` is computed in float64 once per call. PyTorch's
+    :func:`adam_step` divides by :math:`\sqrt{v / (1 - \beta_2^t)} +
+    \epsilon` instead, i.e. its :math:`\epsilon` sits inside the bias
+    correction (and its default is 1e-8; the book's is 1e-7).
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, updated in place
+    grad : ndarray like ``param``
+    exp_avg, exp_avg_sq : ndarray like ``param``
+        :math:`m` and :math:`v` (the book's ``m`` and ``v``), start at zero;
+        updated in place.
+    step : int >= 1
+        The number of this step :math:`t` (the book's ``iter`` after its increment).
+    lr, eps : float, >= 0
+    beta1, beta2 : float in [0, 1)
+    """
+    fn = "book_adam_step"
+    step = v.int_param(fn, "step", step, minimum=1)
+    lr = v.float_param(fn, "lr", lr, minimum=0.0)
+    beta1 = v.float_param(fn, "beta1", beta1, minimum=0.0, below=1.0)
+    beta2 = v.float_param(fn, "beta2", beta2, minimum=0.0, below=1.0)
+    eps = v.float_param(fn, "eps", eps, minimum=0.0)
+    (p, g, m, sq), copies = _arrays(fn, param, grad, ("exp_avg", exp_avg, True), ("exp_avg_sq", exp_avg_sq, True))
+    _book_adam_step(p, g, m, sq, beta1, beta2, _book_adam_lr(lr, beta1, beta2, step), eps)
+    _write_back(copies)
+
+
+def _book_adam_lr(lr, beta1, beta2, step):
+    r"""The book's bias-corrected step size
+    :math:`\eta \sqrt{1 - \beta_2^t} / (1 - \beta_1^t)`, in float64."""
+    return lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
 
 
 @kernel_op

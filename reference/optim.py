@@ -100,3 +100,33 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, l
 def all_finite(a):
     """Whether every element of ``a`` is finite."""
     return bool(np.isfinite(a).all())
+
+
+# --- the book's variants ("Deep Learning from Scratch") ----------------------------
+# Whole-array expressions in the order the book writes its formulas, so float64
+# results are the book's bit for bit.
+
+
+def book_momentum_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
+    """The book's momentum: ``v = momentum*v - lr*g``; ``p += v``."""
+    velocity[...] = momentum * velocity - lr * grad
+    param += velocity
+
+
+def book_nesterov_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
+    """The book's Nesterov: ``p += momentum**2 * v - (1+momentum)*lr*g`` (as
+    two in-place updates); then ``v = v*momentum - lr*g``."""
+    param += (momentum * momentum) * velocity
+    param -= ((1 + momentum) * lr) * grad
+    velocity *= momentum
+    velocity -= lr * grad
+
+
+def book_adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
+    """The book's Adam: ``m += (1-beta1)*(g - m)``; ``v += (1-beta2)*(g**2 - v)``;
+    ``p -= lr_t*m / (sqrt(v) + eps)`` with
+    ``lr_t = lr*sqrt(1 - beta2**step) / (1 - beta1**step)`` in float64."""
+    lr_t = lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
+    exp_avg += (1 - beta1) * (grad - exp_avg)
+    exp_avg_sq += (1 - beta2) * (grad * grad - exp_avg_sq)
+    param -= lr_t * exp_avg / (np.sqrt(exp_avg_sq) + eps)

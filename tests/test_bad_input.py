@@ -63,6 +63,9 @@ INPLACE: dict[str, set[str]] = {
     "rmsprop_step": {"param", "square_avg", "grad_avg", "momentum_buffer"},
     "adam_step": _ADAM_STATE,
     "adamw_step": _ADAM_STATE,
+    "book_momentum_step": {"param", "velocity"},
+    "book_nesterov_step": {"param", "velocity"},
+    "book_adam_step": {"param", "exp_avg", "exp_avg_sq"},
 }
 
 BAD_INTS = [("negative", -1), ("zero", 0), ("large", 5), ("huge", 10**9), ("int64_overflow", 2**63),
