@@ -10,11 +10,9 @@ import numpy as np
 
 from numbanet.reference.geometry import out_size
 
-from .registry import Case, register
+from .registry import Case, randn as _randn, register
 
 
-def _randn(rng, shape, dtype, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
 
