@@ -360,16 +360,9 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampen
              nesterov=False, weight_decay=0.0, first_step=False):
     r"""One SGD step in place (PyTorch's ``torch.optim.SGD``).
 
-    .. math::
-
-        d &= g + \lambda \theta \\
-        b &= d \ \text{(first step)}, \quad b = \mu b + (1 - \tau) d \ \text{(later)} \\
-        d &= d + \mu b \ \text{(Nesterov)}, \quad d = b \ \text{(otherwise)} \\
-        \theta &= \theta - \eta d
-
-    with learning rate :math:`\eta`, weight decay :math:`\lambda`, momentum
-    :math:`\mu` and dampening :math:`\tau`; without momentum
-    (:math:`\mu = 0`) the buffer is neither used nor needed.
+    The update of :class:`numbanet.optimizers.SGD` (its docstring has the
+    equations, written once), on one tensor. Without momentum the buffer is
+    neither used nor needed.
 
     Parameters
     ----------
@@ -402,12 +395,8 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampen
 def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0):
     r"""One AdaGrad step in place (PyTorch's ``torch.optim.Adagrad``).
 
-    .. math::
-
-        d &= g + \lambda \theta \\
-        s &= s + d^2 \\
-        \theta &= \theta - \frac{\eta_t\, d}{\sqrt{s} + \epsilon},
-        \qquad \eta_t = \frac{\eta}{1 + (t - 1)\,\text{lr\_decay}}
+    The update of :class:`numbanet.optimizers.AdaGrad` (equations there), on
+    one tensor.
 
     Parameters
     ----------
@@ -435,15 +424,9 @@ def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *
                  eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
     r"""One RMSprop step in place (PyTorch's ``torch.optim.RMSprop``).
 
-    .. math::
-
-        d &= g + \lambda \theta \\
-        v &= \alpha v + (1 - \alpha) d^2 \\
-        \bar g &= \bar g + (1 - \alpha)(d - \bar g) \quad \text{(centered)} \\
-        a &= \sqrt{v - \bar g^2} + \epsilon \ \text{(centered)}, \quad
-        a = \sqrt{v} + \epsilon \ \text{(otherwise)} \\
-        b &= \mu b + d / a, \quad \theta = \theta - \eta b \quad (\mu > 0) \\
-        \theta &= \theta - \eta d / a \quad (\mu = 0)
+    The update of :class:`numbanet.optimizers.RMSprop` (equations there), on
+    one tensor. The centered average is computed as
+    :math:`\bar g + (1 - \alpha)(d - \bar g)`, PyTorch's ``lerp`` order.
 
     Parameters
     ----------
@@ -477,17 +460,11 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr
     r"""One Adam step in place (PyTorch's ``torch.optim.Adam``; AdamW with
     ``decoupled_weight_decay=True``).
 
-    .. math::
-
-        \theta &= \theta (1 - \eta \lambda) \quad \text{(decoupled)}, \qquad
-        d = g + \lambda \theta \quad \text{(L2, otherwise } d = g) \\
-        m &= m + (1 - \beta_1)(d - m) \\
-        v &= \beta_2 v + (1 - \beta_2) d^2 \\
-        \hat v &= \max(\hat v, v) \ \text{(amsgrad)}, \quad \hat v = v \ \text{(otherwise)} \\
-        \theta &= \theta - \frac{\eta}{1 - \beta_1^t} \cdot
-                  \frac{m}{\sqrt{\hat v} / \sqrt{1 - \beta_2^t} + \epsilon}
-
-    The bias corrections are computed in float64 once per call.
+    The update of :class:`numbanet.optimizers.Adam`, or of
+    :class:`numbanet.optimizers.AdamW` with ``decoupled_weight_decay=True``
+    (equations there), on one tensor. As in PyTorch, :math:`m` is computed as
+    :math:`m + (1 - \beta_1)(d - m)` (``lerp``) and the bias corrections once
+    per call in float64.
 
     Parameters
     ----------

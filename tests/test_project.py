@@ -106,3 +106,15 @@ def test_validation_and_reference_backend_start_no_threads():
                           cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[false, true]"
+
+
+def test_optimizer_docstring_examples_run():
+    """Each optimizer's update is written once, as equations in its class
+    docstring, with a doctested example."""
+    import doctest
+
+    from numbanet.optimizers import adaptive, sgd
+
+    for mod in (sgd, adaptive):
+        result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted >= 10 and result.failed == 0, (mod.__name__, result)
