@@ -114,6 +114,6 @@ def kernels_reached(op: str) -> dict[str, object]:
                 seen.add(obj)
                 walk(obj.__code__, obj.__globals__)
 
-    fn = getattr(kernels, op)
+    fn = getattr(kernels, op).__wrapped__  # the op under its @kernel_op
     walk(fn.__code__, fn.__globals__)
     return found
