@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 # Modules that register cases, in table order. Each new area adds its module.
-_CASE_MODULES = ("cases_basic", "cases_conv", "cases_optim", "cases_train")
+_CASE_MODULES = ("cases_basic", "cases_conv", "cases_optim", "cases_train", "cases_book")
 
 _REGISTRY: dict[str, "Case"] = {}
 _loaded = False

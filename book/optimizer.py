@@ -48,7 +48,9 @@ import numpy as np
 
 from numbanet import kernels as _k
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
+# ``np`` too: the book's module has no ``__all__``, so ``from common.optimizer
+# import *`` hands scripts numpy, and ch06/optimizer_compare_mnist relies on it.
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "np"]
 
 _FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

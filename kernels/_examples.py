@@ -180,12 +180,12 @@ def _all_finite(dt, rng):
     return {"a": _randn(rng, (3, 4), dt)}
 
 
-def _bn_forward(shape, train):
+def _bn_forward(shape, train, **extra):
     def make(dt, rng):
         c = shape[1]
         return {"x": _randn(rng, shape, dt), "gamma": _randn(rng, (c,), dt), "beta": _randn(rng, (c,), dt),
                 "running_mean": _randn(rng, (c,), dt), "running_var": rng.uniform(0.5, 2, c).astype(dt),
-                "momentum": 0.9, "eps": 1e-5, "train": train}
+                "momentum": 0.9, "eps": 1e-5, "train": train, **extra}
 
     return make
 
@@ -228,7 +228,9 @@ EXAMPLES = {
     "book_momentum_step": [_book_momentum],
     "book_nesterov_step": [_book_momentum],
     "book_adam_step": [_book_adam],
-    "batchnorm_forward": [_bn_forward((4, 3), True), _bn_forward((2, 3, 2, 3), True), _bn_forward((2, 3, 2, 3), False)],
+    "batchnorm_forward": [_bn_forward((4, 3), True), _bn_forward((2, 3, 2, 3), True), _bn_forward((2, 3, 2, 3), False),
+                          # the book's running variance (biased), with its batch of one
+                          _bn_forward((1, 3), True, unbiased=False)],
     "batchnorm_backward": [_bn_backward((4, 3), True), _bn_backward((2, 3, 2, 3), True),
                            _bn_backward((2, 3, 2, 3), False)],
 }

@@ -141,7 +141,8 @@ def _bool_param(fn, name, value):
 
 
 @kernel_op
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-5, train=True):
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-5, train=True,
+                      *, unbiased=True):
     """Batch normalization forward pass.
 
     Parameters
@@ -162,6 +163,11 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
     train : bool
         True: normalise with the batch statistics and return updated running
         statistics. False: normalise with the running statistics.
+    unbiased : bool, keyword-only
+        Which batch variance the running variance moves towards: the unbiased
+        ``var * M / (M - 1)`` (True, as PyTorch; needs ``M >= 2`` in training)
+        or the biased ``var`` itself (False, as the book; ``M = 1`` allowed,
+        its variance is 0).
 
     Returns
     -------
@@ -176,7 +182,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
     new_running_mean, new_running_var : ndarray, shape (C,)
         Train: ``momentum * running_mean + (1 - momentum) * mu`` and
         ``momentum * running_var + (1 - momentum) * var * M / (M - 1)`` (the
-        unbiased variance, as PyTorch). Inference: the given running arrays.
+        unbiased variance, as PyTorch; ``var`` itself with ``unbiased=False``).
+        Inference: the given running arrays.
     """
     fn = "batchnorm_forward"
     x, x3 = _as_ncs(fn, "x", x)
@@ -187,18 +194,19 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
     momentum = _float_param(fn, "momentum", momentum, 0.0, 1.0)
     eps = _float_param(fn, "eps", eps, 0.0, np.inf, lo_open=True)
     train = _bool_param(fn, "train", train)
+    unbiased = _bool_param(fn, "unbiased", unbiased)
     dt = x.dtype.type
     if train:
         m = n * s
-        if m < 2:
+        if m < (2 if unbiased else 1):
             raise ValueError(
-                f"{fn}: training needs more than 1 value per channel to estimate a variance, "
-                f"got x of shape {x.shape}"
+                f"{fn}: training needs {'more than 1 value' if unbiased else 'a value'} per channel "
+                f"to estimate {'an unbiased' if unbiased else 'a'} variance, got x of shape {x.shape}"
             )
         mean, var, inv_std = _bn_stats(x3, dt(eps))
         keep, new = dt(momentum), dt(1.0 - momentum)
         new_rm = keep * running_mean + new * mean
-        new_rv = keep * running_var + new * (var * dt(m / (m - 1)))
+        new_rv = keep * running_var + new * (var * dt(m / (m - 1)) if unbiased else var)
     else:
         mean = running_mean
         inv_std = dt(1) / np.sqrt(running_var + dt(eps))

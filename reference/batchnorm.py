@@ -10,12 +10,14 @@ def _axes(x):
     return (0, 2, 3), (1, -1, 1, 1)
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-5, train=True):
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-5, train=True,
+                      *, unbiased=True):
     """Return ``(y, mean, inv_std, new_running_mean, new_running_var)``.
 
     Train: batch mean and biased variance over all axes but the channel; the
     running statistics move towards the batch mean and the *unbiased*
-    variance with the book's ``momentum``. Inference: running statistics.
+    variance (the biased one with ``unbiased=False``) with the book's
+    ``momentum``. Inference: running statistics.
     """
     axes, bshape = _axes(x)
     dt = x.dtype.type
@@ -26,7 +28,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
         var = (xc * xc).mean(axis=axes)
         inv_std = dt(1) / np.sqrt(var + dt(eps))
         new_rm = dt(momentum) * running_mean + dt(1 - momentum) * mean
-        new_rv = dt(momentum) * running_var + dt(1 - momentum) * (var * dt(m / (m - 1)))
+        batch_var = var * dt(m / (m - 1)) if unbiased else var
+        new_rv = dt(momentum) * running_var + dt(1 - momentum) * batch_var
     else:
         mean = running_mean
         inv_std = dt(1) / np.sqrt(running_var + dt(eps))
