@@ -1,5 +1,5 @@
 """Every ``python`` block of README.md runs, in order, in one namespace (as a
-reader would paste them), and every ``print(...)  # text`` prints that text."""
+reader would paste them), and every ``print(...)  # -> text`` prints that text."""
 
 import re
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-PRINTED = re.compile(r"^\s*print\(.*\)\s*#\s*(.+)$", re.M)
+PRINTED = re.compile(r"^\s*print\(.*\)\s*#\s*->\s*(.+)$", re.M)
 
 
 def blocks():
