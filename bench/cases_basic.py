@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Case, register
+from .registry import Case, randn as _randn, register
 
 
-def _randn(rng, shape, dtype, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
 # --- Affine: forward + backward -------------------------------------------------

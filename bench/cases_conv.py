@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Case, register
+from numbanet.reference.geometry import out_size
+
+from .registry import Case, randn as _randn, register
 
 
-def _randn(rng, shape, dtype, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
-def _out(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
 
 
 # --- convolution ------------------------------------------------------------------
@@ -31,7 +29,7 @@ def _conv_inputs(xs, ws, stride, pad, groups):
             "x": _randn(rng, xs, dtype),
             "w": _randn(rng, ws, dtype, scale=1.0 / np.sqrt(cg * kh * kw)),
             "b": _randn(rng, (f,), dtype),
-            "dy": _randn(rng, (n, f, _out(h, kh, stride, pad), _out(w, kw, stride, pad)), dtype),
+            "dy": _randn(rng, (n, f, out_size(h, kh, stride, pad), out_size(w, kw, stride, pad)), dtype),
             "stride": stride,
             "pad": pad,
             "groups": groups,
@@ -82,8 +80,8 @@ _CONV_CASES = {
 }
 
 for _name, (_xs, _ws, _s, _p, _g) in _CONV_CASES.items():
-    _oh = _out(_xs[2], _ws[2], _s, _p)
-    _ow = _out(_xs[3], _ws[3], _s, _p)
+    _oh = out_size(_xs[2], _ws[2], _s, _p)
+    _ow = out_size(_xs[3], _ws[3], _s, _p)
     # forward, dx and dw are one multiply-add per (n, f, oh, ow, c, i, j) each
     _macs = _xs[0] * _ws[0] * _oh * _ow * _ws[1] * _ws[2] * _ws[3]
     register(
@@ -109,7 +107,7 @@ def _pool_inputs(xs, k, s):
     def make(dtype, rng):
         return {
             "x": _randn(rng, xs, dtype),
-            "dy": _randn(rng, (n, c, _out(h, k, s, 0), _out(w, k, s, 0)), dtype),
+            "dy": _randn(rng, (n, c, out_size(h, k, s, 0), out_size(w, k, s, 0)), dtype),
             "k": k,
             "stride": s,
         }

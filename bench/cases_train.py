@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from numbanet.reference.geometry import out_size
+
 from .registry import Case, register
 
 LR = 1e-3
 
 
-def _conv_out(size, fs, pad):
-    return size + 2 * pad - fs + 1
-
-
 def _inputs(n, hw, fs, pad, filters=30, hidden=100, classes=10):
     def make(dtype, rng):
-        oh = _conv_out(hw, fs, pad) // 2
+        oh = out_size(hw, fs, 1, pad) // 2
         d = filters * oh * oh
         he = lambda shape, fan_in: (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)  # noqa: E731
         return {
@@ -115,9 +113,12 @@ for _name, (_hw, _fs, _pad, _desc) in {
             make_inputs=_inputs(100, _hw, _fs, _pad),
             bind=_bind,
             torch_bind=_torch_bind,
-            # Adam's first step moves each weight by about lr * sign(g): the
-            # parameters agree to the loss's rounding, looser in float32.
-            tol={"float32": 1e-3, "float64": 1e-10},
+            # Adam's first step moves each weight by about lr * sign(g), so a
+            # tensor whose update were dropped would be off by 6.3e-4 (digits'
+            # 0.W) to 1e-2 relative; kernel vs reference measured 8.4e-8
+            # (digits) and 8.0e-5 (mnist; a few g near 0 round to another
+            # sign) in float32. 2e-4 sits between the two.
+            tol={"float32": 2e-4, "float64": 1e-10},
             description=_desc,
         )
     )

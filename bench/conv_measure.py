@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from .registry import cases
+from .timing import call_time
 
 _MEMORY_CHILD = r"""
 import gc, sys
@@ -68,12 +69,6 @@ def memory(name, impl, dtype="float32"):
     return extra, out_bytes
 
 
-def _time(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def measure(case, dtype="float32", repeat=7, ref_repeat=3, stat="median", budget=0.0):
     """Seconds per call (median or min over the repeats) for kernels, reference
     and torch (None if absent)."""
@@ -107,10 +102,10 @@ def measure(case, dtype="float32", repeat=7, ref_repeat=3, stat="median", budget
             start = time.perf_counter()
             count = 0
             while count < per_block or (time.perf_counter() - start < budget / 6 and count < 300):
-                times.append(_time(run))
+                times.append(call_time(run))
                 count += 1
     r_run = case.bind(reference, case.inputs(dtype))
-    r_times = [_time(r_run) for _ in range(ref_repeat)]
+    r_times = [call_time(r_run) for _ in range(ref_repeat)]
     agg = statistics.median if stat == "median" else min
     return agg(k_times), agg(r_times), (agg(t_times) if t_times else None)
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import time
 
 from numbanet.kernels import conv as kconv
 
 from .registry import cases, get
+from .timing import call_time
 
 #: (_DIRECT_MAX_CG, _GEMM_MIN_FG) that force each strategy (the tests use
 #: them too, to check both strategies on every shape).
@@ -64,9 +64,7 @@ def compare(name, repeat=7):
         for p, fn in runs.items():
             for s in strategies:
                 with forced(s):
-                    t0 = time.perf_counter()
-                    fn()
-                    times[p, s].append(time.perf_counter() - t0)
+                    times[p, s].append(call_time(fn))
     return times
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import numbanet.kernels as kernels
 import numbanet.reference as reference
 from numbanet.bench import cases
+from numbanet.bench.timing import call_time
 
 
 def _bench(workloads, rounds, ref_rounds):
@@ -42,9 +43,7 @@ def _bench(workloads, rounds, ref_rounds):
                 continue
             time.sleep(0.02)
             for _ in range(1 if name == "ref" else 3):
-                t0 = time.perf_counter()
-                fn()
-                best[name] = min(best[name], time.perf_counter() - t0)
+                best[name] = min(best[name], call_time(fn))
     return best
 
 

@@ -129,6 +129,12 @@ def flatten_outputs(out) -> list[np.ndarray]:
     return flat
 
 
+def randn(rng, shape, dtype, scale=1.0):
+    """Standard normal values times ``scale``, drawn in float64 and cast to
+    ``dtype`` (so float32 and float64 inputs hold the same numbers)."""
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
 def compare_outputs(got, want) -> tuple[float, float]:
     """Max absolute and max relative error of ``got`` against ``want``.
 

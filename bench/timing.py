@@ -1,4 +1,5 @@
-"""Timing helpers shared by the comparison command and its PyTorch worker."""
+"""Timing helpers shared by the comparison command, its PyTorch worker and the
+detail scripts (conv_measure, conv_strategies, optim_bandwidth)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,9 @@ def first_call(fn):
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+def call_time(fn) -> float:
+    """Seconds one call of ``fn`` takes (for loops that interleave workloads
+    themselves, where :func:`measure`'s own loop does not fit)."""
+    return first_call(fn)[1]

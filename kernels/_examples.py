@@ -237,11 +237,18 @@ EXAMPLES = {
 
 
 def available() -> dict:
-    """The entries of :data:`EXAMPLES` whose op this build of
-    :mod:`numbanet.kernels` exports (the table may run ahead of the package)."""
+    """All of :data:`EXAMPLES`, after checking that its ops are exactly the
+    ops :mod:`numbanet.kernels` exports: an op missing on either side would
+    otherwise drop out of the warm-up and the bad-input walk unnoticed."""
     from numbanet import kernels
 
-    return {op: makers for op, makers in EXAMPLES.items() if op in kernels.__all__}
+    ops = set(kernels.__all__) - set(kernels.UTILITIES)
+    if ops != set(EXAMPLES):
+        raise RuntimeError(
+            f"kernels/_examples.py and numbanet.kernels.__all__ disagree: no examples for "
+            f"{sorted(ops - set(EXAMPLES))}, examples for unexported {sorted(set(EXAMPLES) - ops)}"
+        )
+    return dict(EXAMPLES)
 
 
 def examples(op: str, dtype="float32", seed: int = 0) -> list[dict]:

@@ -8,11 +8,10 @@ sets
   affects the calling thread (a new ``threading.Thread`` starts again with all
   ``NUMBA_NUM_THREADS``), so numbanet re-applies the request in each calling
   thread on its next kernel call;
-- the thread count of NumPy's BLAS (used by the wrappers around the kernels,
-  e.g. Affine's products), via threadpoolctl, so BLAS alongside the kernels
-  uses the same number of cores. No ``@njit`` kernel calls BLAS (convolution
-  has its own serial product, :mod:`numbanet.kernels._gemm`), so there is no
-  second pool inside Numba's threads.
+- the thread count of NumPy's BLAS, via threadpoolctl, for whatever NumPy
+  code runs beside the kernels (the reference, the user's own). No kernel
+  uses BLAS: convolution and Affine run on numbanet's own product,
+  :mod:`numbanet.kernels._gemm`, inside Numba's threads, so there is one pool.
 
 Idle worker threads spin briefly, then sleep. Numba's OpenMP layer uses GNU
 libgomp, whose idle workers by default busy-wait for 300,000 ``pause``
@@ -35,6 +34,10 @@ threads): digits step 1.31 ms passive, 0.81 ms with the spin count.
 The same first call also keeps glibc from unmapping large freed blocks (see
 :mod:`numbanet.kernels._malloc`), the other cost that grew with threads.
 
+All of this is one explicit step, :func:`kernel_op`, the decorator of every
+public kernel op; argument validation (:mod:`numbanet.kernels.validate`) does
+none of it.
+
 Nothing happens at import. ``NUMBANET_NUM_THREADS`` is read on the first
 kernel call (or the first ``get_num_threads``/``set_num_threads``); unset,
 Numba's default (all cores, or ``NUMBA_NUM_THREADS``) and the BLAS defaults
@@ -44,12 +47,13 @@ threads once and ``n`` may not exceed it.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 
 from ._malloc import tune_malloc
 
-__all__ = ["set_num_threads", "get_num_threads", "sync_thread"]
+__all__ = ["set_num_threads", "get_num_threads", "sync_thread", "kernel_op"]
 
 ENV_VAR = "NUMBANET_NUM_THREADS"
 
@@ -70,7 +74,7 @@ def _max_threads() -> int:
 
 
 def _check(n, name: str) -> int:
-    from . import _validate as v
+    from . import validate as v
 
     n = v.int_param("set_num_threads", name, n, minimum=1)
     top = _max_threads()
@@ -140,8 +144,8 @@ def _read_env() -> None:
 def sync_thread() -> None:
     """Apply the requested thread count to the calling Python thread.
 
-    Cheap after the first call in each thread (one attribute comparison); the
-    public wrappers call it through :func:`numbanet.kernels._validate.float_array`.
+    Cheap after the first call in each thread (one attribute comparison);
+    every public op runs it first, through :func:`kernel_op`.
     """
     if getattr(_local, "token", None) is _token:
         return
@@ -157,6 +161,26 @@ def sync_thread() -> None:
     _local.token = token
 
 
+def kernel_op(fn):
+    """Decorator of every public kernel op: before the call, apply the thread
+    count to the calling Python thread and, on the very first call, start
+    Numba's pool and tune malloc (:func:`sync_thread`).
+
+    The op's name, used in its error messages, is ``fn.__name__``; the
+    decorated function carries it as ``op_name``. A test checks that every op
+    in ``numbanet.kernels.__all__`` is decorated.
+    """
+
+    @functools.wraps(fn)
+    def op(*args, **kwargs):
+        if getattr(_local, "token", None) is not _token:
+            sync_thread()
+        return fn(*args, **kwargs)
+
+    op.op_name = fn.__name__
+    return op
+
+
 def set_num_threads(n: int) -> None:
     """Set the number of threads numbanet's kernels and BLAS use.
 
@@ -164,8 +188,7 @@ def set_num_threads(n: int) -> None:
     ----------
     n : int
         ``1 <= n <= numba.config.NUMBA_NUM_THREADS``. Applies to every Python
-        thread that calls a kernel from now on, to NumPy's BLAS, and keeps the
-        BLAS that ``@njit`` code calls single-threaded.
+        thread that calls a kernel from now on, and to NumPy's BLAS.
 
     Raises
     ------

@@ -18,7 +18,7 @@ _GEMM_OPS = ("affine_forward", "affine_backward", "conv2d_forward", "conv2d_back
 
 
 def _dtypes(dtypes):
-    from . import _validate as v
+    from . import validate as v
 
     dts = [np.dtype(d) for d in ([dtypes] if isinstance(dtypes, (str, np.dtype, type)) else dtypes)]
     for d in dts:
@@ -210,7 +210,7 @@ def kernels_reached(op: str) -> dict[str, object]:
                 seen.add(obj)
                 walk(obj.__code__, obj.__globals__)
 
-    fn = getattr(kernels, op)
+    fn = getattr(kernels, op).__wrapped__  # the op under its @kernel_op
     walk(fn.__code__, fn.__globals__)
     return found
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from . import _validate as v
+from . import validate as v
+from ._threads import kernel_op
 from ._config import jit
 
 __all__ = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward"]
@@ -119,6 +120,7 @@ def _same_shape_pair(fn, a_name, a, b_name, b):
     return a, b
 
 
+@kernel_op
 def relu_forward(x):
     """ReLU, ``y = max(x, 0)`` elementwise (NaN stays NaN).
 
@@ -134,6 +136,7 @@ def relu_forward(x):
     return _relu_forward(x.reshape(-1)).reshape(x.shape)
 
 
+@kernel_op
 def relu_backward(dy, x):
     """ReLU gradient, ``dx = dy * (x > 0)``.
 
@@ -152,6 +155,7 @@ def relu_backward(dy, x):
     return _relu_backward(dy.reshape(-1), x.reshape(-1)).reshape(x.shape)
 
 
+@kernel_op
 def sigmoid_forward(x):
     """Logistic sigmoid, ``y = 1 / (1 + exp(-x))``, evaluated without overflow.
 
@@ -167,6 +171,7 @@ def sigmoid_forward(x):
     return _sigmoid_forward(x.reshape(-1)).reshape(x.shape)
 
 
+@kernel_op
 def sigmoid_backward(dy, y):
     """Sigmoid gradient from its output, ``dx = dy * y * (1 - y)``.
 

@@ -20,7 +20,8 @@ import numpy as np
 import numba
 from numba import prange
 
-from . import _validate as v
+from . import validate as v
+from ._threads import kernel_op
 from ._config import jit
 from ._gemm import MR, tile_cols
 from ._gemm_ext import gemm_block, links_gemm
@@ -118,6 +119,7 @@ def _flatten_x(fn, x):
     return x, x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
+@kernel_op
 def affine_forward(x, w, b):
     """Affine forward pass ``y = x2d @ w + b``.
 
@@ -151,6 +153,7 @@ def affine_forward(x, w, b):
     return _affine_forward(x2d, w, b, numba.get_num_threads())
 
 
+@kernel_op
 def affine_backward(dy, x, w, *, need_dx=True):
     """Affine backward pass.
 

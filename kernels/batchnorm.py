@@ -21,7 +21,8 @@ import numbers
 import numpy as np
 from numba import prange
 
-from . import _validate as v
+from . import validate as v
+from ._threads import kernel_op
 from ._config import jit
 
 __all__ = ["batchnorm_forward", "batchnorm_backward"]
@@ -139,6 +140,7 @@ def _bool_param(fn, name, value):
     return bool(value)
 
 
+@kernel_op
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-5, train=True,
                       *, unbiased=True):
     """Batch normalization forward pass.
@@ -213,6 +215,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
     return y.reshape(x.shape), mean, inv_std, new_rm, new_rv
 
 
+@kernel_op
 def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True):
     """Batch normalization backward pass.
 

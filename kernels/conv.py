@@ -38,7 +38,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from . import _validate as v
+from numbanet.reference.geometry import out_size
+
+from . import validate as v
+from ._threads import kernel_op
 from ._config import jit
 from ._gemm import KC, MR, NC, a_offset, b_buffer, tile_cols
 from ._gemm_ext import kernel_block_at, kernel_block_bt, links_gemm, pack_a_rows_into, pack_b
@@ -645,13 +648,12 @@ def _geometry(fn, x, w, stride, pad, dilation, groups):
     if kh < 1 or kw < 1:
         raise ValueError(f"{fn}: w must have a non-empty kernel, got shape {w.shape}")
     ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    oh = (h + 2 * ph - ekh) // sh + 1
-    ow = (wd + 2 * pw - ekw) // sw + 1
     if h + 2 * ph < ekh or wd + 2 * pw < ekw:
         raise ValueError(
             f"{fn}: the kernel spans {ekh}x{ekw} (with dilation {dh}x{dw}), larger than "
             f"the padded input {h + 2 * ph}x{wd + 2 * pw}"
         )
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(wd, kw, sw, pw, dw)
     v.output_size(fn, (n, f, oh, ow), x.dtype, "stride, pad and dilation")
     v.output_size(fn, (c, h + 2 * ph, wd + 2 * pw), x.dtype, "pad")  # a padded sample
     # With one output row (column) the stride never multiplies anything: take
@@ -662,6 +664,7 @@ def _geometry(fn, x, w, stride, pad, dilation, groups):
     return (sh, sw, ph, pw, dh, dw, groups), oh, ow
 
 
+@kernel_op
 def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     """Convolution (cross-correlation) forward pass, as ``torch.nn.functional.conv2d``.
 
@@ -701,6 +704,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     return _conv2d_forward_wgemm(x, w, b, *hp, oh, ow, nchunks)
 
 
+@kernel_op
 def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=True):
     """Convolution backward pass: gradients with respect to ``x``, ``w`` and ``b``.
 

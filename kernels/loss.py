@@ -7,7 +7,8 @@ independent of the thread count.
 The exponentials dominate. LLVM cannot vectorise a call to ``exp``, so for
 float32 the kernels use :func:`_exp_nonpositive`, an inlined polynomial that
 vectorises (max error 1.02 ulp over the normal range, measured against a
-float64 ``exp``; NumPy's float32 ``exp`` is 2.5 ulp). Softmax only ever needs
+float64 ``exp``: 1.013 ulp on tests/test_loss.py's million points, where
+NumPy's float32 ``exp`` is 2.31 ulp). Softmax only ever needs
 ``exp(x - max) <= 1``. float64 keeps ``np.exp``.
 """
 
@@ -18,7 +19,8 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic, overload
 
-from . import _validate as v
+from . import validate as v
+from ._threads import kernel_op
 from ._config import FASTMATH_ORDERED, jit
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward"]
@@ -173,6 +175,7 @@ def _logits_and_labels(fn, name, logits, labels):
     return logits, labels, is_index
 
 
+@kernel_op
 def softmax_cross_entropy(logits, labels):
     """Softmax followed by the mean cross-entropy loss.
 
@@ -200,6 +203,7 @@ def softmax_cross_entropy(logits, labels):
     return logits.dtype.type(loss), probs
 
 
+@kernel_op
 def softmax_cross_entropy_backward(probs, labels):
     """Gradient of the mean softmax cross-entropy with respect to the logits.
 

@@ -34,7 +34,8 @@ import math
 import numpy as np
 from numba import prange
 
-from . import _validate as v
+from . import validate as v
+from ._threads import kernel_op
 from ._config import jit
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "adamw_step", "all_finite",
@@ -354,20 +355,14 @@ def _write_back(copies):
         np.copyto(a, work)
 
 
+@kernel_op
 def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampening=0.0,
              nesterov=False, weight_decay=0.0, first_step=False):
     r"""One SGD step in place (PyTorch's ``torch.optim.SGD``).
 
-    .. math::
-
-        d &= g + \lambda \theta \\
-        b &= d \ \text{(first step)}, \quad b = \mu b + (1 - \tau) d \ \text{(later)} \\
-        d &= d + \mu b \ \text{(Nesterov)}, \quad d = b \ \text{(otherwise)} \\
-        \theta &= \theta - \eta d
-
-    with learning rate :math:`\eta`, weight decay :math:`\lambda`, momentum
-    :math:`\mu` and dampening :math:`\tau`; without momentum
-    (:math:`\mu = 0`) the buffer is neither used nor needed.
+    The update of :class:`numbanet.optimizers.SGD` (its docstring has the
+    equations, written once), on one tensor. Without momentum the buffer is
+    neither used nor needed.
 
     Parameters
     ----------
@@ -396,15 +391,12 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampen
     _write_back(copies)
 
 
+@kernel_op
 def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0):
     r"""One AdaGrad step in place (PyTorch's ``torch.optim.Adagrad``).
 
-    .. math::
-
-        d &= g + \lambda \theta \\
-        s &= s + d^2 \\
-        \theta &= \theta - \frac{\eta_t\, d}{\sqrt{s} + \epsilon},
-        \qquad \eta_t = \frac{\eta}{1 + (t - 1)\,\text{lr\_decay}}
+    The update of :class:`numbanet.optimizers.AdaGrad` (equations there), on
+    one tensor.
 
     Parameters
     ----------
@@ -427,19 +419,14 @@ def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_dec
     _write_back(copies)
 
 
+@kernel_op
 def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=0.01, alpha=0.99,
                  eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
     r"""One RMSprop step in place (PyTorch's ``torch.optim.RMSprop``).
 
-    .. math::
-
-        d &= g + \lambda \theta \\
-        v &= \alpha v + (1 - \alpha) d^2 \\
-        \bar g &= \bar g + (1 - \alpha)(d - \bar g) \quad \text{(centered)} \\
-        a &= \sqrt{v - \bar g^2} + \epsilon \ \text{(centered)}, \quad
-        a = \sqrt{v} + \epsilon \ \text{(otherwise)} \\
-        b &= \mu b + d / a, \quad \theta = \theta - \eta b \quad (\mu > 0) \\
-        \theta &= \theta - \eta d / a \quad (\mu = 0)
+    The update of :class:`numbanet.optimizers.RMSprop` (equations there), on
+    one tensor. The centered average is computed as
+    :math:`\bar g + (1 - \alpha)(d - \bar g)`, PyTorch's ``lerp`` order.
 
     Parameters
     ----------
@@ -467,22 +454,17 @@ def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *
     _write_back(copies)
 
 
+@kernel_op
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,
               beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled_weight_decay=False):
     r"""One Adam step in place (PyTorch's ``torch.optim.Adam``; AdamW with
     ``decoupled_weight_decay=True``).
 
-    .. math::
-
-        \theta &= \theta (1 - \eta \lambda) \quad \text{(decoupled)}, \qquad
-        d = g + \lambda \theta \quad \text{(L2, otherwise } d = g) \\
-        m &= m + (1 - \beta_1)(d - m) \\
-        v &= \beta_2 v + (1 - \beta_2) d^2 \\
-        \hat v &= \max(\hat v, v) \ \text{(amsgrad)}, \quad \hat v = v \ \text{(otherwise)} \\
-        \theta &= \theta - \frac{\eta}{1 - \beta_1^t} \cdot
-                  \frac{m}{\sqrt{\hat v} / \sqrt{1 - \beta_2^t} + \epsilon}
-
-    The bias corrections are computed in float64 once per call.
+    The update of :class:`numbanet.optimizers.Adam`, or of
+    :class:`numbanet.optimizers.AdamW` with ``decoupled_weight_decay=True``
+    (equations there), on one tensor. As in PyTorch, :math:`m` is computed as
+    :math:`m + (1 - \beta_1)(d - m)` (``lerp``) and the bias corrections once
+    per call in float64.
 
     Parameters
     ----------
@@ -501,6 +483,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr
                  eps, weight_decay, amsgrad, decoupled_weight_decay)
 
 
+@kernel_op
 def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,
                beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=False):
     r"""One AdamW step in place (PyTorch's ``torch.optim.AdamW``): :func:`adam_step`
@@ -532,6 +515,7 @@ def _adam(fn, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1,
 # --- the book's variants ("Deep Learning from Scratch", common/optimizer.py) -----
 
 
+@kernel_op
 def book_momentum_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
     r"""One momentum step in place, the book's form (classical momentum).
 
@@ -557,6 +541,7 @@ def book_momentum_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
     _book_velocity("book_momentum_step", param, grad, velocity, lr, momentum, False)
 
 
+@kernel_op
 def book_nesterov_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
     r"""One Nesterov momentum step in place, the book's form (Bengio,
     Boulanger-Lewandowski and Pascanu, arXiv:1212.0901).
@@ -582,6 +567,7 @@ def _book_velocity(fn, param, grad, velocity, lr, momentum, nesterov):
     _write_back(copies)
 
 
+@kernel_op
 def book_adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
     r"""One Adam step in place, the book's form.
 
@@ -626,6 +612,7 @@ def _book_adam_lr(lr, beta1, beta2, step):
     return lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
 
 
+@kernel_op
 def all_finite(a) -> bool:
     """Whether every element of the float array ``a`` is finite (no NaN or
     +-inf); ``True`` for an empty array."""

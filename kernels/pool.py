@@ -26,7 +26,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange, uint64
 
-from . import _validate as v
+from numbanet.reference.geometry import out_size
+
+from . import validate as v
+from ._threads import kernel_op
 from ._config import jit
 
 __all__ = [
@@ -281,8 +284,7 @@ def _geometry(fn, x_shape, pool_h, pool_w, stride, pad):
         raise ValueError(
             f"{fn}: the {pool_h}x{pool_w} pool is larger than the padded input {h + 2 * ph}x{w + 2 * pw}"
         )
-    oh = (h + 2 * ph - pool_h) // sh + 1
-    ow = (w + 2 * pw - pool_w) // sw + 1
+    oh, ow = out_size(h, pool_h, sh, ph), out_size(w, pool_w, sw, pw)
     # float64 and int64 argmax: the largest output any pooling op allocates.
     v.output_size(fn, (x_shape[0], x_shape[1], oh, ow), np.float64, "pool_h, pool_w, stride and pad")
     return pool_h, pool_w, (sh, sw, ph, pw), oh, ow
@@ -298,6 +300,7 @@ def _x_shape(fn, x_shape):
     return tuple(v.int_param(fn, f"x_shape[{i}]", s, minimum=0) for i, s in enumerate(shp))
 
 
+@kernel_op
 def maxpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
     """Max pooling forward pass.
 
@@ -325,6 +328,7 @@ def maxpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
     return _maxpool2d_forward(x, pool_h, pool_w, *hp, oh, ow)
 
 
+@kernel_op
 def maxpool2d_backward(dy, argmax, x_shape, pool_h, pool_w, stride=None, pad=0):
     """Max pooling backward pass: ``dy`` goes to the tap recorded in ``argmax``.
 
@@ -360,6 +364,7 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_h, pool_w, stride=None, pad=0):
     return dx
 
 
+@kernel_op
 def avgpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
     """Average pooling forward pass.
 
@@ -373,6 +378,7 @@ def avgpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
     return _avgpool2d_forward(x, pool_h, pool_w, *hp, oh, ow)
 
 
+@kernel_op
 def avgpool2d_backward(dy, x_shape, pool_h, pool_w, stride=None, pad=0):
     """Average pooling backward pass.
 

@@ -7,8 +7,11 @@ Thin wrappers: they hold state and call :mod:`numbanet.kernels` (or, with
 
 from ._base import Layer
 from .basic import Affine, Relu, Sigmoid, SoftmaxWithLoss
-from .conv import Convolution, Pooling
-from .regularization import BatchNormalization, Dropout, Flatten
+from .batchnorm import BatchNormalization
+from .conv import Convolution
+from .flatten import Flatten
+from .pooling import Pooling
+from .dropout import Dropout
 
 __all__ = [
     "Layer",

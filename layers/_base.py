@@ -4,19 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def resolve_backend(backend):
-    """Return the module of operations a layer calls.
-
-    ``None`` means :mod:`numbanet.kernels`; :mod:`numbanet.reference` (or any
-    module with the same functions) may be passed to run the same network on
-    the pure-NumPy implementation.
-    """
-    if backend is None:
-        from numbanet import kernels
-
-        return kernels
-    return backend
+from numbanet.reference.backend import resolve_backend
 
 
 class Layer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from numbanet import layers as L
+from numbanet.reference.geometry import out_size
 
 from .sequential import Sequential
 
@@ -22,10 +23,10 @@ def _init_std(weight_init_std, fan_in):
 
 
 def _conv_out(size, filter_size, pad, stride):
-    out = (size + 2 * pad - filter_size) // stride + 1
-    if out < 1:
-        raise ValueError(f"filter {filter_size} with pad {pad} does not fit input size {size}")
-    return out
+    try:
+        return out_size(size, filter_size, stride, pad)
+    except ValueError:
+        raise ValueError(f"filter {filter_size} with pad {pad} does not fit input size {size}") from None
 
 
 class SimpleConvNet(Sequential):

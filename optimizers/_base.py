@@ -8,8 +8,8 @@ from typing import Mapping
 
 import numpy as np
 
-from numbanet.kernels import _validate as v
-from numbanet.layers._base import resolve_backend
+from numbanet.kernels import validate as v
+from numbanet.reference.backend import resolve_backend
 
 from .flat import FlatParams
 

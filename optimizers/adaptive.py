@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbanet.kernels import _validate as v
+from numbanet.kernels import validate as v
 
 from ._base import Optimizer
 
@@ -34,6 +34,25 @@ class AdaGrad(Optimizer):
     lr_decay : float >= 0, default 0
     backend, nonfinite
         See :class:`~numbanet.optimizers.Optimizer`.
+
+    Symbols: :math:`\eta` ``lr``, :math:`\epsilon` ``eps``, :math:`\lambda`
+    ``weight_decay``, ``lr_decay`` and ``initial_accumulator_value`` as
+    written, :math:`g` the gradient, :math:`t` the step count.
+
+    References
+    ----------
+    J. Duchi, E. Hazan, Y. Singer, "Adaptive subgradient methods for online
+    learning and stochastic optimization", JMLR 12, 2011.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> opt = AdaGrad(lr=0.1)
+    >>> for _ in range(2):
+    ...     _ = opt.update(params, {"w": np.array([0.5, -0.25])})
+    >>> params["w"].round(6)
+    array([ 0.829289, -1.829289])
     """
 
     hyperparameters = ("lr", "eps", "weight_decay", "initial_accumulator_value", "lr_decay")
@@ -89,6 +108,26 @@ class RMSprop(Optimizer):
     centered : bool, default False
     backend, nonfinite
         See :class:`~numbanet.optimizers.Optimizer`.
+
+    Symbols: :math:`\eta` ``lr``, :math:`\alpha` ``alpha``, :math:`\epsilon`
+    ``eps``, :math:`\lambda` ``weight_decay``, :math:`\mu` ``momentum``,
+    :math:`g` the gradient.
+
+    References
+    ----------
+    T. Tieleman, G. Hinton, Lecture 6.5 of "Neural Networks for Machine
+    Learning", Coursera, 2012; centered: A. Graves, "Generating sequences
+    with recurrent neural networks", arXiv:1308.0850, 2013.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> opt = RMSprop(lr=0.01)
+    >>> for _ in range(2):
+    ...     _ = opt.update(params, {"w": np.array([0.5, -0.25])})
+    >>> params["w"].round(6)
+    array([ 0.829112, -1.829112])
     """
 
     hyperparameters = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
@@ -156,6 +195,26 @@ class Adam(Optimizer):
     amsgrad : bool, default False
     backend, nonfinite
         See :class:`~numbanet.optimizers.Optimizer`.
+
+    Symbols: :math:`\eta` ``lr``, :math:`\beta_1` ``beta1``, :math:`\beta_2`
+    ``beta2``, :math:`\epsilon` ``eps``, :math:`\lambda` ``weight_decay``,
+    :math:`g` the gradient, :math:`t` the step count.
+
+    References
+    ----------
+    D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR
+    2015, arXiv:1412.6980; AMSGrad: S. J. Reddi, S. Kale, S. Kumar, "On the
+    convergence of Adam and beyond", ICLR 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> opt = Adam(lr=0.1)
+    >>> for _ in range(2):
+    ...     _ = opt.update(params, {"w": np.array([0.5, -0.25])})
+    >>> params["w"].round(6)
+    array([ 0.8, -1.8])
     """
 
     hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad")
@@ -206,6 +265,23 @@ class AdamW(Adam):
     (:math:`\hat v` as in :class:`Adam`). The weight decay shrinks the
     parameter directly instead of entering :math:`m` and :math:`v` through the
     gradient. Default ``weight_decay=0.01`` (PyTorch's). The book has no AdamW.
+
+    Symbols as in :class:`Adam`; :math:`\lambda` is ``weight_decay``.
+
+    References
+    ----------
+    I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR
+    2019, arXiv:1711.05101.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> opt = AdamW(lr=0.1)
+    >>> for _ in range(2):
+    ...     _ = opt.update(params, {"w": np.array([0.5, -0.25])})
+    >>> params["w"].round(6)
+    array([ 0.798101, -1.796102])
     """
 
     _kernel = "adamw_step"

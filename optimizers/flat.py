@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from numbanet.kernels._validate import FLOAT_DTYPES
+from numbanet.kernels.validate import FLOAT_DTYPES
 
 __all__ = ["FlatParams", "FlatDict"]
 

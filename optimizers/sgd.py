@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbanet.kernels import _validate as v
+from numbanet.kernels import validate as v
 
 from ._base import Optimizer
 
@@ -37,6 +37,22 @@ class SGD(Optimizer):
     weight_decay : float >= 0, default 0
     backend, nonfinite
         See :class:`~numbanet.optimizers.Optimizer`.
+
+    References
+    ----------
+    I. Sutskever, J. Martens, G. Dahl, G. Hinton, "On the importance of
+    initialization and momentum in deep learning", ICML 2013 (momentum and
+    Nesterov's form as used here).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> opt = SGD(lr=0.1)
+    >>> for _ in range(2):
+    ...     _ = opt.update(params, {"w": np.array([0.5, -0.25])})
+    >>> params["w"].round(6)
+    array([ 0.9 , -1.95])
     """
 
     hyperparameters = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
@@ -85,6 +101,24 @@ class Momentum(SGD):
     give the same trajectory while :math:`\eta` is constant; when :math:`\eta`
     changes, PyTorch's form (used here) applies the new rate to the whole
     buffer, the book's only to new gradients.
+
+    Symbols: :math:`\eta` ``lr``, :math:`\mu` ``momentum``, :math:`g` the
+    gradient, :math:`b` state ``\"momentum_buffer\"``.
+
+    References
+    ----------
+    B. T. Polyak, "Some methods of speeding up the convergence of iteration
+    methods", USSR Comp. Math. and Math. Physics 4(5), 1964.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> opt = Momentum(lr=0.1)
+    >>> for _ in range(2):
+    ...     _ = opt.update(params, {"w": np.array([0.5, -0.25])})
+    >>> params["w"].round(6)
+    array([ 0.855 , -1.9275])
     """
 
     def __init__(self, lr=0.01, momentum=0.9, *, weight_decay=0.0, backend=None, nonfinite="propagate"):
@@ -106,6 +140,25 @@ class Nesterov(SGD):
     :math:`\eta`). Note: the book's ``common/optimizer.py`` updates ``v``
     *before* the parameter, which is not Nesterov's method (nor PyTorch's);
     this class follows PyTorch.
+
+    Symbols: :math:`\eta` ``lr``, :math:`\mu` ``momentum``, :math:`g` the
+    gradient, :math:`b` state ``\"momentum_buffer\"``.
+
+    References
+    ----------
+    Y. Nesterov, "A method of solving a convex programming problem with
+    convergence rate O(1/k^2)", Soviet Math. Doklady 27, 1983; Sutskever et
+    al., ICML 2013.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> opt = Nesterov(lr=0.1)
+    >>> for _ in range(2):
+    ...     _ = opt.update(params, {"w": np.array([0.5, -0.25])})
+    >>> params["w"].round(6)
+    array([ 0.7695 , -1.88475])
     """
 
     def __init__(self, lr=0.01, momentum=0.9, *, weight_decay=0.0, backend=None, nonfinite="propagate"):

@@ -4,7 +4,8 @@ Same public names and signatures as :mod:`numbanet.kernels`; written for
 clarity in the style of "Deep Learning from Scratch" (im2col/col2im for
 convolution), keeping the input dtype. No Numba here: the tests check the
 kernels against these functions. Unlike the kernels, these do not validate
-their arguments.
+their arguments, except that conv and pooling raise ``ValueError`` where there
+is no output (the window is larger than the padded input), as the kernels do.
 """
 
 from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward

@@ -2,13 +2,17 @@
 
 Extended from "Deep Learning from Scratch" for non-square (h, w) stride,
 padding and dilation, for grouped convolution, and to keep the input dtype.
-Pure NumPy and unvalidated: the kernels in :mod:`numbanet.kernels` are checked
+Pure NumPy; like the kernels, a window larger than the padded input raises
+``ValueError`` (:func:`~numbanet.reference.geometry.out_size`), other
+arguments are not validated. The kernels in :mod:`numbanet.kernels` are checked
 against these functions.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .geometry import out_size
 
 __all__ = ["conv2d_forward", "conv2d_backward", "im2col", "col2im"]
 
@@ -18,11 +22,6 @@ def _pair(value):
     if isinstance(value, (tuple, list)):
         return int(value[0]), int(value[1])
     return int(value), int(value)
-
-
-def out_size(size, k, stride, pad, dilation=1):
-    """Output length of a sliding window: ``(size + 2p - d(k-1) - 1) // s + 1``."""
-    return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
 def im2col(x, kh, kw, stride=1, pad=0, dilation=1, pad_value=0):

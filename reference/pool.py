@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conv import _pair, col2im, im2col, out_size
+from .conv import _pair, col2im, im2col
+from .geometry import out_size
 
 __all__ = [
     "maxpool2d_forward",

@@ -1,3 +1,6 @@
+import importlib
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -11,6 +14,24 @@ def pytest_configure(config):
     # briefly, then sleep), before any test calls numba.set_num_threads
     # directly and starts them with libgomp's long default spin.
     kernels.get_num_threads()
+    _require_optional()
+
+
+#: Comma-separated optional modules that must import (CI installs them). The
+#: tests that need one use ``pytest.importorskip``, which would turn a broken
+#: install into skips and a green run; importing them here fails it instead.
+REQUIRE_VAR = "NUMBANET_REQUIRE"
+
+
+def _require_optional():
+    for name in filter(None, (n.strip() for n in os.environ.get(REQUIRE_VAR, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise pytest.UsageError(
+                f"{REQUIRE_VAR} lists {name!r} but it does not import ({type(e).__name__}: {e}); "
+                f"the tests that need it would skip"
+            ) from e
 
 # The first example of each kernel pays for JIT compilation: no deadline.
 settings.register_profile(
@@ -19,7 +40,6 @@ settings.register_profile(
     max_examples=40,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-settings.register_profile("ci", parent=settings.get_profile("numbanet"), max_examples=60)
 settings.load_profile("numbanet")
 
 DTYPES = [np.float32, np.float64]

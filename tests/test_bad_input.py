@@ -313,6 +313,10 @@ def check_error(exc, fn, arg, arg_names):
 
 # --- kernels ----------------------------------------------------------------------
 
+# A window larger than the padded input has no output: the kernels raise,
+# and the reference (which validates nothing else) must raise too.
+NO_OUTPUT = "larger than the padded input"
+
 CASES = [c for op in sorted(EXAMPLES) for dt in ("float32", "float64") for c in bad_inputs(op, dt)]
 N_KERNEL_PAIRS = len(CASES)
 
@@ -333,6 +337,10 @@ def test_kernel_bad_input(case):
         named = check_error(exc, op, arg, arg_names)
         if "dtype" in label or label.endswith(("-none", "-scalar")):
             assert arg in named, f"{label}: error does not name {arg}: {exc}"
+        if NO_OUTPUT in str(exc):
+            # The walk through numbanet.reference: no output is an error there too.
+            with pytest.raises(ValueError, match=NO_OUTPUT):
+                getattr(reference, op)(**_as_arrays(before))
         # Raising means no partial update, in-place arguments included.
         assert _equal(kw, before), f"{label}: raised but changed its arguments"
         return
@@ -353,6 +361,24 @@ def test_kernel_bad_input(case):
         # The caller's array (a view, if a view was passed) holds the update.
         rel = compare_outputs(np.asarray(kw[k]), ref_kw[k])[1]
         assert rel <= _tol(ref_kw[k]), f"{label}: in-place {k} differs from the reference by {rel:.3g}"
+
+
+@pytest.mark.parametrize("op, kw", [
+    ("conv2d_forward", dict(x=np.zeros((2, 5, 3, 3)), w=np.zeros((4, 5, 3, 5)), b=None, pad=(1, 0))),
+    ("conv2d_backward", dict(dy=np.zeros((2, 4, 1, 1)), x=np.zeros((2, 5, 3, 3)), w=np.zeros((4, 5, 2, 2)),
+                             dilation=3)),
+    ("maxpool2d_forward", dict(x=np.zeros((2, 5, 3, 3)), pool_h=4, pool_w=2)),
+    ("avgpool2d_forward", dict(x=np.zeros((2, 5, 3, 3)), pool_h=2, pool_w=2, stride=1, pad=(0, 0))),
+])
+def test_twins_agree_on_empty_output(op, kw):
+    """Found by a fuzz of conv/pool geometry: the reference returned shape
+    (2, 5, 3, 0) where the kernels raise. The last row is valid in both."""
+    if op == "avgpool2d_forward":
+        assert getattr(kernels, op)(**kw).shape == getattr(reference, op)(**kw).shape == (2, 5, 2, 2)
+        return
+    for impl in (kernels, reference):
+        with pytest.raises(ValueError, match="larger than the padded input"):
+            getattr(impl, op)(**kw)
 
 
 # --- layers -------------------------------------------------------------------------
@@ -589,7 +615,7 @@ def test_optimizer_bad_input(case):
 
 
 def test_int_param_and_output_size_bounds():
-    from numbanet.kernels import _validate as v
+    from numbanet.kernels import validate as v
 
     with pytest.raises(ValueError, match=r"f: pad must lie in \[-2\*\*62, 2\*\*62\)"):
         v.int_param("f", "pad", 2**63)

@@ -1,4 +1,4 @@
-"""numbanet's own matrix product (the convolution kernels' GEMM) against NumPy."""
+"""numbanet's own matrix product (the GEMM under the convolution and Affine kernels) against NumPy."""
 
 import contextlib
 
@@ -49,6 +49,11 @@ def _operand(rng, shape, dt, layout):
     return rng.standard_normal(shape).astype(dt)
 
 
+def _tol(dt, k):
+    """Error bound of a length-k sum, relative to max(1, max|result|)."""
+    return (2e-5 if np.dtype(dt) == np.float32 else 1e-12) * max(1, k) ** 0.5
+
+
 def _check(m, k, n, dt, la, lb, accumulate, seed, row_pad=3):
     rng = np.random.default_rng(seed)
     a = _operand(rng, (m, k), dt, la)
@@ -59,7 +64,7 @@ def _check(m, k, n, dt, la, lb, accumulate, seed, row_pad=3):
     before = c.copy()
     gemm(a, b, c, accumulate)
     want = a.astype(np.float64) @ b.astype(np.float64) + (before if accumulate else 0)
-    tol = (2e-5 if dt == np.float32 else 1e-12) * max(1, k) ** 0.5
+    tol = _tol(dt, k)
     np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
     return a, b
 
@@ -81,7 +86,7 @@ def test_gemm_wide_n_and_row_stride_leave_the_rest_alone(dt):
         a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
         wide = np.full((m, n + 7), 5.0, dt)
         gemm(a, b, wide[:, :n], False)
-    np.testing.assert_allclose(wide[:, :n], a @ b, rtol=1e-4 if dt == np.float32 else 1e-12, atol=1e-4)
+    np.testing.assert_allclose(wide[:, :n], a @ b, rtol=_tol(dt, k), atol=_tol(dt, k))
     assert (wide[:, n:] == 5).all()  # the columns beyond c are not touched
     assert wide.dtype == dt
 

@@ -102,12 +102,24 @@ def test_softmax_ce_infinities_match_reference(K, R, dtype):
     reason="tests the compiled float32 polynomial; with NUMBA_DISABLE_JIT=1 NumPy's exp stands in",
 )
 def test_float32_exp_accuracy(K):
-    """The vectorised float32 exp: within 1.5 ulp of exp over [-87.3, 0]."""
+    """The vectorised float32 exp over [-87.3, 0] on a million points: within
+    1.02 ulp of the exact exp (measured 1.013 ulp; NumPy's float32 exp 2.31),
+    and the softmax probabilities built on it within 3 ulp (measured 2.62)."""
+    from numbanet.kernels import loss
+
+    @numba.njit
+    def exp_all(x, y):
+        for i in range(x.size):
+            y[i] = loss._exp_nonpositive(x[i])
+
     x = -np.linspace(0, 87.3, 1_000_001).astype(np.float32)
+    e = np.exp(x.astype(np.float64))
+    got = np.empty_like(x)
+    exp_all(x, got)
+    assert (np.abs(got - e) / np.spacing(e.astype(np.float32)).astype(np.float64)).max() <= 1.02
     logits = np.stack([np.zeros_like(x), x], axis=1)  # max 0, so p1 = exp(x) / (1 + exp(x))
     _, probs = K.softmax_cross_entropy(logits, np.zeros(x.size, np.int64))
-    e = np.exp(x.astype(np.float64))
     want = e / (1 + e)
     ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
-    # exp (1 ulp), the sum, the reciprocal and the product each round once
+    # exp, then the sum, the reciprocal and the product each round once
     assert (np.abs(probs[:, 1] - want) / ulp).max() <= 3.0
