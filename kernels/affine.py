@@ -94,6 +94,7 @@ def _column_sums(dy):
     return db
 
 
+@links_gemm("gemm_block")  # _matmul's code, and so its GEMM calls, are compiled in
 @jit()
 def _affine_forward(x2d, w, b, threads):
     # One dispatch from Python for the product and the bias: at the sizes of
@@ -102,6 +103,7 @@ def _affine_forward(x2d, w, b, threads):
     return _add_bias(_matmul(x2d, False, w, False, y, threads), b)
 
 
+@links_gemm("gemm_block")
 @jit()
 def _affine_backward(dy, x2d, w, need_dx, threads):
     # dx, dw and db in one dispatch (dx is (0, 0) when not needed).

@@ -509,10 +509,50 @@ def test_kernels_declare_every_gemm_entry_they_call():
 
     declared = {k: d for k, d in dispatchers().items() if hasattr(d, "gemm_entries")}
     assert {"conv._conv2d_forward_wgemm", "conv._conv2d_backward_wgemm", "affine._matmul"} <= set(declared)
+    def calls(fn, seen):
+        """GEMM entries whose calls end up in ``fn``'s machine code: its own,
+        and those of every @njit function it calls (compiled into it)."""
+        found = set()
+        for c in fn.__code__.co_names:
+            obj = fn.__globals__.get(c)
+            if c in _gemm_ext.ENTRIES and obj is getattr(_gemm_ext, c):
+                found.add(c)
+            elif hasattr(obj, "py_func") and obj not in seen:
+                seen.add(obj)
+                found |= calls(obj.py_func, seen)
+        return found
+
     for name, d in dispatchers().items():
-        called = set(d.py_func.__code__.co_names) & set(_gemm_ext.ENTRIES)
-        called = {c for c in called if d.py_func.__globals__.get(c) is getattr(_gemm_ext, c)}
+        called = calls(d.py_func, {d})
         assert called <= set(getattr(d, "gemm_entries", ())), f"{name} calls {called}: decorate it with links_gemm"
+
+
+_FIRST_RESULTS = """
+import json
+import numpy as np
+import numbanet.kernels as K
+rng = np.random.default_rng(0)
+out = {}
+for dt in (np.float32, np.float64):
+    x, w = rng.standard_normal((3, 40)).astype(dt), rng.standard_normal((40, 5)).astype(dt)
+    y = K.affine_forward(x, w, np.zeros(5, dt))
+    dx, dw, db = K.affine_backward(y, x, w)
+    xc, wc = rng.standard_normal((2, 3, 9, 9)).astype(dt), rng.standard_normal((16, 3, 3, 3)).astype(dt)
+    yc = K.conv2d_forward(xc, wc, np.zeros(16, dt), 1, 1)
+    dxc, dwc, dbc = K.conv2d_backward(yc, xc, wc, 1, 1)
+    out[np.dtype(dt).name] = [float(np.abs(a).sum()) for a in (y, dx, dw, yc, dxc, dwc)]
+print(json.dumps(out))
+"""
+
+
+@needs_jit
+def test_kernels_loaded_from_the_cache_find_their_gemm_symbols(tmp_path):
+    # The second process loads every GEMM-calling kernel from the cache, with
+    # nothing but links_gemm to register the symbols its machine code calls (an
+    # unregistered symbol is a jump to address 0: a segfault, not an error).
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    first = run_python(_FIRST_RESULTS, env)
+    assert run_python(_FIRST_RESULTS, env) == first
 
 
 @needs_jit
