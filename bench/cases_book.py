@@ -28,6 +28,7 @@ numbanet.book skips it). A call returns the loss of the step and the updated par
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -37,30 +38,38 @@ from .registry import Case, register
 #: seed of np.random for the weight initialisation and the dropout masks
 SEED = 1234
 
+#: The book's code works on process-wide state (np.random's global generator,
+#: ``config.dtype``) and these cases swap module attributes, so a case holds
+#: this lock for the whole of a set-up or a step: cases called from several
+#: Python threads at once run one at a time and give the serial results.
+_GLOBAL_STATE = threading.RLock()
+
 
 @contextmanager
 def _ops(impl):
     """Point numbanet.book's layers and optimizers at ``impl`` (kernels or reference)."""
     from numbanet.book import layers, optimizer
 
-    saved = layers.kernels, optimizer._k
-    layers.kernels = optimizer._k = impl
-    try:
-        yield
-    finally:
-        layers.kernels, optimizer._k = saved
+    with _GLOBAL_STATE:
+        saved = layers.kernels, optimizer._k
+        layers.kernels = optimizer._k = impl
+        try:
+            yield
+        finally:
+            layers.kernels, optimizer._k = saved
 
 
 @contextmanager
 def _param_dtype(dtype):
     from numbanet.book import config
 
-    saved = config.dtype
-    config.dtype = np.dtype(dtype).name
-    try:
-        yield
-    finally:
-        config.dtype = saved
+    with _GLOBAL_STATE:
+        saved = config.dtype
+        config.dtype = np.dtype(dtype).name
+        try:
+            yield
+        finally:
+            config.dtype = saved
 
 
 def _inputs(shape, classes=10, n=100):
@@ -113,9 +122,9 @@ def _bind_for(name, reseed):
         shown = [k for k in net.params if not (getattr(net, "use_batchnorm", False) and k in hidden_b)]
 
         def run():
-            if reseed:
-                np.random.seed(SEED)
             with _ops(impl):
+                if reseed:
+                    np.random.seed(SEED)
                 grads = net.gradient(x, t)
                 opt.update(net.params, grads)
             return loss_layer.loss, {k: net.params[k] for k in shown}

@@ -117,8 +117,10 @@ for _name, (_hw, _fs, _pad, _desc) in {
             # tensor whose update were dropped would be off by 6.3e-4 (digits'
             # 0.W) to 1e-2 relative; kernel vs reference measured 8.4e-8
             # (digits) and 8.0e-5 (mnist; a few g near 0 round to another
-            # sign) in float32. 2e-4 sits between the two.
-            tol={"float32": 2e-4, "float64": 1e-10},
+            # sign) in float32 with the AVX-512 tile, 2.3e-4 (mnist) with the
+            # AVX2 tile (another summation order; Zen 3, 2026-11-30). 4e-4
+            # sits between the two.
+            tol={"float32": 4e-4, "float64": 1e-10},
             description=_desc,
         )
     )

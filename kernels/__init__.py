@@ -60,11 +60,19 @@ __all__ = list(_WHERE)
 OP_MODULES = tuple(sorted({m for m in _WHERE.values() if not m.startswith("_")}))
 
 
+def _is_submodule(name):
+    from importlib.util import find_spec
+
+    return not name.startswith("__") and find_spec(f"{__name__}.{name}") is not None
+
+
 def __getattr__(name):
     mod = _WHERE.get(name)
     if mod is not None:
         value = getattr(_import_module(f".{mod}", __name__), name)
-    elif name in OP_MODULES:
+    elif name in OP_MODULES or _is_submodule(name):
+        # a submodule (``K._threads``, ``K.validate``) as attribute, as it was
+        # when this package imported its modules eagerly
         value = _import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
