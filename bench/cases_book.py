@@ -17,13 +17,12 @@ switch. The images are float32 in both, as the book's ``load_mnist`` returns
 them, and the labels uint8 class indices. The initial weights come from the
 networks' own initialisation under ``np.random.seed``.
 
-Kernel side: :mod:`numbanet.book` as it is. Reference side: the same network
-and optimizer objects with the one module attribute through which
-:mod:`numbanet.book.layers` and :mod:`numbanet.book.optimizer` reach the
-kernels pointed at :mod:`numbanet.reference` for the duration of each call:
-the book's algorithm, layer by layer, in NumPy (im2col convolution, as the
-book; the first layer's unused input gradient computed, as the book, where
-numbanet.book skips it). A call returns the loss of the step and the updated parameters.
+Kernel side: :mod:`numbanet.book` as it is. Reference side: the same
+networks and optimizers built with ``backend=numbanet.reference``, their
+NumPy twins: the book's algorithm, layer by layer (im2col convolution, as
+the book; the first layer's unused input gradient computed, as the book,
+where numbanet.book skips it). A call returns the loss of the step and the
+updated parameters.
 """
 
 from __future__ import annotations
@@ -38,25 +37,13 @@ from .registry import Case, register
 #: seed of np.random for the weight initialisation and the dropout masks
 SEED = 1234
 
-#: The book's code works on process-wide state (np.random's global generator,
-#: ``config.dtype``) and these cases swap module attributes, so a case holds
-#: this lock for the whole of a set-up or a step: cases called from several
-#: Python threads at once run one at a time and give the serial results.
+#: The book's code works on process-wide state: np.random's global generator
+#: (weight initialisation, DeepConvNet's dropout masks) and
+#: ``config.dtype``. A set-up, and a step that reseeds and draws, hold this
+#: lock, so cases called from several Python threads at once give the serial
+#: results. (Which ops a network computes with is its own ``backend``, not
+#: process state.)
 _GLOBAL_STATE = threading.RLock()
-
-
-@contextmanager
-def _ops(impl):
-    """Point numbanet.book's layers and optimizers at ``impl`` (kernels or reference)."""
-    from numbanet.book import layers, optimizer
-
-    with _GLOBAL_STATE:
-        saved = layers.kernels, optimizer._k
-        layers.kernels = optimizer._k = impl
-        try:
-            yield
-        finally:
-            layers.kernels, optimizer._k = saved
 
 
 @contextmanager
@@ -83,22 +70,22 @@ def _inputs(shape, classes=10, n=100):
     return make
 
 
-def _net(name):
+def _net(name, backend):
     if name == "simpleconvnet":
         from numbanet.book.simple_convnet import SimpleConvNet
 
-        return SimpleConvNet(), "Adam", {"lr": 0.001}
+        return SimpleConvNet(backend=backend), "Adam", {"lr": 0.001}
     if name == "deepconvnet":
         from numbanet.book.deep_convnet import DeepConvNet
 
-        return DeepConvNet(), "Adam", {"lr": 0.001}
+        return DeepConvNet(backend=backend), "Adam", {"lr": 0.001}
     if name == "multilayerextend":
         from numbanet.book.multi_layer_net_extend import MultiLayerNetExtend
 
-        return MultiLayerNetExtend(784, [100] * 5, 10, use_batchnorm=True), "SGD", {"lr": 0.01}
+        return MultiLayerNetExtend(784, [100] * 5, 10, use_batchnorm=True, backend=backend), "SGD", {"lr": 0.01}
     from numbanet.book.two_layer_net import TwoLayerNet
 
-    return TwoLayerNet(784, 50, 10), "SGD", {"lr": 0.1}
+    return TwoLayerNet(784, 50, 10, backend=backend), "SGD", {"lr": 0.1}
 
 
 def _bind_for(name, reseed):
@@ -108,8 +95,8 @@ def _bind_for(name, reseed):
 
         with _param_dtype(inp["dtype"]):
             np.random.seed(SEED)
-            net, opt_name, opt_kw = _net(name)
-        opt = getattr(book_optimizer, opt_name)(**opt_kw)
+            net, opt_name, opt_kw = _net(name, impl)
+        opt = getattr(book_optimizer, opt_name)(**opt_kw, backend=impl)
         # numbanet.book skips the unused input gradient of the first layer;
         # the book's algorithm computes it.
         net.skip_first_dx = impl is not kernels
@@ -121,13 +108,18 @@ def _bind_for(name, reseed):
         hidden_b = {f"b{i}" for i in range(1, len(getattr(net, "hidden_size_list", [])) + 1)}
         shown = [k for k in net.params if not (getattr(net, "use_batchnorm", False) and k in hidden_b)]
 
-        def run():
-            with _ops(impl):
-                if reseed:
-                    np.random.seed(SEED)
-                grads = net.gradient(x, t)
-                opt.update(net.params, grads)
+        def step():
+            grads = net.gradient(x, t)
+            opt.update(net.params, grads)
             return loss_layer.loss, {k: net.params[k] for k in shown}
+
+        if not reseed:
+            return step
+
+        def run():
+            with _GLOBAL_STATE:
+                np.random.seed(SEED)
+                return step()
 
         return run
 

@@ -58,11 +58,27 @@ class BookNet:
 
     Subclasses set ``self.params`` (dict of arrays), ``self.layers`` (an
     ``OrderedDict`` or a list of layers) and the loss layer, and list in
-    ``_weight_layers()`` the layer that owns each ``W<i>``/``b<i>``.
+    ``_weight_layers()`` the layer that owns each ``W<i>``/``b<i>``. Every
+    network takes the book's arguments plus a keyword-only ``backend`` (see
+    :meth:`_use_backend`), kept as the attribute ``backend``.
     """
 
     #: Skip the first layer's input gradient (False computes it, as the book).
     skip_first_dx = True
+
+    def _use_backend(self, backend):
+        """Point every layer (the loss layer included) at ``backend``.
+
+        ``backend`` is the networks' keyword-only argument (an addition to
+        the book's signatures): :mod:`numbanet.kernels` when ``None``, or
+        :mod:`numbanet.reference` for the same network in plain NumPy.
+        """
+        from numbanet.reference.backend import resolve_backend
+
+        ops = resolve_backend(backend)
+        self.backend = ops
+        for layer in [*self._layer_list(), self._loss_layer()]:
+            layer.ops = ops
 
     def _weight_layers(self):
         """Layer names (or list indices) holding W1/b1, W2/b2, ... in order."""

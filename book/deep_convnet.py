@@ -46,7 +46,7 @@ class DeepConvNet(SavesParams, BookNet):
     def __init__(self, input_dim=(1, 28, 28),
                  conv_param_1=_CONV(16, 1), conv_param_2=_CONV(16, 1), conv_param_3=_CONV(32, 1),
                  conv_param_4=_CONV(32, 2), conv_param_5=_CONV(64, 1), conv_param_6=_CONV(64, 1),
-                 hidden_size=50, output_size=10):
+                 hidden_size=50, output_size=10, *, backend=None):
         # fan-in per layer: the book's fixed numbers (3x3 filters assumed)
         pre_node_nums = np.array([1 * 3 * 3, 16 * 3 * 3, 16 * 3 * 3, 32 * 3 * 3, 32 * 3 * 3,
                                   64 * 3 * 3, 64 * 4 * 4, hidden_size])
@@ -82,6 +82,7 @@ class DeepConvNet(SavesParams, BookNet):
             _L.Affine(p["W8"], p["b8"]), _L.Dropout(0.5),
         ]
         self.last_layer = _L.SoftmaxWithLoss()
+        self._use_backend(backend)
 
     def _weight_layers(self):
         return self._WEIGHT_LAYERS

@@ -12,6 +12,12 @@ as it is and casts any other dtype to ``numbanet.book.config.dtype``. The
 kernels accept only float32/float64 of one dtype; the casting lives here, and
 only happens when the dtype differs.
 
+Every layer takes a keyword-only ``backend`` (an addition to the book's
+signatures): the module of ops it computes with, :mod:`numbanet.kernels` by
+default, or :mod:`numbanet.reference` for the same layer in plain NumPy (the
+book's algorithm; the benchmark's reference side). It is the attribute
+``ops``.
+
 Every ``backward`` returns new arrays and stores new gradient arrays
 (``dW``, ``db``, ``dgamma``, ``dbeta``), as the book does: a gradient returned
 earlier is never overwritten by a later call.
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numbanet import kernels
+from numbanet.reference.backend import resolve_backend
 
 from . import config
 from . import functions as _functions
@@ -95,7 +101,8 @@ class Relu:
     a new array.
     """
 
-    def __init__(self):
+    def __init__(self, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.x = None
 
     @property
@@ -104,12 +111,12 @@ class Relu:
 
     def forward(self, x):
         x = _cast(x, _free_dtype(x))
-        out = kernels.relu_forward(x)
+        out = self.ops.relu_forward(x)
         self.x = x
         return out
 
     def backward(self, dout):
-        return kernels.relu_backward(_cast(dout, self.x.dtype), self.x)
+        return self.ops.relu_backward(_cast(dout, self.x.dtype), self.x)
 
 
 class Sigmoid:
@@ -118,16 +125,17 @@ class Sigmoid:
     ``out`` is the last forward output.
     """
 
-    def __init__(self):
+    def __init__(self, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.out = None
 
     def forward(self, x):
-        out = kernels.sigmoid_forward(_cast(x, _free_dtype(x)))
+        out = self.ops.sigmoid_forward(_cast(x, _free_dtype(x)))
         self.out = out
         return out
 
     def backward(self, dout):
-        return kernels.sigmoid_backward(_cast(dout, self.out.dtype), self.out)
+        return self.ops.sigmoid_backward(_cast(dout, self.out.dtype), self.out)
 
 
 class Affine:
@@ -146,7 +154,8 @@ class Affine:
     ``dx = dout @ W.T`` in the input's shape.
     """
 
-    def __init__(self, W, b):
+    def __init__(self, W, b, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.W = W
         self.b = b
         self.x = None
@@ -159,14 +168,14 @@ class Affine:
         self.original_x_shape = x.shape
         x = x.reshape(x.shape[0], -1)
         self.x = x
-        return kernels.affine_forward(x, W, b)
+        return self.ops.affine_forward(x, W, b)
 
     def backward(self, dout, need_dx=True):
         """Store ``dW``, ``db``; return ``dx`` (``None`` with ``need_dx=False``,
         an addition to the book's signature for a network's first layer,
         whose input gradient nobody reads)."""
         x = self.x
-        dx, self.dW, self.db = kernels.affine_backward(
+        dx, self.dW, self.db = self.ops.affine_backward(
             _cast(dout, x.dtype), x, _cast(self.W, x.dtype), need_dx=need_dx
         )
         return dx.reshape(self.original_x_shape) if need_dx else None
@@ -193,7 +202,8 @@ class SoftmaxWithLoss:
     ``dout`` scales the gradient (the book ignores it; its callers pass 1).
     """
 
-    def __init__(self):
+    def __init__(self, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.loss = None
         self.y = None
         self.t = None
@@ -211,9 +221,11 @@ class SoftmaxWithLoss:
             picked = labels.argmax(axis=1)
         else:
             labels = picked = t_arr.reshape(-1)
-        _, y = kernels.softmax_cross_entropy(x2, labels)
+        _, y = self.ops.softmax_cross_entropy(x2, labels)
         p = y[np.arange(n), picked]
-        self.loss = -np.sum(np.log(p + p.dtype.type(LOG_DELTA))) / n
+        # the ndarray method: np.sum's dispatch costs more than the sum of a
+        # gradient check's few rows (same reduction, same result)
+        self.loss = -np.log(p + p.dtype.type(LOG_DELTA)).sum() / n
         self.y = y.reshape(x.shape)
         self.t = t
         self._labels = labels
@@ -222,7 +234,7 @@ class SoftmaxWithLoss:
     def backward(self, dout=1):
         y = self.y
         y2 = y.reshape(1, -1) if y.ndim == 1 else y
-        dx = kernels.softmax_cross_entropy_backward(y2, self._labels)
+        dx = self.ops.softmax_cross_entropy_backward(y2, self._labels)
         if dout != 1:
             dx *= dx.dtype.type(dout)
         return dx.reshape(y.shape)
@@ -239,7 +251,8 @@ class Dropout:
     training forward.
     """
 
-    def __init__(self, dropout_ratio=0.5):
+    def __init__(self, dropout_ratio=0.5, *, backend=None):
+        self.ops = resolve_backend(backend)  # unused: the book's dropout is NumPy's draw and product
         self.dropout_ratio = dropout_ratio
         self.mask = None
 
@@ -280,7 +293,8 @@ class BatchNormalization:
     forward (the book's reuses the last training batch's intermediates).
     """
 
-    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.gamma = gamma
         self.beta = beta
         self.momentum = momentum
@@ -303,7 +317,7 @@ class BatchNormalization:
             self.running_mean = np.zeros(x2.shape[1], dt)
             self.running_var = np.zeros(x2.shape[1], dt)
         train = bool(train_flg)
-        out, mean, inv_std, rm, rv = kernels.batchnorm_forward(
+        out, mean, inv_std, rm, rv = self.ops.batchnorm_forward(
             x2, _cast(gamma, dt), _cast(self.beta, dt), _cast(self.running_mean, dt),
             _cast(self.running_var, dt), self.momentum, BN_EPS, train, unbiased=False,
         )
@@ -316,7 +330,7 @@ class BatchNormalization:
     def backward(self, dout):
         x2 = self._x
         dout = _cast(dout, x2.dtype).reshape(x2.shape)
-        dx, self.dgamma, self.dbeta = kernels.batchnorm_backward(
+        dx, self.dgamma, self.dbeta = self.ops.batchnorm_backward(
             dout, x2, _cast(self.gamma, x2.dtype), self._mean, self._inv_std, self._train
         )
         return dx.reshape(self.input_shape)
@@ -339,7 +353,8 @@ class Convolution:
     need none) and stay ``None``.
     """
 
-    def __init__(self, W, b, stride=1, pad=0):
+    def __init__(self, W, b, stride=1, pad=0, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.W = W
         self.b = b
         self.stride = stride
@@ -352,7 +367,7 @@ class Convolution:
 
     def forward(self, x):
         x, W, b = _input_and_weights(self, x, self.W.shape[0])
-        out = kernels.conv2d_forward(x, W, b, self.stride, self.pad)
+        out = self.ops.conv2d_forward(x, W, b, self.stride, self.pad)
         self.x = x
         return out
 
@@ -360,7 +375,7 @@ class Convolution:
         """Store ``dW``, ``db``; return ``dx`` (``None`` with ``need_dx=False``,
         as :meth:`Affine.backward`)."""
         x = self.x
-        dx, self.dW, self.db = kernels.conv2d_backward(
+        dx, self.dW, self.db = self.ops.conv2d_backward(
             _cast(dout, x.dtype), x, _cast(self.W, x.dtype), self.stride, self.pad, need_dx=need_dx
         )
         return dx
@@ -378,7 +393,8 @@ class Pooling:
     :class:`numbanet.layers.Pooling`.
     """
 
-    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+    def __init__(self, pool_h, pool_w, stride=2, pad=0, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.pool_h = pool_h
         self.pool_w = pool_w
         self.stride = stride
@@ -392,12 +408,12 @@ class Pooling:
 
     def forward(self, x):
         x = _cast(x, _free_dtype(x))
-        out, self._arg = kernels.maxpool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        out, self._arg = self.ops.maxpool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
         self.x = x
         return out
 
     def backward(self, dout):
         x = self.x
-        return kernels.maxpool2d_backward(
+        return self.ops.maxpool2d_backward(
             _cast(dout, x.dtype), self._arg, x.shape, self.pool_h, self.pool_w, self.stride, self.pad
         )

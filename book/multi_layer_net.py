@@ -37,7 +37,7 @@ class MultiLayerNet(BookNet):
     """
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
-                 weight_init_std="relu", weight_decay_lambda=0):
+                 weight_init_std="relu", weight_decay_lambda=0, *, backend=None):
         self.input_size = input_size
         self.output_size = output_size
         self.hidden_size_list = hidden_size_list
@@ -55,6 +55,7 @@ class MultiLayerNet(BookNet):
         idx = self.hidden_layer_num + 1
         self.layers["Affine" + str(idx)] = _L.Affine(self.params["W" + str(idx)], self.params["b" + str(idx)])
         self.last_layer = _L.SoftmaxWithLoss()
+        self._use_backend(backend)
 
     def _weight_layers(self):
         return ["Affine" + str(i) for i in range(1, self.hidden_layer_num + 2)]

@@ -35,7 +35,7 @@ class MultiLayerNetExtend(BookNet):
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
-                 dropout_ration=0.5, use_batchnorm=False):
+                 dropout_ration=0.5, use_batchnorm=False, *, backend=None):
         self.input_size = input_size
         self.output_size = output_size
         self.hidden_size_list = hidden_size_list
@@ -62,6 +62,7 @@ class MultiLayerNetExtend(BookNet):
         idx = str(self.hidden_layer_num + 1)
         self.layers["Affine" + idx] = _L.Affine(self.params["W" + idx], self.params["b" + idx])
         self.last_layer = _L.SoftmaxWithLoss()
+        self._use_backend(backend)
 
     def _weight_layers(self):
         return ["Affine" + str(i) for i in range(1, self.hidden_layer_num + 2)]

@@ -40,13 +40,18 @@ How each entry is updated:
 - anything else (Python floats as in the book's ``optimizer_compare_naive``,
   0-d arrays, float16 arrays, state replaced by other types): the book's
   formula in plain NumPy, with the book's results and types.
+
+Every optimizer also takes a keyword-only ``backend`` (an addition to the
+book's signatures, attribute ``ops``): the module whose ``*_step`` functions
+the fused path calls, :mod:`numbanet.kernels` by default or
+:mod:`numbanet.reference` (the same update in NumPy).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from numbanet import kernels as _k
+from numbanet.reference.backend import resolve_backend
 
 # ``np`` too: the book's module has no ``__all__``, so ``from common.optimizer
 # import *`` hands scripts numpy, and ch06/optimizer_compare_mnist relies on it.
@@ -101,14 +106,15 @@ class SGD(_BookOptimizer):
         Learning rate (attribute ``lr``).
     """
 
-    def __init__(self, lr=0.01):
+    def __init__(self, lr=0.01, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.lr = lr
 
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
         for key, g, gf, _ in self._entries(params, grads):
             if gf is not None:
-                _k.sgd_step(params[key], gf, lr=self.lr)
+                self.ops.sgd_step(params[key], gf, lr=self.lr)
             else:
                 params[key] -= self.lr * g
 
@@ -116,7 +122,8 @@ class SGD(_BookOptimizer):
 class _Velocity(_BookOptimizer):
     _states = ("v",)
 
-    def __init__(self, lr=0.01, momentum=0.9):
+    def __init__(self, lr=0.01, momentum=0.9, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.lr = lr
         self.momentum = momentum
         self.v = None
@@ -138,7 +145,7 @@ class Momentum(_Velocity):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
         for key, g, gf, (v,) in self._entries(params, grads):
             if gf is not None:
-                _k.book_momentum_step(params[key], gf, v, lr=self.lr, momentum=self.momentum)
+                self.ops.book_momentum_step(params[key], gf, v, lr=self.lr, momentum=self.momentum)
             else:
                 self.v[key] = self.momentum * v - self.lr * g
                 params[key] += self.v[key]
@@ -164,7 +171,7 @@ class Nesterov(_Velocity):
         mu, lr = self.momentum, self.lr
         for key, g, gf, (v,) in self._entries(params, grads):
             if gf is not None:
-                _k.book_nesterov_step(params[key], gf, v, lr=lr, momentum=mu)
+                self.ops.book_nesterov_step(params[key], gf, v, lr=lr, momentum=mu)
             else:
                 params[key] += mu * mu * v
                 params[key] -= (1 + mu) * lr * g
@@ -184,7 +191,8 @@ class AdaGrad(_BookOptimizer):
 
     _states = ("h",)
 
-    def __init__(self, lr=0.01):
+    def __init__(self, lr=0.01, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.lr = lr
         self.h = None
 
@@ -193,7 +201,7 @@ class AdaGrad(_BookOptimizer):
         for key, g, gf, (h,) in self._entries(params, grads):
             if gf is not None:
                 # step 1 without lr_decay: the step size is lr itself.
-                _k.adagrad_step(params[key], gf, h, step=1, lr=self.lr, eps=EPS)
+                self.ops.adagrad_step(params[key], gf, h, step=1, lr=self.lr, eps=EPS)
             else:
                 self.h[key] += g * g
                 params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
@@ -213,7 +221,8 @@ class RMSprop(_BookOptimizer):
 
     _states = ("h",)
 
-    def __init__(self, lr=0.01, decay_rate=0.99):
+    def __init__(self, lr=0.01, decay_rate=0.99, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.lr = lr
         self.decay_rate = decay_rate
         self.h = None
@@ -223,7 +232,7 @@ class RMSprop(_BookOptimizer):
         rho = self.decay_rate
         for key, g, gf, (h,) in self._entries(params, grads):
             if gf is not None:
-                _k.rmsprop_step(params[key], gf, h, lr=self.lr, alpha=rho, eps=EPS)
+                self.ops.rmsprop_step(params[key], gf, h, lr=self.lr, alpha=rho, eps=EPS)
             else:
                 self.h[key] *= rho
                 self.h[key] += (1 - rho) * g * g
@@ -250,7 +259,8 @@ class Adam(_BookOptimizer):
 
     _states = ("m", "v")
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, *, backend=None):
+        self.ops = resolve_backend(backend)
         self.lr = lr
         self.beta1 = beta1
         self.beta2 = beta2
@@ -266,7 +276,7 @@ class Adam(_BookOptimizer):
         lr_t = None
         for key, g, gf, (m, v) in entries:
             if gf is not None:
-                _k.book_adam_step(params[key], gf, m, v, step=t, lr=self.lr, beta1=b1, beta2=b2, eps=EPS)
+                self.ops.book_adam_step(params[key], gf, m, v, step=t, lr=self.lr, beta1=b1, beta2=b2, eps=EPS)
                 continue
             if lr_t is None:
                 # A NumPy float64 scalar, as the book's np.sqrt makes it.

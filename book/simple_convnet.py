@@ -40,7 +40,7 @@ class SimpleConvNet(SavesParams, BookNet):
 
     def __init__(self, input_dim=(1, 28, 28),
                  conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},  # noqa: B006 (the book's default, never mutated)
-                 hidden_size=100, output_size=10, weight_init_std=0.01):
+                 hidden_size=100, output_size=10, weight_init_std=0.01, *, backend=None):
         filter_num = conv_param["filter_num"]
         filter_size = conv_param["filter_size"]
         filter_pad = conv_param["pad"]
@@ -65,6 +65,7 @@ class SimpleConvNet(SavesParams, BookNet):
         self.layers["Relu2"] = _L.Relu()
         self.layers["Affine2"] = _L.Affine(self.params["W3"], self.params["b3"])
         self.last_layer = _L.SoftmaxWithLoss()
+        self._use_backend(backend)
 
     def _weight_layers(self):
         return ("Conv1", "Affine1", "Affine2")

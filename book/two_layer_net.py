@@ -30,7 +30,7 @@ class TwoLayerNet(BookNet):
     lastLayer : SoftmaxWithLoss
     """
 
-    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01):
+    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01, *, backend=None):
         dt = param_dtype()
         self.params = {}
         self.params["W1"] = weights(weight_init_std, (input_size, hidden_size), dt)
@@ -43,6 +43,7 @@ class TwoLayerNet(BookNet):
         self.layers["Relu1"] = _L.Relu()
         self.layers["Affine2"] = _L.Affine(self.params["W2"], self.params["b2"])
         self.lastLayer = _L.SoftmaxWithLoss()
+        self._use_backend(backend)
 
     def _weight_layers(self):
         return ("Affine1", "Affine2")

@@ -289,3 +289,45 @@ def test_skipping_the_first_input_gradient_changes_nothing(rng, name):
     full = net.gradient(x, t)
     for k in fast:
         np.testing.assert_array_equal(fast[k], full[k], err_msg=k)
+
+
+BACKEND_NETS = {
+    "two_layer": lambda **kw: TwoLayerNet(6, 5, 3, weight_init_std=0.1, **kw),
+    "multi_layer": lambda **kw: MultiLayerNet(6, [5, 4], 3, weight_decay_lambda=0.1, **kw),
+    "extend_bn_dropout": lambda **kw: MultiLayerNetExtend(6, [5, 4], 3, use_batchnorm=True, use_dropout=True, **kw),
+    "simple_conv": lambda **kw: _tiny_conv(weight_init_std=0.3, **kw),
+}
+
+
+@pytest.mark.parametrize("name", BACKEND_NETS)
+def test_backend_argument_runs_the_network_and_optimizer_on_the_reference(rng, name):
+    # backend= is how the benchmark's reference side runs the same network in
+    # NumPy: every layer and the optimizer compute with the module given, and
+    # the kernels give the same step to rounding.
+    import numbanet.kernels as K
+    import numbanet.reference as R
+    from numbanet.book.optimizer import Adam, Momentum
+
+    x, t = _data(rng, (1, 6, 6) if name == "simple_conv" else (6,))
+    steps = {}
+    for backend in (None, R):
+        np.random.seed(SEED)
+        net = BACKEND_NETS[name](backend=backend)
+        want = K if backend is None else R
+        assert net.backend is want
+        loss_layer = net.lastLayer if hasattr(net, "lastLayer") else net.last_layer
+        assert all(layer.ops is want for layer in [*net._layer_list(), loss_layer])
+        assert Adam(backend=backend).ops is want
+        # Momentum, not Adam: Adam's first step is about lr * sign(g), and the
+        # gradients of biases feeding a batch norm are rounding noise.
+        opt = Momentum(lr=0.1, backend=backend)
+        assert opt.ops is want
+        np.random.seed(SEED + 1)  # the same dropout masks on both sides
+        grads = net.gradient(x, t)
+        opt.update(net.params, grads)
+        opt.update(net.params, grads)  # the second uses the velocity
+        steps[backend] = (grads, {k: v.copy() for k, v in net.params.items()})
+    (g_k, p_k), (g_r, p_r) = steps[None], steps[R]
+    for k in g_k:
+        np.testing.assert_allclose(g_k[k], g_r[k], rtol=1e-9, atol=1e-12, err_msg=k)
+        np.testing.assert_allclose(p_k[k], p_r[k], rtol=1e-9, atol=1e-12, err_msg=k)
