@@ -20,7 +20,13 @@ Structure (the BLIS/GotoBLAS scheme, kept small):
 * :func:`gemm` packs A (``MR`` rows at a time) and B (``NR`` columns at a
   time) into contiguous panels of ``KC`` steps, runs the micro-kernel over
   every full tile and finishes ragged edges through a small tile buffer.
-  :func:`gemm_block` does one block of it, given as index ranges.
+  :func:`gemm_block` does one block of it, given as index ranges. Two
+  shortcuts skip packing where it costs more than it saves, both chosen from
+  the whole product's shape and layouts (never the block), so a product's
+  bits do not depend on how it is split: a row-major A is read in place when
+  C is at most ``A_IN_PLACE_MAX_N`` columns wide (same micro-kernel, same
+  bits as packing it), and an A of fewer than ``MR`` rows with row-major B
+  (a batch of one) is a plain k-ordered sum of B's rows, no tiles.
 * :func:`kernel_block_bt` and :func:`kernel_block_at` read B's (or A's) rows
   in place, unpacked, through a table of row offsets into a flat array: the
   convolution's im2col matrix, whose rows are runs of its (phase) planes, is
