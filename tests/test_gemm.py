@@ -403,8 +403,9 @@ def test_row_major_a_read_in_place_gives_the_packed_paths_bits(dt):
     m, k, n = 2 * MR + 1, _gemm.KC + 3, min(_gemm.A_IN_PLACE_MAX_N, 2 * nr(np.dtype(dt).itemsize) + 3)
     a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
     in_place, packed = np.empty((m, n), dt), np.empty((m, n), dt)
-    _gemm.gemm_block(a, b, in_place, 0, m, 0, n, False)
-    _gemm.gemm_packed_cols(_gemm.pack_a(a), m, b, packed, 0, n, False)
+    assert a.strides[1] == a.itemsize and n <= _gemm.A_IN_PLACE_MAX_N  # read in place
+    gemm(a, b, in_place, False)
+    gemm(np.asfortranarray(a), b, packed, False)  # the same A with a column stride: packed
     assert np.array_equal(in_place, packed)
 
 
@@ -419,7 +420,8 @@ def test_fewer_rows_than_a_tile_sum_in_k_order(dt):
     for kk in range(k):
         want += a[:, kk : kk + 1] * b[kk]
     c = np.full((m, n + 2), 9, dt)
-    gemm(a, b, c[:, :n], False)
+    b_wide = np.pad(b, ((0, 0), (0, 2)))  # columns 0 .. n of a wider c
+    _ext_gemm_block(a, b_wide, c, 0, m, 0, n, False)
     assert np.array_equal(c[:, :n], want) and (c[:, n:] == 9).all()
-    gemm(a, b, c[:, :n], True)
+    _ext_gemm_block(a, b_wide, c, 0, m, 0, n, True)
     assert np.array_equal(c[:, :n], want + want)
