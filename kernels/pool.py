@@ -358,6 +358,10 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_h, pool_w, stride=None, pad=0):
         raise TypeError(f"{fn}: argmax must be an integer array from maxpool2d_forward, got {got}")
     v.shape(fn, "argmax", argmax, dy.shape, "the shape of dy")
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    if not argmax.flags.writeable:
+        # as v.float_array does: a read-only argmax would compile (and cache) a
+        # read-only specialisation of the kernel, which warm-up cannot foresee
+        argmax = argmax.copy()
     dx, bad = _maxpool2d_backward(dy, argmax, h, w, pool_h, pool_w, *hp)
     if bad:
         raise ValueError(f"{fn}: argmax must hold window indices in [0, {pool_h * pool_w}), found {bad} outside")

@@ -139,6 +139,10 @@ def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype) -> tuple[np.n
             )
         shape(fn, "labels", t, (n,), "one class index per row of logits")
         t64 = np.ascontiguousarray(t, dtype=np.int64)
+        if not t64.flags.writeable:
+            # read-only labels are copied, as read-only float inputs are (see
+            # float_array): a read-only array is another kernel specialisation
+            t64 = t64.copy()
         # One reduction, not min and max: as unsigned, a negative index is
         # larger than any K. (uint64 labels beyond 2**63 wrap to negative in
         # the int64 cast and are caught the same way.)
@@ -150,7 +154,8 @@ def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype) -> tuple[np.n
         if not (np.issubdtype(t.dtype, np.integer) or np.issubdtype(t.dtype, np.floating)) or t.dtype == np.bool_:
             raise TypeError(f"{fn}: 2-D (one-hot) labels must be numeric, got dtype {t.dtype}")
         shape(fn, "labels", t, (n, k), "one-hot targets matching logits")
-        return np.ascontiguousarray(t, dtype=dtype), False
+        t = np.ascontiguousarray(t, dtype=dtype)
+        return (t if t.flags.writeable else t.copy()), False
     raise ValueError(
         f"{fn}: labels must be class indices of shape ({n},) or one-hot of shape ({n}, {k}), got shape {t.shape}"
     )

@@ -1,4 +1,14 @@
-"""numbanet's own matrix product (the GEMM under the convolution and Affine kernels) against NumPy."""
+"""numbanet's own matrix product (the GEMM under the convolution and Affine kernels) against NumPy.
+
+The in-process tests call the GEMM where the kernels do: its C entry points
+(:mod:`numbanet.kernels._gemm_ext`, compiled once per dtype and cached, so
+warm-up has compiled them already), through small ``@njit`` callers whose
+only code is the external call. Operand layouts (contiguous, transposed,
+strided) reach the entry points as strides, as in the kernels; calling
+``_gemm``'s functions directly instead would compile the whole GEMM again for
+every layout and dtype. The tile probes below compile ``_gemm`` directly, for
+every tile, in fresh processes.
+"""
 
 import contextlib
 
@@ -8,8 +18,56 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numbanet.kernels import _gemm
-from numbanet.kernels._gemm import MR, gemm, nr
+from numbanet.kernels import _gemm, _gemm_ext
+from numbanet.kernels._gemm import MR, nr
+
+
+@numba.njit
+def _ext_gemm_block(a, b, c, i0, i1, j0, j1, accumulate):
+    _gemm_ext.gemm_block(a, b, c, i0, i1, j0, j1, accumulate)
+
+
+@numba.njit
+def _ext_pack_a(a, ap):
+    _gemm_ext.pack_a_rows_into(a, 0, a.shape[0], ap)
+
+
+@numba.njit
+def _ext_pack_b(b, kc, nc, bp):
+    _gemm_ext.pack_b(b, 0, kc, 0, nc, bp)
+
+
+@numba.njit
+def _ext_kernel_block_bt(ap, a_off, m_, kc, b, btab, t0, b_col, nc, c, j0, add, tile):
+    _gemm_ext.kernel_block_bt(ap, a_off, m_, kc, b, btab, t0, b_col, nc, c, j0, add, tile)
+
+
+@numba.njit
+def _ext_kernel_block_at(a, atab, a_col, m_, kc, bp, nc, c, j0, add, tile):
+    _gemm_ext.kernel_block_at(a, atab, a_col, m_, kc, bp, nc, c, j0, add, tile)
+
+
+def gemm(a, b, c, accumulate):
+    """``c (+)= a @ b`` through the ``gemm_block`` entry (``c`` C-contiguous)."""
+    _ext_gemm_block(a, b, c, 0, a.shape[0], 0, b.shape[1], accumulate)
+
+
+def pack_a(a):
+    """All of ``a`` packed (``_gemm.pack_a``) through the ``pack_a_rows_into`` entry."""
+    ap = np.empty(-(-a.shape[0] // MR) * MR * a.shape[1], a.dtype)
+    _ext_pack_a(a, ap)
+    return ap
+
+
+_GUARD = 37
+
+
+def _guarded(rng, shape, dt):
+    """A C-contiguous matrix inside a larger buffer, and the buffer: writes
+    outside the matrix show up in the ``_GUARD`` elements on either side."""
+    n = int(np.prod(shape))
+    buf = rng.standard_normal(n + 2 * _GUARD).astype(dt)
+    return buf[_GUARD : _GUARD + n].reshape(shape), buf
 
 # sizes around the blocking edges: MR rows, NR columns (float32's and
 # float64's), KC steps, NC columns (named: the tile is the target's, and the
@@ -54,18 +112,18 @@ def _tol(dt, k):
     return (2e-5 if np.dtype(dt) == np.float32 else 1e-12) * max(1, k) ** 0.5
 
 
-def _check(m, k, n, dt, la, lb, accumulate, seed, row_pad=3):
+def _check(m, k, n, dt, la, lb, accumulate, seed):
     rng = np.random.default_rng(seed)
     a = _operand(rng, (m, k), dt, la)
     b = _operand(rng, (k, n), dt, lb)
-    # c: contiguous rows with a row stride of n + row_pad (a view into a wider array)
-    wide = rng.standard_normal((m, n + row_pad)).astype(dt)
-    c = wide[:, :n]
-    before = c.copy()
+    c, buf = _guarded(rng, (m, n), dt)
+    before, buf_before = c.copy(), buf.copy()
     gemm(a, b, c, accumulate)
     want = a.astype(np.float64) @ b.astype(np.float64) + (before if accumulate else 0)
     tol = _tol(dt, k)
     np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
+    buf_before[_GUARD : _GUARD + c.size] = c.ravel()
+    assert np.array_equal(buf, buf_before, equal_nan=True)  # nothing outside c written
     return a, b
 
 
@@ -79,15 +137,16 @@ def test_gemm_matches_numpy(m, k, n, f32, la, lb, accumulate, seed):
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
-def test_gemm_wide_n_and_row_stride_leave_the_rest_alone(dt):
+def test_gemm_wide_n_and_block_columns_leave_the_rest_alone(dt):
     rng = np.random.default_rng(1)
     with _blocks():
         m, k, n = 19, 70, _gemm.NC + 45  # two NC blocks, ragged tiles everywhere
         a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
         wide = np.full((m, n + 7), 5.0, dt)
-        gemm(a, b, wide[:, :n], False)
+        # columns 0 .. n of a wider c: the row stride is not the block's width
+        _ext_gemm_block(a, np.ascontiguousarray(np.pad(b, ((0, 0), (0, 7)))), wide, 0, m, 0, n, False)
     np.testing.assert_allclose(wide[:, :n], a @ b, rtol=_tol(dt, k), atol=_tol(dt, k))
-    assert (wide[:, n:] == 5).all()  # the columns beyond c are not touched
+    assert (wide[:, n:] == 5).all()  # the columns beyond the block are not touched
     assert wide.dtype == dt
 
 
@@ -100,7 +159,7 @@ def test_gemm_block_writes_its_block_only_and_matches_the_whole_product(la, lb):
     whole = np.empty((m, n), np.float32)
     gemm(a, b, whole, False)
     c = np.full((m, n), 7.0, np.float32)
-    _gemm.gemm_block(a, b, c, 9, 30, 33, 65, False)
+    _ext_gemm_block(a, b, c, 9, 30, 33, 65, False)
     assert np.array_equal(c[9:30, 33:65], whole[9:30, 33:65])  # same sums, same order
     c[9:30, 33:65] = 7.0
     assert (c == 7.0).all()
@@ -151,7 +210,7 @@ def test_kernel_block_with_b_read_in_place(m, kc, nc, f32, add, seed):
     c = rng.standard_normal((m, j0 + nc + 3)).astype(dt)
     before = c.copy()
     tile = np.empty((MR, nr(np.dtype(dt).itemsize)), dt)
-    _gemm.kernel_block_bt(_gemm.pack_a(a), 0, m, kc, flat, btab, t0, b_col, nc, c, j0, add, tile)
+    _ext_kernel_block_bt(pack_a(a), 0, m, kc, flat, btab, t0, b_col, nc, c, j0, add, tile)
     want = a.astype(np.float64) @ b + (before[:, j0 : j0 + nc] if add else 0)
     np.testing.assert_allclose(c[:, j0 : j0 + nc], want, rtol=1e-5, atol=1e-4 if f32 else 1e-12)
     assert np.array_equal(c[:, :j0], before[:, :j0]) and np.array_equal(c[:, j0 + nc :], before[:, j0 + nc :])
@@ -168,12 +227,13 @@ def test_kernel_block_with_a_read_in_place(m, kc, nc, f32, add, seed):
     atab = np.zeros(-(-m // MR) * MR, np.int64)  # rows past m point at 0
     atab[:m] = rng.integers(0, size - kc - a_col, m)
     a = np.stack([flat[o + a_col : o + a_col + kc] for o in atab[:m]])
-    bp = _gemm.b_buffer(kc, nc, b)
-    _gemm.pack_b(b, 0, kc, 0, nc, bp)
+    nr_ = nr(np.dtype(dt).itemsize)
+    bp = np.empty(-(-nc // nr_) * nr_ * kc, dt)  # _gemm.b_buffer's size
+    _ext_pack_b(b, kc, nc, bp)
     c = rng.standard_normal((m, j0 + nc + 2)).astype(dt)
     before = c.copy()
-    tile = np.empty((MR, nr(np.dtype(dt).itemsize)), dt)
-    _gemm.kernel_block_at(flat, atab, a_col, m, kc, bp, nc, c, j0, add, tile)
+    tile = np.empty((MR, nr_), dt)
+    _ext_kernel_block_at(flat, atab, a_col, m, kc, bp, nc, c, j0, add, tile)
     want = a.astype(np.float64) @ b + (before[:, j0 : j0 + nc] if add else 0)
     np.testing.assert_allclose(c[:, j0 : j0 + nc], want, rtol=1e-5, atol=1e-4 if f32 else 1e-12)
     assert np.array_equal(c[:, :j0], before[:, :j0]) and np.array_equal(c[:, j0 + nc :], before[:, j0 + nc :])
@@ -343,8 +403,9 @@ def test_row_major_a_read_in_place_gives_the_packed_paths_bits(dt):
     m, k, n = 2 * MR + 1, _gemm.KC + 3, min(_gemm.A_IN_PLACE_MAX_N, 2 * nr(np.dtype(dt).itemsize) + 3)
     a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
     in_place, packed = np.empty((m, n), dt), np.empty((m, n), dt)
-    _gemm.gemm_block(a, b, in_place, 0, m, 0, n, False)
-    _gemm.gemm_packed_cols(_gemm.pack_a(a), m, b, packed, 0, n, False)
+    assert a.strides[1] == a.itemsize and n <= _gemm.A_IN_PLACE_MAX_N  # read in place
+    gemm(a, b, in_place, False)
+    gemm(np.asfortranarray(a), b, packed, False)  # the same A with a column stride: packed
     assert np.array_equal(in_place, packed)
 
 
@@ -359,7 +420,8 @@ def test_fewer_rows_than_a_tile_sum_in_k_order(dt):
     for kk in range(k):
         want += a[:, kk : kk + 1] * b[kk]
     c = np.full((m, n + 2), 9, dt)
-    gemm(a, b, c[:, :n], False)
+    b_wide = np.pad(b, ((0, 0), (0, 2)))  # columns 0 .. n of a wider c
+    _ext_gemm_block(a, b_wide, c, 0, m, 0, n, False)
     assert np.array_equal(c[:, :n], want) and (c[:, n:] == 9).all()
-    gemm(a, b, c[:, :n], True)
+    _ext_gemm_block(a, b_wide, c, 0, m, 0, n, True)
     assert np.array_equal(c[:, :n], want + want)

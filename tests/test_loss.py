@@ -123,3 +123,28 @@ def test_float32_exp_accuracy(K):
     ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
     # exp, then the sum, the reciprocal and the product each round once
     assert (np.abs(probs[:, 1] - want) / ulp).max() <= 3.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_read_only_labels_compile_nothing_new(K, dtype):
+    """Read-only labels (index or one-hot, e.g. loaded from a file) are copied
+    like read-only float inputs: no read-only kernel specialisation, which
+    warm-up cannot foresee."""
+    import numba
+
+    from numbanet.kernels import loss as kloss
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((4, 3)).astype(dtype)
+    for labels in (np.array([0, 2, 1, 2]), np.eye(3, dtype=dtype)[[0, 2, 1, 2]]):
+        want = K.softmax_cross_entropy(logits, labels)
+        labels.setflags(write=False)
+        got = K.softmax_cross_entropy(logits, labels)
+        assert got[0] == want[0] and np.array_equal(got[1], want[1])
+        assert np.array_equal(K.softmax_cross_entropy_backward(got[1], labels),
+                              K.softmax_cross_entropy_backward(want[1], labels.copy()))
+    if not numba.config.DISABLE_JIT:
+        for kern in (kloss._softmax_ce_index, kloss._softmax_ce_targets,
+                     kloss._softmax_ce_backward_index, kloss._softmax_ce_backward_targets):
+            assert not [s for s in kern.signatures
+                        if any(isinstance(a, numba.types.Array) and not a.mutable for a in s)]

@@ -76,6 +76,26 @@ def test_maxpool_argmax_layout_and_padding(K):
     np.testing.assert_array_equal(dx[0, 0], [[1, 1, 0], [1, 1, 0], [0, 0, 0]])
 
 
+def test_maxpool_backward_read_only_argmax_compiles_nothing_new(K, R, dtype):
+    """A read-only argmax (e.g. loaded from a file) is copied like read-only
+    float inputs: no read-only specialisation of the kernel to compile, which
+    warm-up cannot foresee."""
+    import numba
+
+    from numbanet.kernels import pool as kpool
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 5)).astype(dtype)
+    y, argmax = K.maxpool2d_forward(x, 2, 2)
+    dy = np.ones_like(y)
+    want = K.maxpool2d_backward(dy, argmax, x.shape, 2, 2)
+    argmax.setflags(write=False)
+    got = K.maxpool2d_backward(dy, argmax, x.shape, 2, 2)
+    assert np.array_equal(got, want) and np.array_equal(got, R.maxpool2d_backward(dy, argmax, x.shape, 2, 2))
+    if not numba.config.DISABLE_JIT:
+        sigs = kpool._maxpool2d_backward.signatures
+        assert sigs and not [s for s in sigs if any(isinstance(a, numba.types.Array) and not a.mutable for a in s)]
+
+
 def test_maxpool_ties_and_nan(K):
     x = np.array([[[[2.0, 2.0], [1.0, 2.0]]]])
     assert K.maxpool2d_forward(x, 2, 2)[1].item() == 0  # first maximum
