@@ -5,9 +5,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from numbanet.bench.conv_strategies import STRATEGIES
-from numbanet.bench.conv_strategies import forced as strategy
 from numbanet.kernels import conv as kconv
+from numbanet.kernels.conv import STRATEGIES
+from numbanet.kernels.conv import forced_strategy as strategy
 from numbanet.nets import numerical_gradient
 
 # Every kernel strategy must be right on every shape, whatever the wrappers
