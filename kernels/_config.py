@@ -89,7 +89,7 @@ DEPENDENCIES = {
     "optim.py": ("_tunables.py",),
     "_conv_direct.py": ("_conv_grid.py",),
     "_conv_gemm.py": ("_conv_grid.py", "_gemm.py", "_gemm_ext.py"),
-    "affine.py": ("_gemm.py", "_gemm_ext.py"),
+    "affine.py": ("_gemm.py", "_gemm_ext.py", "_tunables.py"),
     "_gemm_ext.py": ("_gemm.py",),
     "_gemm.py": (),
 }

@@ -466,7 +466,7 @@ def test_editing_a_tunable_makes_the_kernels_recompile(monkeypatch):
     import pathlib
     import re
 
-    from numbanet.kernels import _config, activation, optim
+    from numbanet.kernels import _config, activation, affine, optim
 
     kdir = pathlib.Path(_config.__file__).parent
     readers = {p.name for p in kdir.glob("*.py")
@@ -481,7 +481,7 @@ def test_editing_a_tunable_makes_the_kernels_recompile(monkeypatch):
         assert n == 1
         return hashlib.sha256(text.encode()).digest()
 
-    for dispatcher in (activation._relu_forward, optim._adam_step):
+    for dispatcher in (activation._relu_forward, optim._adam_step, affine._matmul):
         locator = dispatcher._cache._impl._locator
         before = locator.get_source_stamp()
         monkeypatch.setattr(_config, "_file_hash", edited)
