@@ -40,7 +40,6 @@ def _sum_chunks(part_w, part_b):
     return dw, db
 
 
-
 @jit(fastmath=True)
 def _dot4(a, b0, b1, b2, b3, length):
     """``(sum_q a[q] * b_u[q] for u < 4)`` over q < length."""
@@ -55,14 +54,12 @@ def _dot4(a, b0, b1, b2, b3, length):
     return s0, s1, s2, s3
 
 
-
 @jit(fastmath=True)
 def _dot1(a, b, length):
     s = a.dtype.type(0)
     for q in range(length):
         s += a[q] * b[q]
     return s
-
 
 
 @jit()
@@ -107,7 +104,6 @@ def _axpy_taps(acc, src, rows, off, wts, length):
         t += 1
 
 
-
 @jit()
 def _flat_taps(nrows, off):
     """Row and offset of every (row, tap) pair, row-major: ``nrows * len(off)`` taps."""
@@ -119,7 +115,6 @@ def _flat_taps(nrows, off):
             rows[r * kk + k] = r
             offs[r * kk + k] = off[k]
     return rows, offs
-
 
 
 @jit()
@@ -135,7 +130,6 @@ def _pad_block(xb, ph, pw, front, plane, out):
         for s in range(s_):
             for i in range(h_):
                 _copy_row(dst[front + s * plane + (i + ph) * wp + pw :], xb[s, c, i], w_)
-
 
 
 @jit(parallel=True)
@@ -170,7 +164,6 @@ def _conv2d_forward_direct(x, w, b, ph, pw, dh, dw, groups, oh_, ow_, spb):
                 for i in range(oh_):
                     _copy_row(yp[i], acc[s * plane + i * wp :], ow_)
     return y
-
 
 
 @jit(parallel=True)

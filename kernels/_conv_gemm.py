@@ -52,7 +52,6 @@ def _valid_range(off, s, size, out):
     return lo, hi
 
 
-
 @links_gemm("pack_a_rows_into")
 @jit()
 def _pack_weights(w2, groups, transpose):
@@ -69,7 +68,6 @@ def _pack_weights(w2, groups, transpose):
         else:
             pack_a_rows_into(wg, 0, rows, out[g])
     return out
-
 
 
 @jit()
@@ -99,7 +97,6 @@ def _pad_phases(xn, ph, pw, sh, sw, hq, wq, out):
                             dst[q] = src[q * sw]
 
 
-
 @jit()
 def _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dxn):
     """The inverse of :func:`_pad_phases` on the real (unpadded) positions:
@@ -123,7 +120,6 @@ def _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dxn):
                             dst[q * sw] = src[q]
 
 
-
 @jit()
 def _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
     """The phase grid of a geometry: phases ``sh*sw``, phase plane ``hq x wq``
@@ -135,7 +131,6 @@ def _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
     return sh * sw, hq, wq, hq * wq, (oh_ - 1) * wq + ow_, tpl, off
 
 
-
 @jit()
 def _rows_with_slack(rows, cols, like):
     """A zeroed flat buffer and its (rows, cols) view: the GEMM reads rows of
@@ -143,7 +138,6 @@ def _rows_with_slack(rows, cols, like):
     row's end, so the flat buffer has that much slack after the last row."""
     flat = np.zeros(rows * cols + tile_cols(like), like.dtype)
     return flat, flat[: rows * cols].reshape(rows, cols)
-
 
 
 @jit()
@@ -160,7 +154,6 @@ def _row_table(cg, groups, tpl, off, nph, plane, rows_per_group):
             t = r - c * kk
             tab[g, r] = ((g * cg + c) * nph + tpl[t]) * plane + off[t]
     return tab
-
 
 
 @links_gemm("kernel_block_bt", "pack_a_rows_into")
@@ -198,7 +191,6 @@ def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchu
                         for q in range(ow_):
                             dst[q] = src[q] + bv
     return y
-
 
 
 @links_gemm("kernel_block_at", "kernel_block_bt", "pack_a_rows_into", "pack_b")

@@ -21,10 +21,9 @@ from ._config import jit
 def _copy_row(dst, src, length):
     # Indexing by the bare loop variable spares Numba's negative-index
     # wraparound test, which would keep the loop from vectorising; hence the
-    # slices taken by the callers here and below.
+    # slices the callers pass (here and in both strategies' files).
     for q in range(length):
         dst[q] = src[q]
-
 
 
 @jit(fastmath=True)
@@ -35,7 +34,6 @@ def _dot_sum(a, length):
     return s
 
 
-
 @jit()
 def _phase_taps(kh_, kw_, sh, sw, dh, dw, wq):
     """Phase plane and offset of every tap on the phase grid of width ``wq``.
@@ -43,7 +41,7 @@ def _phase_taps(kh_, kw_, sh, sw, dh, dw, wq):
     Tap ``(i, j)`` of output ``(oh, ow)`` reads ``x_pad[oh*sh + i*dh, ow*sw + j*dw]
     = P[(i*dh % sh)*sw + j*dw % sw][(oh + i*dh // sh)*wq + ow + j*dw // sw]``,
     with the phase planes ``P[a*sw + b][u*wq + v] = x_pad[u*sh + a, v*sw + b]``
-    (:func:`_pad_phases`): on the grid ``q = oh*wq + ow`` every tap is a
+    (:func:`._conv_gemm._pad_phases`): on the grid ``q = oh*wq + ow`` every tap is a
     contiguous run of one phase plane, whatever the stride.
     """
     kk = kh_ * kw_

@@ -128,7 +128,6 @@ def _geometry(fn, x, w, stride, pad, dilation, groups):
     return (sh, sw, ph, pw, dh, dw, groups), oh, ow
 
 
-
 @kernel_op
 def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     """Convolution (cross-correlation) forward pass, as ``torch.nn.functional.conv2d``.
@@ -167,7 +166,6 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
         return _conv2d_forward_direct(x, w, b, ph, pw, dh, dw, groups, oh, ow, spb)
     nchunks = max(1, min(x.shape[0], T.CONV_CHUNKS))
     return _conv2d_forward_gemm(x, w, b, *hp, oh, ow, nchunks)
-
 
 
 @kernel_op
