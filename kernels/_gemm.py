@@ -20,7 +20,13 @@ Structure (the BLIS/GotoBLAS scheme, kept small):
 * :func:`gemm` packs A (``MR`` rows at a time) and B (``NR`` columns at a
   time) into contiguous panels of ``KC`` steps, runs the micro-kernel over
   every full tile and finishes ragged edges through a small tile buffer.
-  :func:`gemm_block` does one block of it, given as index ranges.
+  :func:`gemm_block` does one block of it, given as index ranges. Two
+  shortcuts skip packing where it costs more than it saves, both chosen from
+  the whole product's shape and layouts (never the block), so a product's
+  bits do not depend on how it is split: a row-major A is read in place when
+  C is at most ``A_IN_PLACE_MAX_N`` columns wide (same micro-kernel, same
+  bits as packing it), and an A of fewer than ``MR`` rows with row-major B
+  (a batch of one) is a plain k-ordered sum of B's rows, no tiles.
 * :func:`kernel_block_bt` and :func:`kernel_block_at` read B's (or A's) rows
   in place, unpacked, through a table of row offsets into a flat array: the
   convolution's im2col matrix, whose rows are runs of its (phase) planes, is
@@ -626,8 +632,81 @@ def gemm_block(a, b, c, i0, i1, j0, j1, accumulate):
     :func:`gemm`, given as index ranges so that every block of a product runs
     the same compiled code (slices of transposed operands would each be a new
     array type). Each element's sum runs in the same order as in :func:`gemm`."""
+    if a.shape[0] < MR and b.strides[1] == b.itemsize:
+        _gemm_few_rows(a, b, c[i0:i1], i0, i1, j0, j1, accumulate)
+        return
+    if a.strides[1] == a.itemsize and a.strides[0] >= 0 and j1 - j0 <= A_IN_PLACE_MAX_N:
+        _gemm_a_in_place(a, b, c[i0:i1], i0, i1, j0, j1, accumulate)
+        return
     ap = _pack_a_rows(a, i0, i1)
     _gemm_packed_cols(ap, i1 - i0, b, c[i0:i1], j0, j1, accumulate)
+
+
+@jit()
+def _gemm_few_rows(a, b, c, i0, i1, j_lo, j_hi, accumulate):
+    """``c[:, j_lo:j_hi] (+)= a[i0:i1] @ b[:, j_lo:j_hi]`` for an ``a`` of
+    fewer than ``MR`` rows in all (a batch of one): a micro-kernel tile would
+    be mostly padding, and packing B would cost more than the product. Each
+    row of C is a sum of rows of B scaled by A's entries, ``k`` in order (one
+    rounding per multiply and per add), vectorised along B's rows, which
+    must be contiguous (for a transposed B, e.g. Affine's ``dy @ w.T``, the
+    strided reads made this 1.1-1.4x slower than packing, so that keeps the
+    tile path). Measured on Zen 3: 1 x 784 x 50 in 25 us instead of 135 us.
+    The choice depends on ``a``'s whole row count and B's layout, never on
+    the block, so how a product is split never changes its bits."""
+    k_ = b.shape[0]
+    acc = np.empty(j_hi - j_lo, c.dtype)
+    for i in range(i0, i1):
+        arow = a[i]
+        acc[:] = 0
+        for k in range(k_):
+            aik = arow[k]
+            brow = b[k, j_lo:j_hi]
+            for j in range(acc.size):
+                acc[j] += aik * brow[j]
+        crow = c[i - i0, j_lo:j_hi]
+        for j in range(acc.size):
+            crow[j] = crow[j] + acc[j] if accumulate else acc[j]
+
+
+#: Widest product (columns of C) for which :func:`gemm_block` reads a
+#: row-major A in place instead of packing it. Packing A costs one pass over
+#: its M x K elements against M x K x N multiply-adds, so it matters when N is
+#: small: Affine's forward at the book's 100 x 784 x 50 spent a third of its
+#: time packing x. Wide products keep packing (TLB-friendly panels).
+A_IN_PLACE_MAX_N = 256
+
+
+@jit()
+def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
+    """:func:`_gemm_packed_cols` for rows ``i0 .. i1`` of a row-major ``a``
+    (unit column stride) read in place by :func:`kernel_block_at`, so it is
+    never packed. Same micro-kernel, same summation order, same result bits
+    as the packed path."""
+    m_ = i1 - i0
+    k_ = b.shape[0]
+    n_ = j_hi - j_lo
+    if m_ == 0 or n_ <= 0:
+        return
+    if k_ == 0:
+        if not accumulate:
+            c[:, j_lo:j_hi] = 0
+        return
+    lda = a.strides[0] // a.itemsize
+    flat = np.lib.stride_tricks.as_strided(a, ((a.shape[0] - 1) * lda + a.shape[1],), (a.itemsize,))
+    mpad = (m_ + MR - 1) // MR * MR
+    atab = np.empty(mpad, np.int64)
+    for r in range(mpad):
+        # rows past the end repeat row i0: read, computed, dropped
+        atab[r] = (i0 + (r if r < m_ else 0)) * lda
+    bp = b_buffer(min(KC, k_), min(NC, n_), c)
+    tile = np.empty((MR, tile_cols(c)), c.dtype)
+    for j0 in range(j_lo, j_hi, NC):
+        nc = min(NC, j_hi - j0)
+        for k0 in range(0, k_, KC):
+            kc = min(KC, k_ - k0)
+            pack_b(b, k0, kc, j0, nc, bp)
+            kernel_block_at(flat, atab, k0, m_, kc, bp, nc, c, j0, accumulate or k0 > 0, tile)
 
 
 @jit()

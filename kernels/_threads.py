@@ -53,7 +53,7 @@ import threading
 
 from ._malloc import tune_malloc
 
-__all__ = ["set_num_threads", "get_num_threads", "sync_thread", "kernel_op"]
+__all__ = ["set_num_threads", "get_num_threads", "sync_thread", "kernel_op", "call_threads"]
 
 ENV_VAR = "NUMBANET_NUM_THREADS"
 
@@ -154,11 +154,23 @@ def sync_thread() -> None:
         tune_malloc()
         _read_env()
         token, n = _token, _requested
-    if n is not None:
-        import numba
+    import numba
 
+    if n is not None:
         numba.set_num_threads(n)
+    _local.threads = numba.get_num_threads()
     _local.token = token
+
+
+def call_threads() -> int:
+    """The thread count of the calling Python thread, as :func:`sync_thread`
+    last set it: for a kernel op to pass to its parallel kernel, called
+    inside a :func:`kernel_op`. ``numba.get_num_threads()`` costs about 1 us
+    from Python (it checks the pool is up on every call), a tenth of a small
+    Affine layer; and the value cannot be read inside a cached kernel (Numba
+    then refuses to cache it). Only the number of blocks a product is cut
+    into depends on it, never the result."""
+    return _local.threads
 
 
 def kernel_op(fn):

@@ -16,9 +16,14 @@ Kept elsewhere, each beside what it sizes:
 
 * the GEMM's blocking, ``MR``/``NV``/``KC`` per ISA family in
   :data:`numbanet.kernels._gemm.TILES` (one entry per micro-kernel, next to
-  its register budget; the tile names the cache files) and ``NC`` beside
-  them; re-measure with ``numbanet-bench --cases 'gemm*,affine*,conv*'`` and
+  its register budget; the tile names the cache files), and ``NC`` and
+  ``A_IN_PLACE_MAX_N`` beside them; re-measure with ``numbanet-bench --cases 'gemm*,affine*,conv*'`` and
   check spills with ``_gemm.spill_report()``;
+* not moved yet (added to files another change was editing): the
+  calling-thread thresholds ``_PARALLEL_MIN``/``_PARALLEL_MIN_BACKWARD`` of
+  kernels/loss.py and ``_PARALLEL_MIN`` of kernels/batchnorm.py; moving them
+  here means adding ``_tunables.py`` to those files' ``DEPENDENCIES`` (a test
+  checks it);
 * process set-up, not kernel code: ``_threads.SPIN_COUNT`` (idle OpenMP
   workers) and ``_malloc.MMAP_THRESHOLD``/``TRIM_THRESHOLD`` (glibc malloc).
 

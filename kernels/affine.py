@@ -17,11 +17,10 @@ import math
 
 import numpy as np
 
-import numba
 from numba import prange
 
 from . import validate as v
-from ._threads import kernel_op
+from ._threads import call_threads, kernel_op
 from ._config import jit
 from ._gemm import MR, tile_cols
 from ._gemm_ext import gemm_block, links_gemm
@@ -112,6 +111,8 @@ def _affine_backward(dy, x2d, w, need_dx, threads):
 
 def _flatten_x(fn, x):
     x = v.float_array(fn, "x", x, min_ndim=1)
+    if x.ndim == 2:
+        return x, x
     if x.ndim == 1:
         raise ValueError(f"{fn}: x must be (N, ...) with a batch axis, got 1-D shape {x.shape}")
     return x, x.reshape(x.shape[0], math.prod(x.shape[1:]))
@@ -140,7 +141,8 @@ def affine_forward(x, w, b):
     x, x2d = _flatten_x(fn, x)
     w = v.float_array(fn, "w", w, 2)
     b = v.float_array(fn, "b", b, 1)
-    v.same_dtype(fn, x=x, w=w, b=b)
+    if not (w.dtype is x.dtype and b.dtype is x.dtype):  # identity first: cheap
+        v.same_dtype(fn, x=x, w=w, b=b)
     d = x2d.shape[1]
     # Shapes compared before any message is formatted: this wrapper's cost
     # counts in small networks.
@@ -148,7 +150,7 @@ def affine_forward(x, w, b):
         v.shape(fn, "w", w, (d, None), f"D={d} from x of shape {x.shape}")
     if b.shape[0] != w.shape[1]:
         v.shape(fn, "b", b, (w.shape[1],), f"M={w.shape[1]} from w")
-    return _affine_forward(x2d, w, b, numba.get_num_threads())
+    return _affine_forward(x2d, w, b, call_threads())
 
 
 @kernel_op
@@ -179,12 +181,13 @@ def affine_backward(dy, x, w, *, need_dx=True):
     x, x2d = _flatten_x(fn, x)
     dy = v.float_array(fn, "dy", dy, 2)
     w = v.float_array(fn, "w", w, 2)
-    v.same_dtype(fn, dy=dy, x=x, w=w)
+    if not (x.dtype is dy.dtype and w.dtype is dy.dtype):
+        v.same_dtype(fn, dy=dy, x=x, w=w)
     n, d = x2d.shape
     if w.shape[0] != d:
         v.shape(fn, "w", w, (d, None), f"D={d} from x of shape {x.shape}")
     if dy.shape != (n, w.shape[1]):
         v.shape(fn, "dy", dy, (n, w.shape[1]), "(N, M) from x and w")
     need_dx = v.bool_param(fn, "need_dx", need_dx)
-    dx, dw, db = _affine_backward(dy, x2d, w, need_dx, numba.get_num_threads())
+    dx, dw, db = _affine_backward(dy, x2d, w, need_dx, call_threads())
     return (dx.reshape(x.shape) if need_dx else None), dw, db

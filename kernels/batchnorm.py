@@ -28,15 +28,21 @@ from ._config import jit
 __all__ = ["batchnorm_forward", "batchnorm_backward"]
 
 
-@jit(parallel=True)
-def _bn_stats(x, eps):
-    """Per-channel mean, biased variance and 1/sqrt(var + eps) of x (N, C, S)."""
+#: Below this many elements of x the kernels run on the calling thread: the
+#: per-channel loops cost about 1-4 ns an element on one core (Zen 3, process
+#: CPU time, x of 100 x 100 per feature), so a parallel region, a few
+#: microseconds to start and join on a quiet machine and far more when the
+#: other core is busy, pays only from a few thousand elements up (the book's
+#: 100 x 100 hidden layers run serially). Re-measure with
+#: ``numbanet-bench --cases 'batchnorm*,train_step_book_multi*'`` at 1 and 2 threads.
+_PARALLEL_MIN = 16384
+
+
+@jit()
+def _bn_stats_channels(x, eps, mean, var, inv_std, lo, hi):
     n, c, s = x.shape
     m = n * s
-    mean = np.empty(c, x.dtype)
-    var = np.empty(c, x.dtype)
-    inv_std = np.empty(c, x.dtype)
-    for ch in prange(c):
+    for ch in range(lo, hi):
         acc = 0.0
         for i in range(n):
             for k in range(s):
@@ -53,15 +59,27 @@ def _bn_stats(x, eps):
         mean[ch] = mu
         var[ch] = sigma2
         inv_std[ch] = 1.0 / np.sqrt(sigma2 + eps)
-    return mean, var, inv_std
 
 
 @jit(parallel=True)
-def _bn_normalize(x, mean, inv_std, gamma, beta):
-    """y = (x - mean) * inv_std * gamma + beta, per channel, in x's dtype."""
+def _bn_stats(x, eps):
+    """Per-channel mean, biased variance and 1/sqrt(var + eps) of x (N, C, S)."""
+    c = x.shape[1]
+    mean = np.empty(c, x.dtype)
+    var = np.empty(c, x.dtype)
+    inv_std = np.empty(c, x.dtype)
+    if x.size < _PARALLEL_MIN:
+        _bn_stats_channels(x, eps, mean, var, inv_std, 0, c)
+    else:
+        for ch in prange(c):
+            _bn_stats_channels(x, eps, mean, var, inv_std, ch, ch + 1)
+    return mean, var, inv_std
+
+
+@jit()
+def _bn_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi):
     n, c, s = x.shape
-    y = np.empty_like(x)
-    for ch in prange(c):
+    for ch in range(lo, hi):
         mu = mean[ch]
         inv = inv_std[ch]
         g = gamma[ch]
@@ -69,17 +87,26 @@ def _bn_normalize(x, mean, inv_std, gamma, beta):
         for i in range(n):
             for k in range(s):
                 y[i, ch, k] = (x[i, ch, k] - mu) * inv * g + b
-    return y
 
 
 @jit(parallel=True)
-def _bn_backward(dy, x, gamma, mean, inv_std, train):
+def _bn_normalize(x, mean, inv_std, gamma, beta):
+    """y = (x - mean) * inv_std * gamma + beta, per channel, in x's dtype."""
+    c = x.shape[1]
+    y = np.empty_like(x)
+    if x.size < _PARALLEL_MIN:
+        _bn_normalize_channels(x, mean, inv_std, gamma, beta, y, 0, c)
+    else:
+        for ch in prange(c):
+            _bn_normalize_channels(x, mean, inv_std, gamma, beta, y, ch, ch + 1)
+    return y
+
+
+@jit()
+def _bn_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
     n, c, s = x.shape
     m = n * s
-    dx = np.empty_like(x)
-    dgamma = np.empty(c, x.dtype)
-    dbeta = np.empty(c, x.dtype)
-    for ch in prange(c):
+    for ch in range(lo, hi):
         mu = mean[ch]
         inv = inv_std[ch]
         sum_dy = 0.0
@@ -104,6 +131,19 @@ def _bn_backward(dy, x, gamma, mean, inv_std, train):
             for i in range(n):
                 for k in range(s):
                     dx[i, ch, k] = dy[i, ch, k] * scale
+
+
+@jit(parallel=True)
+def _bn_backward(dy, x, gamma, mean, inv_std, train):
+    c = x.shape[1]
+    dx = np.empty_like(x)
+    dgamma = np.empty(c, x.dtype)
+    dbeta = np.empty(c, x.dtype)
+    if x.size < _PARALLEL_MIN:
+        _bn_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, 0, c)
+    else:
+        for ch in prange(c):
+            _bn_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, ch, ch + 1)
     return dx, dgamma, dbeta
 
 

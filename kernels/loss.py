@@ -106,27 +106,30 @@ def _softmax_row(x, p):
     return m, np.log(s)
 
 
-@jit(parallel=True)
-def _softmax_ce_index(logits, labels):
-    n, k = logits.shape
-    probs = np.empty_like(logits)
-    row_loss = np.empty(n, np.float64)
-    for i in prange(n):
+#: Below this many logits the kernels run on the calling thread. A parallel
+#: region costs a few microseconds to start and join even with the pool
+#: spinning, and far more when the other core is busy (1.2 ms instead of
+#: 23 us for the book's 100 x 10 logits, measured on a loaded 2-core Zen 3);
+#: the softmax costs about 6-12 ns a logit on one core (Zen 3, process CPU
+#: time), so a split pays only from a few thousand logits up. The backward
+#: pass is a tenth of that work per element. Re-measure with
+#: ``numbanet-bench --cases 'softmax_ce*'`` at 1 and 2 threads.
+_PARALLEL_MIN = 4096
+_PARALLEL_MIN_BACKWARD = 32768
+
+
+@jit()
+def _softmax_ce_index_rows(logits, labels, probs, row_loss, lo, hi):
+    for i in range(lo, hi):
         m, lse = _softmax_row(logits[i], probs[i])
         # -log p[label] = log(sum exp(x - m)) - (x[label] - m)
         row_loss[i] = lse - (logits[i, labels[i]] - m)
-    total = 0.0
-    for i in range(n):
-        total += row_loss[i]
-    return total / n if n else np.nan, probs
 
 
-@jit(parallel=True)
-def _softmax_ce_targets(logits, targets):
-    n, k = logits.shape
-    probs = np.empty_like(logits)
-    row_loss = np.empty(n, np.float64)
-    for i in prange(n):
+@jit()
+def _softmax_ce_targets_rows(logits, targets, probs, row_loss, lo, hi):
+    k = logits.shape[1]
+    for i in range(lo, hi):
         m, lse = _softmax_row(logits[i], probs[i])
         acc = 0.0
         for j in range(k):
@@ -136,22 +139,74 @@ def _softmax_ce_targets(logits, targets):
             if t != 0:
                 acc += t * (lse - (logits[i, j] - m))
         row_loss[i] = acc
+
+
+@jit()
+def _mean_loss(row_loss):
+    # Rows summed in order after the (parallel) rows: the same bits at any
+    # thread count.
+    n = row_loss.size
     total = 0.0
     for i in range(n):
         total += row_loss[i]
-    return total / n if n else np.nan, probs
+    return total / n if n else np.nan
+
+
+@jit(parallel=True)
+def _softmax_ce_index(logits, labels):
+    n, k = logits.shape
+    probs = np.empty_like(logits)
+    row_loss = np.empty(n, np.float64)
+    if n * k < _PARALLEL_MIN:
+        _softmax_ce_index_rows(logits, labels, probs, row_loss, 0, n)
+    else:
+        for i in prange(n):
+            _softmax_ce_index_rows(logits, labels, probs, row_loss, i, i + 1)
+    return _mean_loss(row_loss), probs
+
+
+@jit(parallel=True)
+def _softmax_ce_targets(logits, targets):
+    n, k = logits.shape
+    probs = np.empty_like(logits)
+    row_loss = np.empty(n, np.float64)
+    if n * k < _PARALLEL_MIN:
+        _softmax_ce_targets_rows(logits, targets, probs, row_loss, 0, n)
+    else:
+        for i in prange(n):
+            _softmax_ce_targets_rows(logits, targets, probs, row_loss, i, i + 1)
+    return _mean_loss(row_loss), probs
+
+
+@jit()
+def _softmax_ce_backward_index_rows(probs, labels, dx, lo, hi):
+    k = probs.shape[1]
+    inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
+    one = probs.dtype.type(1)
+    for i in range(lo, hi):
+        for j in range(k):
+            dx[i, j] = probs[i, j] * inv_n
+        dx[i, labels[i]] = (probs[i, labels[i]] - one) * inv_n
+
+
+@jit()
+def _softmax_ce_backward_targets_rows(probs, targets, dx, lo, hi):
+    k = probs.shape[1]
+    inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
+    for i in range(lo, hi):
+        for j in range(k):
+            dx[i, j] = (probs[i, j] - targets[i, j]) * inv_n
 
 
 @jit(parallel=True)
 def _softmax_ce_backward_index(probs, labels):
     n, k = probs.shape
     dx = np.empty_like(probs)
-    inv_n = probs.dtype.type(1.0 / max(n, 1))
-    one = probs.dtype.type(1)
-    for i in prange(n):
-        for j in range(k):
-            dx[i, j] = probs[i, j] * inv_n
-        dx[i, labels[i]] = (probs[i, labels[i]] - one) * inv_n
+    if n * k < _PARALLEL_MIN_BACKWARD:
+        _softmax_ce_backward_index_rows(probs, labels, dx, 0, n)
+    else:
+        for i in prange(n):
+            _softmax_ce_backward_index_rows(probs, labels, dx, i, i + 1)
     return dx
 
 
@@ -159,10 +214,11 @@ def _softmax_ce_backward_index(probs, labels):
 def _softmax_ce_backward_targets(probs, targets):
     n, k = probs.shape
     dx = np.empty_like(probs)
-    inv_n = probs.dtype.type(1.0 / max(n, 1))
-    for i in prange(n):
-        for j in range(k):
-            dx[i, j] = (probs[i, j] - targets[i, j]) * inv_n
+    if n * k < _PARALLEL_MIN_BACKWARD:
+        _softmax_ce_backward_targets_rows(probs, targets, dx, 0, n)
+    else:
+        for i in prange(n):
+            _softmax_ce_backward_targets_rows(probs, targets, dx, i, i + 1)
     return dx
 
 

@@ -327,10 +327,26 @@ def _no_overlap(fn, param, grad, states):
     overlap would feed it values it already updated."""
     arrays = [("param", param), ("grad", grad)]
     arrays += [(name, a) for name, a, needed in states if needed and isinstance(a, np.ndarray)]
+    if _all_own_distinct(arrays):
+        return
     for i, (name_a, a) in enumerate(arrays):
         for name_b, b in arrays[i + 1:]:
             if isinstance(b, np.ndarray) and np.may_share_memory(a, b):
                 raise ValueError(f"{fn}: {name_b} shares memory with {name_a}; pass separate arrays")
+
+
+def _all_own_distinct(arrays):
+    """Whether these are distinct arrays that each own their memory: separate
+    allocations cannot overlap, so the pairwise ``np.may_share_memory`` (about
+    1 us a pair, six pairs for Adam, the larger part of a small tensor's step)
+    is not needed. Optimizer state and most parameters and gradients are such
+    arrays; views (FlatParams, slices) take the pairwise check."""
+    seen = set()
+    for _, a in arrays:
+        if not isinstance(a, np.ndarray) or a.base is not None or id(a) in seen:
+            return False
+        seen.add(id(a))
+    return True
 
 
 def _work(a, copies):

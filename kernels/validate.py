@@ -138,10 +138,14 @@ def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype) -> tuple[np.n
                 f"{fn}: 1-D labels must be integer class indices, got dtype {t.dtype}"
             )
         shape(fn, "labels", t, (n,), "one class index per row of logits")
-        if n and (t.min() < 0 or t.max() >= k):
+        t64 = np.ascontiguousarray(t, dtype=np.int64)
+        # One reduction, not min and max: as unsigned, a negative index is
+        # larger than any K. (uint64 labels beyond 2**63 wrap to negative in
+        # the int64 cast and are caught the same way.)
+        if n and t64.view(np.uint64).max() >= k:
             bad = t[(t < 0) | (t >= k)][0]
             raise ValueError(f"{fn}: labels must lie in [0, {k}) for {k} classes, got {bad}")
-        return np.ascontiguousarray(t, dtype=np.int64), True
+        return t64, True
     if t.ndim == 2:
         if not (np.issubdtype(t.dtype, np.integer) or np.issubdtype(t.dtype, np.floating)) or t.dtype == np.bool_:
             raise TypeError(f"{fn}: 2-D (one-hot) labels must be numeric, got dtype {t.dtype}")

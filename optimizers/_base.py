@@ -113,7 +113,9 @@ class Optimizer:
                 raise TypeError(f"{fn}: grads[{name!r}] has dtype {g.dtype} but params[{name!r}] has {p.dtype}")
             if g.shape != p.shape:
                 raise ValueError(f"{fn}: grads[{name!r}] has shape {g.shape} but params[{name!r}] has {p.shape}")
-            if np.may_share_memory(g, p):
+            # Two arrays that own their memory are separate allocations: the
+            # common case skips may_share_memory's cost.
+            if (g.base is not None or p.base is not None or g is p) and np.may_share_memory(g, p):
                 raise ValueError(f"{fn}: grads[{name!r}] shares memory with params[{name!r}]; pass separate arrays")
             st = self.state.get(name)
             if st is not None:

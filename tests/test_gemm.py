@@ -331,3 +331,35 @@ def test_every_tile_computes_the_product(tile_runs, name):
     assert out["err"]["float32"] < 1e-5 and out["err"]["float64"] < 1e-13
     if native:
         assert out["spills"] == []
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_row_major_a_read_in_place_gives_the_packed_paths_bits(dt):
+    """gemm_block reads a row-major A in place for products up to
+    A_IN_PLACE_MAX_N columns wide; the micro-kernel and the order of every sum
+    are those of the packed path, so the bits must be too (including a
+    ragged last row tile and a k past KC)."""
+    rng = np.random.default_rng(5)
+    m, k, n = 2 * MR + 1, _gemm.KC + 3, min(_gemm.A_IN_PLACE_MAX_N, 2 * nr(np.dtype(dt).itemsize) + 3)
+    a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
+    in_place, packed = np.empty((m, n), dt), np.empty((m, n), dt)
+    _gemm.gemm_block(a, b, in_place, 0, m, 0, n, False)
+    _gemm._gemm_packed_cols(_gemm.pack_a(a), m, b, packed, 0, n, False)
+    assert np.array_equal(in_place, packed)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_fewer_rows_than_a_tile_sum_in_k_order(dt):
+    """A with fewer than MR rows (a batch of one) skips the tiles: each
+    element is the plain k-ordered sum of products, one rounding each."""
+    rng = np.random.default_rng(6)
+    m, k, n = MR - 1, 37, 21
+    a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
+    want = np.zeros((m, n), dt)
+    for kk in range(k):
+        want += a[:, kk : kk + 1] * b[kk]
+    c = np.full((m, n + 2), 9, dt)
+    gemm(a, b, c[:, :n], False)
+    assert np.array_equal(c[:, :n], want) and (c[:, n:] == 9).all()
+    gemm(a, b, c[:, :n], True)
+    assert np.array_equal(c[:, :n], want + want)
