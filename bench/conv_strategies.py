@@ -3,9 +3,11 @@
 The kernels pick per shape (``numbanet.kernels.conv._use_direct``): the direct
 wide-grid loops for few input channels *and* few filters per group at stride
 1, the GEMM on the (phase-split) padded planes otherwise. This script forces
-each strategy in turn and times the forward pass, the backward pass and the
-backward pass without dx, interleaved so that load from other processes hits
-both alike; it is how ``_DIRECT_MAX_CG`` and ``_GEMM_MIN_FG`` were chosen::
+each strategy in turn (``numbanet.kernels.conv.forced_strategy``) and times
+the forward pass, the backward pass and the backward pass without dx,
+interleaved so that load from other processes hits both alike; it is how
+``DIRECT_MAX_CG`` and ``GEMM_MIN_FG`` (``numbanet.kernels._tunables``) were
+chosen::
 
     python -m numbanet.bench.conv_strategies                  # every conv case
     python -m numbanet.bench.conv_strategies conv_mnist conv_cifar_stem
@@ -16,28 +18,13 @@ float32, all of numbanet's threads; minima (and medians) in milliseconds.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 
 from numbanet.kernels import conv as kconv
+from numbanet.kernels.conv import forced_strategy as forced
 
 from .registry import cases, get
 from .timing import call_time
-
-#: (_DIRECT_MAX_CG, _GEMM_MIN_FG) that force each strategy (the tests use
-#: them too, to check both strategies on every shape).
-STRATEGIES = {"direct": (10**9, 10**9), "gemm": (0, 0)}
-
-
-@contextlib.contextmanager
-def forced(strategy):
-    """Within the block, every conv call takes ``strategy`` wherever it can."""
-    old = kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG
-    kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG = STRATEGIES[strategy]
-    try:
-        yield
-    finally:
-        kconv._DIRECT_MAX_CG, kconv._GEMM_MIN_FG = old
 
 
 def _workloads(inp):

@@ -20,6 +20,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+# randn(rng, shape, dtype, scale=1.0), for the case modules: written once, in
+# kernels/_examples.py (the warm-up and bad-input examples draw with it too)
+from numbanet.kernels._examples import randn
+
 # Modules that register cases, in table order. Each new area adds its module.
 _CASE_MODULES = ("cases_basic", "cases_conv", "cases_optim", "cases_train", "cases_book")
 
@@ -127,12 +131,6 @@ def flatten_outputs(out) -> list[np.ndarray]:
         else:
             flat.append(np.asarray(o))
     return flat
-
-
-def randn(rng, shape, dtype, scale=1.0):
-    """Standard normal values times ``scale``, drawn in float64 and cast to
-    ``dtype`` (so float32 and float64 inputs hold the same numbers)."""
-    return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
 def compare_outputs(got, want) -> tuple[float, float]:

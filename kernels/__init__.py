@@ -1,8 +1,12 @@
 """Numba-compiled deep-learning kernels.
 
-Every public function validates its arguments and then calls a private
-``@njit`` kernel of the same name with a leading underscore. Kernels compile
-lazily on first call and are cached on disk (see :mod:`numbanet.kernels._config`).
+Every public function validates its arguments and then calls private
+``@njit`` kernels named after it: ``_<op>``, or ``_<op>_<strategy>`` where
+the op chooses between strategies (``_conv2d_forward_direct`` and
+``_conv2d_forward_gemm``); ops that differ only in their arguments share one
+(``adamw_step`` runs ``_adam_step``). ARCHITECTURE.md maps every op to its
+files. Kernels compile lazily on first call and are cached on disk (see
+:mod:`numbanet.kernels._config`).
 The pure-NumPy :mod:`numbanet.reference` has the same public names and
 signatures.
 

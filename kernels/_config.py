@@ -62,11 +62,14 @@ def jit(*, parallel: bool = False, fastmath: bool = False):
 # --- cache freshness across files ---------------------------------------------------
 #
 # Numba decides whether a cached kernel is stale from its own source file alone,
-# but a kernel's machine code also contains every @njit helper it calls. So
-# kernels keep their helpers in their own file, with one exception: the GEMM
-# (kernels/_gemm.py), shared by convolution and Affine. For those files the
-# cache locator below adds the dependency's content hash to the freshness
-# stamp, so editing _gemm.py recompiles conv and affine kernels instead of
+# but a kernel's machine code also contains every @njit helper it calls and
+# every module-level constant it reads. So kernels keep their helpers in their
+# own file, with declared exceptions (DEPENDENCIES): the GEMM (kernels/_gemm.py),
+# shared by convolution and Affine; the convolution's wide-grid helpers
+# (_conv_grid.py), shared by its two strategies' files; and the tunables
+# (_tunables.py) read inside kernels. For those files the cache locator below
+# adds the dependencies' content hashes to the freshness stamp, so editing
+# _gemm.py or a tunable recompiles the kernels that hold it instead of
 # loading stale ones. The cache files of everything that compiles GEMM code
 # (_gemm.py included) are also named after the micro-kernel's tile
 # (_gemm.TILE.name), so kernels built for one tile are never loaded for another
@@ -78,13 +81,21 @@ def jit(*, parallel: bool = False, fastmath: bool = False):
 
 _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
-#: Kernel file -> the files of other @njit code compiled into its kernels.
+#: Kernel file -> the files of other @njit code compiled into its kernels,
+#: and _tunables.py where its kernels read a tunable (a global frozen into the
+#: machine code). Not transitive: list every file whose code ends up inside.
 DEPENDENCIES = {
-    "conv.py": ("_gemm.py", "_gemm_ext.py"),
-    "affine.py": ("_gemm.py", "_gemm_ext.py"),
+    "activation.py": ("_tunables.py",),
+    "optim.py": ("_tunables.py",),
+    "_conv_direct.py": ("_conv_grid.py",),
+    "_conv_gemm.py": ("_conv_grid.py", "_gemm.py", "_gemm_ext.py"),
+    "affine.py": ("_gemm.py", "_gemm_ext.py", "_tunables.py"),
     "_gemm_ext.py": ("_gemm.py",),
     "_gemm.py": (),
 }
+
+#: The files whose kernels hold GEMM code: their cache files carry the tile's name.
+_GEMM_FILE = "_gemm.py"
 
 
 def _file_hash(path: str) -> bytes:
@@ -106,6 +117,11 @@ def _dependencies(py_file: str):
     return None if names is None else [os.path.join(_KERNEL_DIR, n) for n in names]
 
 
+def _holds_gemm(py_file: str) -> bool:
+    name = os.path.basename(os.path.abspath(py_file))
+    return name == _GEMM_FILE or _GEMM_FILE in DEPENDENCIES.get(name, ())
+
+
 def _with_dependencies(base):
     class Locator(base):
         @classmethod
@@ -119,7 +135,10 @@ def _with_dependencies(base):
             return (super().get_source_stamp(), deps)
 
         def get_disambiguator(self):
-            return f"{super().get_disambiguator()}-{_tile_name()}"
+            base_name = super().get_disambiguator()
+            if not _holds_gemm(self._py_file):
+                return base_name
+            return f"{base_name}-{_tile_name()}"
 
     Locator.__name__ = Locator.__qualname__ = "Numbanet" + base.__name__
     return Locator

@@ -20,42 +20,48 @@ import numpy as np
 __all__ = ["EXAMPLES", "available", "examples"]
 
 
-def _randn(rng, shape, dtype):
-    return rng.standard_normal(shape).astype(dtype)
+def randn(rng, shape, dtype, scale=1.0):
+    """Standard normal values times ``scale``, drawn in float64 and cast to
+    ``dtype`` (so float32 and float64 inputs hold the same numbers). The one
+    definition: the benchmark cases (bench/registry.py) and the tests use it
+    too (the kernels may not import bench or tests, the other way round is
+    fine)."""
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
 
 
 def _affine_forward(dt, rng):
-    return {"x": _randn(rng, (2, 3, 2), dt), "w": _randn(rng, (6, 4), dt), "b": _randn(rng, (4,), dt)}
+    return {"x": randn(rng, (2, 3, 2), dt), "w": randn(rng, (6, 4), dt), "b": randn(rng, (4,), dt)}
 
 
 def _affine_backward(dt, rng):
-    return {"dy": _randn(rng, (2, 4), dt), "x": _randn(rng, (2, 3, 2), dt), "w": _randn(rng, (6, 4), dt)}
+    return {"dy": randn(rng, (2, 4), dt), "x": randn(rng, (2, 3, 2), dt), "w": randn(rng, (6, 4), dt)}
 
 
 def _unary(name):
-    return lambda dt, rng: {name: _randn(rng, (2, 3, 4), dt)}
+    return lambda dt, rng: {name: randn(rng, (2, 3, 4), dt)}
 
 
 def _binary(a, b):
-    return lambda dt, rng: {a: _randn(rng, (2, 3, 4), dt), b: _randn(rng, (2, 3, 4), dt)}
+    return lambda dt, rng: {a: randn(rng, (2, 3, 4), dt), b: randn(rng, (2, 3, 4), dt)}
 
 
 def _sigmoid_backward(dt, rng):
-    return {"dy": _randn(rng, (2, 3, 4), dt), "y": rng.uniform(0.05, 0.95, (2, 3, 4)).astype(dt)}
+    return {"dy": randn(rng, (2, 3, 4), dt), "y": rng.uniform(0.05, 0.95, (2, 3, 4)).astype(dt)}
 
 
 def _logits_index(name):
-    return lambda dt, rng: {name: _randn(rng, (3, 5), dt), "labels": np.array([0, 4, 2])}
+    return lambda dt, rng: {name: randn(rng, (3, 5), dt), "labels": np.array([0, 4, 2])}
 
 
 def _probs(dt, rng):
-    p = np.exp(_randn(rng, (3, 5), np.float64))
+    p = np.exp(randn(rng, (3, 5), np.float64))
     return (p / p.sum(axis=1, keepdims=True)).astype(dt)
 
 
 def _logits_onehot(name):
     def make(dt, rng):
-        x = _probs(dt, rng) if name == "probs" else _randn(rng, (3, 5), dt)
+        x = _probs(dt, rng) if name == "probs" else randn(rng, (3, 5), dt)
         return {name: x, "labels": np.eye(5, dtype=dt)[[1, 3, 0]]}
 
     return make
@@ -67,25 +73,25 @@ def _probs_index(dt, rng):
 
 def _conv_direct(dt, rng):
     # C/groups <= 16: the direct loop kernels.
-    return {"x": _randn(rng, (2, 3, 6, 5), dt), "w": _randn(rng, (4, 3, 3, 2), dt),
-            "b": _randn(rng, (4,), dt), "stride": 1, "pad": 1, "dilation": 1, "groups": 1}
+    return {"x": randn(rng, (2, 3, 6, 5), dt), "w": randn(rng, (4, 3, 3, 2), dt),
+            "b": randn(rng, (4,), dt), "stride": 1, "pad": 1, "dilation": 1, "groups": 1}
 
 
 def _conv_gemm(dt, rng):
     # C/groups > 16 with a stride > 1: the GEMM kernels on the phase planes.
-    return {"x": _randn(rng, (2, 17, 5, 4), dt), "w": _randn(rng, (3, 17, 2, 2), dt),
-            "b": _randn(rng, (3,), dt), "stride": (2, 1), "pad": (1, 0), "dilation": 1, "groups": 1}
+    return {"x": randn(rng, (2, 17, 5, 4), dt), "w": randn(rng, (3, 17, 2, 2), dt),
+            "b": randn(rng, (3,), dt), "stride": (2, 1), "pad": (1, 0), "dilation": 1, "groups": 1}
 
 
 def _conv_wide_gemm(dt, rng):
     # C/groups > 16 at stride 1: the GEMM kernels on the padded planes.
-    return {"x": _randn(rng, (2, 17, 5, 4), dt), "w": _randn(rng, (3, 17, 2, 2), dt),
-            "b": _randn(rng, (3,), dt), "stride": 1, "pad": 1, "dilation": 1, "groups": 1}
+    return {"x": randn(rng, (2, 17, 5, 4), dt), "w": randn(rng, (3, 17, 2, 2), dt),
+            "b": randn(rng, (3,), dt), "stride": 1, "pad": 1, "dilation": 1, "groups": 1}
 
 
 def _conv_grouped(dt, rng):
-    return {"x": _randn(rng, (1, 4, 7, 6), dt), "w": _randn(rng, (6, 2, 3, 2), dt),
-            "b": _randn(rng, (6,), dt), "stride": 1, "pad": 0, "dilation": (2, 1), "groups": 2}
+    return {"x": randn(rng, (1, 4, 7, 6), dt), "w": randn(rng, (6, 2, 3, 2), dt),
+            "b": randn(rng, (6,), dt), "stride": 1, "pad": 0, "dilation": (2, 1), "groups": 2}
 
 
 def _conv_backward(make):
@@ -95,17 +101,17 @@ def _conv_backward(make):
 
         y = conv2d_forward(**kw)
         del kw["b"]
-        return {"dy": _randn(rng, y.shape, dt), **kw}
+        return {"dy": randn(rng, y.shape, dt), **kw}
 
     return backward
 
 
 def _pool_plain(dt, rng):
-    return {"x": _randn(rng, (2, 3, 6, 5), dt), "pool_h": 2, "pool_w": 2, "stride": None, "pad": 0}
+    return {"x": randn(rng, (2, 3, 6, 5), dt), "pool_h": 2, "pool_w": 2, "stride": None, "pad": 0}
 
 
 def _pool_padded(dt, rng):
-    return {"x": _randn(rng, (1, 2, 5, 7), dt), "pool_h": 3, "pool_w": 2, "stride": (2, 1), "pad": 1}
+    return {"x": randn(rng, (1, 2, 5, 7), dt), "pool_h": 3, "pool_w": 2, "stride": (2, 1), "pad": 1}
 
 
 def _pool_backward(make, with_argmax):
@@ -121,17 +127,17 @@ def _pool_backward(make, with_argmax):
             from .pool import avgpool2d_forward
 
             y, extra = avgpool2d_forward(x, **kw), {}
-        return {"dy": _randn(rng, y.shape, dt), **extra, "x_shape": x.shape, **kw}
+        return {"dy": randn(rng, y.shape, dt), **extra, "x_shape": x.shape, **kw}
 
     return backward
 
 
 def _opt_arrays(dt, rng, *names):
     shape = (3, 4)
-    out = {"param": _randn(rng, shape, dt), "grad": _randn(rng, shape, dt)}
+    out = {"param": randn(rng, shape, dt), "grad": randn(rng, shape, dt)}
     for n in names:
         # Second-moment state is non-negative.
-        out[n] = np.abs(_randn(rng, shape, dt)) if "sq" in n or n in ("state_sum",) else _randn(rng, shape, dt)
+        out[n] = np.abs(randn(rng, shape, dt)) if "sq" in n or n in ("state_sum",) else randn(rng, shape, dt)
     return out
 
 
@@ -177,14 +183,14 @@ def _book_adam(dt, rng):
 
 
 def _all_finite(dt, rng):
-    return {"a": _randn(rng, (3, 4), dt)}
+    return {"a": randn(rng, (3, 4), dt)}
 
 
 def _bn_forward(shape, train, **extra):
     def make(dt, rng):
         c = shape[1]
-        return {"x": _randn(rng, shape, dt), "gamma": _randn(rng, (c,), dt), "beta": _randn(rng, (c,), dt),
-                "running_mean": _randn(rng, (c,), dt), "running_var": rng.uniform(0.5, 2, c).astype(dt),
+        return {"x": randn(rng, shape, dt), "gamma": randn(rng, (c,), dt), "beta": randn(rng, (c,), dt),
+                "running_mean": randn(rng, (c,), dt), "running_var": rng.uniform(0.5, 2, c).astype(dt),
                 "momentum": 0.9, "eps": 1e-5, "train": train, **extra}
 
     return make
@@ -196,7 +202,7 @@ def _bn_backward(shape, train):
         from .batchnorm import batchnorm_forward
 
         _, mean, inv_std, _, _ = batchnorm_forward(**kw)
-        return {"dy": _randn(rng, shape, dt), "x": kw["x"], "gamma": kw["gamma"], "mean": mean,
+        return {"dy": randn(rng, shape, dt), "x": kw["x"], "gamma": kw["gamma"], "mean": mean,
                 "inv_std": inv_std, "train": train}
 
     return make

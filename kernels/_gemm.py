@@ -96,8 +96,10 @@ from numba.extending import intrinsic, overload
 
 from ._config import jit
 
+# What the kernels (conv, affine, _gemm_ext), bench/gemm_peak.py and the tests
+# use; kernel_block is the packed-operand block gemm_peak times.
 __all__ = [
-    "gemm", "gemm_block", "gemm_packed_cols", "pack_a", "pack_a_rows", "pack_a_rows_into", "a_offset", "pack_b", "kernel_block", "kernel_block_bt",
+    "gemm", "gemm_block", "pack_a", "pack_a_rows_into", "a_offset", "pack_b", "kernel_block", "kernel_block_bt",
     "kernel_block_at", "b_buffer",
     "tile_cols", "nr", "MR", "NV", "KC", "NC", "VECTOR_BYTES", "TILE", "TILES", "TILE_KEY", "Tile", "target_isa",
     "microkernel_asm", "loop_stack_accesses",
@@ -476,11 +478,11 @@ def pack_a(a):
     """All of ``a`` (M, K) packed for :func:`kernel_block`: the block of
     ``k0 .. k0 + kc`` starts at ``a_offset(M, k0)``. Pack once, reuse for every
     product with the same left operand (a layer's weights across a batch)."""
-    return pack_a_rows(a, 0, a.shape[0])
+    return _pack_a_rows(a, 0, a.shape[0])
 
 
 @jit()
-def pack_a_rows(a, i0, i1):
+def _pack_a_rows(a, i0, i1):
     """:func:`pack_a` of rows ``i0 .. i1`` of ``a`` (a range, not a slice:
     slicing the rows of a transposed array would be one more array type,
     hence one more compilation of everything below)."""
@@ -491,7 +493,7 @@ def pack_a_rows(a, i0, i1):
 
 @jit()
 def pack_a_rows_into(a, i0, i1, ap):
-    """:func:`pack_a_rows` into ``ap`` (``ceil((i1 - i0) / MR) * MR * K`` long)."""
+    """:func:`_pack_a_rows` into ``ap`` (``ceil((i1 - i0) / MR) * MR * K`` long)."""
     m_, k_ = i1 - i0, a.shape[1]
     mpan = (m_ + MR - 1) // MR
     for k0 in range(0, k_, KC):
@@ -636,8 +638,8 @@ def gemm_block(a, b, c, i0, i1, j0, j1, accumulate):
     if a.strides[1] == a.itemsize and a.strides[0] >= 0 and j1 - j0 <= A_IN_PLACE_MAX_N:
         _gemm_a_in_place(a, b, c[i0:i1], i0, i1, j0, j1, accumulate)
         return
-    ap = pack_a_rows(a, i0, i1)
-    gemm_packed_cols(ap, i1 - i0, b, c[i0:i1], j0, j1, accumulate)
+    ap = _pack_a_rows(a, i0, i1)
+    _gemm_packed_cols(ap, i1 - i0, b, c[i0:i1], j0, j1, accumulate)
 
 
 @jit()
@@ -677,7 +679,7 @@ A_IN_PLACE_MAX_N = 256
 
 @jit()
 def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
-    """:func:`gemm_packed_cols` for rows ``i0 .. i1`` of a row-major ``a``
+    """:func:`_gemm_packed_cols` for rows ``i0 .. i1`` of a row-major ``a``
     (unit column stride) read in place by :func:`kernel_block_at`, so it is
     never packed. Same micro-kernel, same summation order, same result bits
     as the packed path."""
@@ -708,7 +710,7 @@ def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
 
 
 @jit()
-def gemm_packed_cols(ap, m_, b, c, j_lo, j_hi, accumulate):
+def _gemm_packed_cols(ap, m_, b, c, j_lo, j_hi, accumulate):
     """``c[:, j_lo:j_hi] (+)= A @ b[:, j_lo:j_hi]`` with A (``m_`` rows)
     already packed by :func:`pack_a`: pack once, reuse for every product with
     the same left operand."""

@@ -1,7 +1,7 @@
 """Elementwise activation kernels: ReLU and sigmoid, forward and backward.
 
 Each kernel works on the flattened contiguous data and runs a parallel loop
-over fixed-size chunks; below ``_PARALLEL_MIN`` elements it stays on one
+over fixed-size chunks; below ``PARALLEL_MIN`` elements it stays on one
 thread, where starting the pool would cost more than the loop.
 """
 
@@ -13,16 +13,14 @@ from numba import prange
 from . import validate as v
 from ._threads import kernel_op
 from ._config import jit
+from ._tunables import CHUNK, PARALLEL_MIN  # read inside the kernels (see _tunables)
 
 __all__ = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward"]
-
-_CHUNK = 16384
-_PARALLEL_MIN = 131072
 
 
 # Each elementwise op is a loop over one contiguous chunk (which LLVM
 # vectorises) driven by a kernel that runs small arrays on one thread and
-# splits large ones into _CHUNK-element tasks; threads never share an output.
+# splits large ones into CHUNK-element tasks; threads never share an output.
 
 
 @jit()
@@ -64,11 +62,11 @@ def _sigmoid_grad_chunk(dy, y, dx):
 def _relu_forward(x):
     y = np.empty_like(x)
     n = x.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         _relu_chunk(x, y)
         return y
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        s, e = c * CHUNK, min(n, (c + 1) * CHUNK)
         _relu_chunk(x[s:e], y[s:e])
     return y
 
@@ -77,11 +75,11 @@ def _relu_forward(x):
 def _relu_backward(dy, x):
     dx = np.empty_like(dy)
     n = x.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         _relu_grad_chunk(dy, x, dx)
         return dx
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        s, e = c * CHUNK, min(n, (c + 1) * CHUNK)
         _relu_grad_chunk(dy[s:e], x[s:e], dx[s:e])
     return dx
 
@@ -90,11 +88,11 @@ def _relu_backward(dy, x):
 def _sigmoid_forward(x):
     y = np.empty_like(x)
     n = x.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         _sigmoid_chunk(x, y)
         return y
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        s, e = c * CHUNK, min(n, (c + 1) * CHUNK)
         _sigmoid_chunk(x[s:e], y[s:e])
     return y
 
@@ -103,11 +101,11 @@ def _sigmoid_forward(x):
 def _sigmoid_backward(dy, y):
     dx = np.empty_like(dy)
     n = y.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         _sigmoid_grad_chunk(dy, y, dx)
         return dx
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        s, e = c * CHUNK, min(n, (c + 1) * CHUNK)
         _sigmoid_grad_chunk(dy[s:e], y[s:e], dx[s:e])
     return dx
 

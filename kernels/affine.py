@@ -24,13 +24,9 @@ from ._threads import call_threads, kernel_op
 from ._config import jit
 from ._gemm import MR, tile_cols
 from ._gemm_ext import gemm_block, links_gemm
+from ._tunables import AFFINE_PARALLEL_MIN_MACS  # read inside _matmul (see _tunables)
 
 __all__ = ["affine_forward", "affine_backward"]
-
-
-#: Below this many multiply-adds a product runs on the calling thread: waking
-#: the pool costs more than it saves.
-_PARALLEL_MIN_MACS = 1 << 20
 
 
 @links_gemm("gemm_block")
@@ -50,7 +46,7 @@ def _matmul(a, ta, b, tb, c, threads):
     bv = b.T if tb else b
     m_, k_ = av.shape
     n_ = bv.shape[1]
-    nb = threads if m_ * k_ * n_ >= _PARALLEL_MIN_MACS else 1
+    nb = threads if m_ * k_ * n_ >= AFFINE_PARALLEL_MIN_MACS else 1
     if nb == 1:
         gemm_block(av, bv, c, 0, m_, 0, n_, False)
         return c

@@ -14,9 +14,10 @@ corrections, ``1 - beta``, ``-lr``, ...) are computed once per step in float64
 per call, so float32 math stays float32 and rounds like PyTorch's (which also
 casts its double scalars to float).
 
-The kernels work on the flattened data: arrays below ``_PARALLEL_MIN``
-elements run on one thread (see there for the threshold); larger
-ones are split into ``_CHUNK``-element tasks, each a simple loop that LLVM
+The kernels work on the flattened data: arrays below ``PARALLEL_MIN``
+elements run on one thread (the threshold's measurement is in
+:mod:`._tunables`); larger
+ones are split into ``CHUNK``-element tasks, each a simple loop that LLVM
 vectorises. Every element belongs to exactly one task, so results are
 bitwise independent of the thread count.
 
@@ -37,20 +38,10 @@ from numba import prange
 from . import validate as v
 from ._threads import kernel_op
 from ._config import jit
+from ._tunables import CHUNK, PARALLEL_MIN  # read inside the kernels (see _tunables)
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "adamw_step", "all_finite",
            "book_momentum_step", "book_nesterov_step", "book_adam_step"]
-
-_CHUNK = 16384
-# The steps are memory bound, but a layer's weights often sit in the L3 cache
-# (the book's SimpleConvNet's 4320 x 100 Affine weights: 1.7 MB per array),
-# where two threads do go faster: with the pool's workers spinning briefly
-# between kernels (see _threads), splitting tensors from 128K elements (512 KB
-# per float32 array) took the adam_convnet update from 0.137 to 0.107 ms and
-# its flat-buffer form from 0.096 to 0.057 ms (numbanet-bench, 2 threads).
-# Smaller tensors run on the calling thread, where waking the pool would cost
-# more than the loop.
-_PARALLEL_MIN = 131072
 
 
 # --- element loops (one contiguous chunk each) --------------------------------
@@ -197,11 +188,11 @@ def _sgd_step(p, g, buf, lr, wd, mom, dampening, use_buf, first, nesterov):
     neg_lr, wd_, mom_, omd = dt(-lr), dt(wd), dt(mom), dt(1.0 - dampening)
     l2 = wd != 0
     n = p.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         _sgd_chunk(p, g, buf, neg_lr, wd_, l2, mom_, omd, use_buf, first, nesterov)
         return
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        s, e = c * CHUNK, min(n, (c + 1) * CHUNK)
         _sgd_chunk(p[s:e], g[s:e], buf[s:e], neg_lr, wd_, l2, mom_, omd, use_buf, first, nesterov)
 
 
@@ -211,11 +202,11 @@ def _adagrad_step(p, g, s, clr, wd, eps):
     neg_clr, wd_, eps_ = dt(-clr), dt(wd), dt(eps)
     l2 = wd != 0
     n = p.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         _adagrad_chunk(p, g, s, neg_clr, wd_, l2, eps_)
         return
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        a, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        a, e = c * CHUNK, min(n, (c + 1) * CHUNK)
         _adagrad_chunk(p[a:e], g[a:e], s[a:e], neg_clr, wd_, l2, eps_)
 
 
@@ -227,12 +218,12 @@ def _rmsprop_step(p, g, sq, ga, buf, lr, wd, alpha, eps, mom, centered):
     l2 = wd != 0
     use_buf = mom > 0
     n = p.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         _rmsprop_chunk(p, g, sq, ga, buf, neg_lr, wd_, l2, alpha_, oma, c_alpha, base_avg, eps_, mom_, centered,
                        use_buf)
         return
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        s, e = c * CHUNK, min(n, (c + 1) * CHUNK)
         _rmsprop_chunk(
             p[s:e], g[s:e], sq[s:e], ga[s:e], buf[s:e],
             neg_lr, wd_, l2, alpha_, oma, c_alpha, base_avg, eps_, mom_, centered, use_buf,
@@ -246,11 +237,11 @@ def _adam_step(p, g, m, v, vmax, decay, wd, l2, beta1, beta2, bc2_sqrt, eps, ste
     bc2s, eps_, neg_step = dt(bc2_sqrt), dt(eps), dt(-step_size)
     c1, base_m = _lerp_coeff(dt, 1.0 - beta1)
     n = p.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         _adam_chunk(p, g, m, v, vmax, decay_, wd_, l2, c1, base_m, beta2_, omb2, bc2s, eps_, neg_step, amsgrad)
         return
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        s, e = c * CHUNK, min(n, (c + 1) * CHUNK)
         _adam_chunk(
             p[s:e], g[s:e], m[s:e], v[s:e], vmax[s:e],
             decay_, wd_, l2, c1, base_m, beta2_, omb2, bc2s, eps_, neg_step, amsgrad,
@@ -264,11 +255,11 @@ def _book_velocity_step(p, g, vel, lr, mom, nesterov):
     # book's Python-float expressions are before they meet an array.
     mom_, mom_sq, c, lr_ = dt(mom), dt(mom * mom), dt((1.0 + mom) * lr), dt(lr)
     n = p.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         _book_velocity_chunk(p, g, vel, mom_, mom_sq, c, lr_, nesterov)
         return
-    for k in prange((n + _CHUNK - 1) // _CHUNK):
-        s, e = k * _CHUNK, min(n, (k + 1) * _CHUNK)
+    for k in prange((n + CHUNK - 1) // CHUNK):
+        s, e = k * CHUNK, min(n, (k + 1) * CHUNK)
         _book_velocity_chunk(p[s:e], g[s:e], vel[s:e], mom_, mom_sq, c, lr_, nesterov)
 
 
@@ -277,23 +268,23 @@ def _book_adam_step(p, g, m, v, beta1, beta2, lr_t, eps):
     dt = p.dtype.type
     omb1, omb2, lr_t_, eps_ = dt(1.0 - beta1), dt(1.0 - beta2), dt(lr_t), dt(eps)
     n = p.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         _book_adam_chunk(p, g, m, v, omb1, omb2, lr_t_, eps_)
         return
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        s, e = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        s, e = c * CHUNK, min(n, (c + 1) * CHUNK)
         _book_adam_chunk(p[s:e], g[s:e], m[s:e], v[s:e], omb1, omb2, lr_t_, eps_)
 
 
 @jit(parallel=True)
 def _all_finite(a):
     n = a.size
-    if n < _PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         return _finite_chunk(a)
-    nchunks = (n + _CHUNK - 1) // _CHUNK
+    nchunks = (n + CHUNK - 1) // CHUNK
     ok = np.empty(nchunks, np.bool_)
     for c in prange(nchunks):
-        ok[c] = _finite_chunk(a[c * _CHUNK : min(n, (c + 1) * _CHUNK)])
+        ok[c] = _finite_chunk(a[c * CHUNK : min(n, (c + 1) * CHUNK)])
     return ok.all()
 
 

@@ -64,13 +64,12 @@ def test_conv_strategies_times_both_strategies_where_both_apply(capsys):
     from numbanet.bench import conv_strategies
     from numbanet.kernels import conv
 
-    before = conv._DIRECT_MAX_CG, conv._GEMM_MIN_FG
     conv_strategies.main(["conv_mnist", "conv_strided", "--repeat", "1"])
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     mnist = {(r[1], r[-3]) for r in rows if r[0] == "conv_mnist"}
     assert ("forward", "direct") in mnist and ("forward", "gemm") in mnist
     assert {r[-3] for r in rows if r[0] == "conv_strided"} == {"gemm"}  # direct is stride 1 only
-    assert (conv._DIRECT_MAX_CG, conv._GEMM_MIN_FG) == before  # restored
+    assert conv._forced is None  # the thresholds decide again
 
 
 def test_isa_avx2_restricts_both_sides(monkeypatch):

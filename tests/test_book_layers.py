@@ -15,12 +15,9 @@ import numbanet.reference.book as rbook
 from numbanet.book import layers as L
 from numbanet.book.gradient import numerical_gradient
 from numbanet.kernels import batchnorm_forward
+from numbanet.kernels._examples import randn as _randn
 
 INPUT_DTYPES = ["uint8", "int32", "int64", "bool", "float16", "float32", "float64"]
-
-
-def _randn(rng, shape, dt):
-    return rng.standard_normal(shape).astype(dt)
 
 
 # --- layers with the same math as numbanet.reference --------------------------------

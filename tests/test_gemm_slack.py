@@ -6,7 +6,7 @@ through raw pointers. So the reads are checked against a guard page here.
 ragged last tile loads a whole ``NR``-wide vector row, up to ``NR - 1``
 elements past the row's end, and the convolution allocates ``tile_cols``
 (= ``NR``) elements of slack after its planes for that
-(:func:`numbanet.kernels.conv._rows_with_slack`). The probe puts the buffer's
+(:func:`numbanet.kernels._conv_gemm._rows_with_slack`). The probe puts the buffer's
 end, slack included, right before a page that may not be read: a read past
 the slack kills the process with SIGSEGV. ``kernel_block_at`` reads A's rows
 in place with no slack at all.
@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from numbanet.kernels import _gemm
-from numbanet.kernels import conv as kconv
+from numbanet.kernels import _conv_gemm
 
 _PROBE = r"""
 import ctypes, mmap, sys
@@ -81,5 +81,5 @@ def test_in_place_reads_stay_inside_the_slack():
 def test_conv_allocates_that_slack():
     for dt in (np.float32, np.float64):
         like = np.zeros(1, dt)
-        flat, rows = kconv._rows_with_slack(3, 5, like)
+        flat, rows = _conv_gemm._rows_with_slack(3, 5, like)
         assert flat.size - rows.size == _gemm.tile_cols(like) == _gemm.nr(like.itemsize)

@@ -648,7 +648,7 @@ def test_parallel_path_matches_reference_and_is_thread_independent(case, dtype, 
     chunks): same result as the reference, bitwise the same on 1 and 2 threads."""
     import numba
 
-    from numbanet.kernels.optim import _CHUNK, _PARALLEL_MIN
+    from numbanet.kernels._tunables import CHUNK as _CHUNK, PARALLEL_MIN as _PARALLEL_MIN
 
     _, cls, hp = case
     n = _PARALLEL_MIN + _CHUNK // 2 + 3

@@ -118,3 +118,15 @@ def test_optimizer_docstring_examples_run():
     for mod in (sgd, adaptive):
         result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted >= 10 and result.failed == 0, (mod.__name__, result)
+
+
+def test_test_files_are_named_after_the_code_they_test():
+    """ARCHITECTURE.md's scheme, so a newcomer finds the tests by name:
+    tests/test_<file>.py for each kernel op file, tests/test_layer_<file>.py
+    for each layer file."""
+    ops = {f"test_{m}.py" for m in kernels.OP_MODULES}
+    layer_files = {f"test_layer_{p.stem}.py" for p in (ROOT / "layers").glob("*.py") if not p.name.startswith("_")}
+    missing = sorted(n for n in ops | layer_files if not (ROOT / "tests" / n).exists())
+    assert not missing, f"no test file {missing}"
+    for name in ops | layer_files:
+        assert name in (ROOT / "ARCHITECTURE.md").read_text(), f"ARCHITECTURE.md does not name {name}"

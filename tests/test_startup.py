@@ -442,10 +442,10 @@ def test_every_cross_file_njit_dependency_is_declared():
 
 @needs_jit
 def test_kernel_caches_go_stale_when_the_gemm_file_changes(monkeypatch):
-    from numbanet.kernels import _config, affine, conv, pool
+    from numbanet.kernels import _config, _conv_gemm, affine, pool
 
     real = _config._file_hash
-    for dispatcher in (conv._conv2d_forward_wgemm, conv._conv2d_backward_wgemm, affine._matmul):
+    for dispatcher in (_conv_gemm._conv2d_forward_gemm, _conv_gemm._conv2d_backward_gemm, affine._matmul):
         locator = dispatcher._cache._impl._locator
         before = locator.get_source_stamp()
         monkeypatch.setattr(_config, "_file_hash", lambda path: b"edited " + path.encode())
@@ -454,6 +454,40 @@ def test_kernel_caches_go_stale_when_the_gemm_file_changes(monkeypatch):
         assert locator.get_source_stamp() == before
     # files without cross-file helpers keep numba's own locator
     assert not type(pool._maxpool2d_forward._cache._impl._locator).__name__.startswith("Numbanet")
+
+
+@needs_jit
+def test_editing_a_tunable_makes_the_kernels_recompile(monkeypatch):
+    """Kernels read CHUNK, PARALLEL_MIN, ... (kernels/_tunables.py) as globals,
+    which Numba freezes into the cached machine code: every kernel file that
+    imports the tunables declares them, and an edited value changes its
+    kernels' cache freshness stamp."""
+    import hashlib
+    import pathlib
+    import re
+
+    from numbanet.kernels import _config, activation, affine, optim
+
+    kdir = pathlib.Path(_config.__file__).parent
+    readers = {p.name for p in kdir.glob("*.py")
+               if "@jit(" in p.read_text() and re.search(r"^from \._tunables import", p.read_text(), re.M)}
+    assert readers == {n for n, deps in _config.DEPENDENCIES.items() if "_tunables.py" in deps}
+    real = _config._file_hash
+
+    def edited(path):
+        if os.path.basename(path) != "_tunables.py":
+            return real(path)
+        text, n = re.subn(r"^CHUNK = .*$", "CHUNK = 1024", pathlib.Path(path).read_text(), flags=re.M)
+        assert n == 1
+        return hashlib.sha256(text.encode()).digest()
+
+    for dispatcher in (activation._relu_forward, optim._adam_step, affine._matmul):
+        locator = dispatcher._cache._impl._locator
+        before = locator.get_source_stamp()
+        monkeypatch.setattr(_config, "_file_hash", edited)
+        assert locator.get_source_stamp() != before
+        monkeypatch.setattr(_config, "_file_hash", real)
+        assert locator.get_source_stamp() == before
 
 
 # --- the GEMM as external symbols: compiled once per dtype, CPU and tile -----------
@@ -507,7 +541,7 @@ def test_gemm_symbols_name_dtype_and_tile():
     assert all(_gemm_ext.tile_key() in s for s in names)
     # Editing the GEMM objects' file recompiles their callers (the tile itself
     # is in the cache file names: test_gemm_kernels_are_cached_per_tile).
-    assert "_gemm_ext.py" in _config.DEPENDENCIES["conv.py"]
+    assert "_gemm_ext.py" in _config.DEPENDENCIES["_conv_gemm.py"]
     assert "_gemm_ext.py" in _config.DEPENDENCIES["affine.py"]
 
 
@@ -518,7 +552,7 @@ def test_kernels_declare_every_gemm_entry_they_call():
     from numbanet.kernels._warmup import dispatchers
 
     declared = {k: d for k, d in dispatchers().items() if hasattr(d, "gemm_entries")}
-    assert {"conv._conv2d_forward_wgemm", "conv._conv2d_backward_wgemm", "affine._matmul"} <= set(declared)
+    assert {"_conv_gemm._conv2d_forward_gemm", "_conv_gemm._conv2d_backward_gemm", "affine._matmul"} <= set(declared)
     def calls(fn, seen):
         """GEMM entries whose calls end up in ``fn``'s machine code: its own,
         and those of every @njit function it calls (compiled into it)."""
@@ -606,9 +640,9 @@ def test_warmup_command(capsys):
 def test_gemm_kernels_are_cached_per_tile():
     """Kernels holding GEMM code are cached under the tile's name: a forced
     tile (NUMBANET_GEMM_TILE) never loads another tile's machine code."""
-    from numbanet.kernels import _gemm, affine, conv, pool
+    from numbanet.kernels import _conv_gemm, _gemm, affine, pool
 
-    for dispatcher in (conv._conv2d_forward_wgemm, affine._matmul, _gemm.gemm):
+    for dispatcher in (_conv_gemm._conv2d_forward_gemm, affine._matmul, _gemm.gemm):
         impl = dispatcher._cache._impl
         assert impl._locator.get_disambiguator().endswith("-" + _gemm.TILE.name)
         assert f"-{_gemm.TILE.name}." in impl.filename_base

@@ -1,3 +1,6 @@
+"""The Affine, Relu, Sigmoid and SoftmaxWithLoss layers (layers/basic.py) against
+the reference backend."""
+
 import numpy as np
 
 import numbanet.reference as reference

@@ -1,0 +1,109 @@
+"""Every measured threshold and work-split size of numbanet's kernels, in one place.
+
+Each value keeps the measurement that chose it and the command that
+re-measures it. Two kinds:
+
+* read by the Python wrappers (the convolution's strategy choice and its
+  chunk counts): a change takes effect on the next call;
+* read inside ``@njit`` code (``CHUNK``, ``PARALLEL_MIN``,
+  ``AFFINE_PARALLEL_MIN_MACS``): Numba freezes a global into the compiled
+  kernel, so the cached machine code holds the old value. This file is
+  therefore in ``_config.DEPENDENCIES`` of every kernel file that imports it:
+  editing it changes those kernels' cache freshness stamp and they recompile
+  (``tests/test_startup.py::test_editing_a_tunable_makes_the_kernels_recompile``).
+
+Kept elsewhere, each beside what it sizes:
+
+* the GEMM's blocking, ``MR``/``NV``/``KC`` per ISA family in
+  :data:`numbanet.kernels._gemm.TILES` (one entry per micro-kernel, next to
+  its register budget; the tile names the cache files), and ``NC`` and
+  ``A_IN_PLACE_MAX_N`` beside them; re-measure with ``numbanet-bench --cases 'gemm*,affine*,conv*'`` and
+  check spills with ``_gemm.spill_report()``;
+* not moved yet (added to files another change was editing): the
+  calling-thread thresholds ``_PARALLEL_MIN``/``_PARALLEL_MIN_BACKWARD`` of
+  kernels/loss.py and ``_PARALLEL_MIN`` of kernels/batchnorm.py; moving them
+  here means adding ``_tunables.py`` to those files' ``DEPENDENCIES`` (a test
+  checks it);
+* process set-up, not kernel code: ``_threads.SPIN_COUNT`` (idle OpenMP
+  workers) and ``_malloc.MMAP_THRESHOLD``/``TRIM_THRESHOLD`` (glibc malloc).
+
+Changing a value changes speed only, never results beyond rounding order: the
+determinism tests hold for any value (the chunk counts are fixed numbers, not
+the thread count, for that reason).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DIRECT_MAX_CG", "GEMM_MIN_FG", "BACKWARD_GEMM_MIN_TAPS", "CONV_CHUNKS", "CONV_DIRECT_CHUNKS",
+    "CHUNK", "PARALLEL_MIN", "AFFINE_PARALLEL_MIN_MACS",
+]
+
+# --- convolution: which strategy (kernels/conv.py: _use_direct) -------------------
+#
+# Re-measure: ``python -m numbanet.bench.conv_strategies [case ...]`` times
+# both strategies forced (kernels.conv.forced_strategy) per case and pass,
+# interleaved; ``numbanet-bench --cases 'conv*'`` for the choice as a whole.
+
+#: Input channels per group up to which the wide-grid loops beat the GEMM
+#: (measured: Cg=32, F=64 still about even, conv_mid's Cg=64 clearly not).
+DIRECT_MAX_CG = 16
+
+#: Filters per group from which the forward pass takes the GEMM even with few
+#: input channels: with a full micro-kernel panel of filters it beat the direct
+#: loops on every shape measured (MNIST's 1 -> 30 channels 5x5: 0.51 vs 0.72
+#: ms; CIFAR's 3 -> 32: 0.58 vs 0.87 ms; the 8x8 digits: 0.068 vs 0.076 ms).
+#: Depthwise convolution (one filter per group) stays direct: there the GEMM
+#: was 2x slower forward and 15x slower backward.
+GEMM_MIN_FG = 8
+
+#: The backward pass's products have the Cg*KH*KW taps as their rows (dx's
+#: columns, dw^T's rows), in panels of MR: with few taps the panels run part
+#: empty (9 taps fill 9 of 16 rows with MR = 8), and small planes give each
+#: product little to do. Measured with the AVX-512 tile on an AVX-512 machine
+#: (2 threads, batch 100, 3x3 unless said, backward without dx, direct vs GEMM
+#: ms; not re-measured with the AVX2 tile): 8x8 C=1 F=30 0.095 vs 0.151; 28x28
+#: C=1 F=30 0.54 vs 0.82; 12x12 C=3 F=16 0.17 vs 0.24; 16x16 C=3 F=32 0.45 vs
+#: 0.40; 32x32 C=3 F=32 1.61 vs 1.33; MNIST's 28x28 C=1 F=30 5x5 0.82 vs 0.78;
+#: 8x8 C=8 F=16 0.22 vs 0.20; 16x16 C=16 F=32 1.9 vs 0.86 (with dx alike). So
+#: the backward pass stays direct below this many taps, or below the second
+#: figure with fewer output positions than the third.
+BACKWARD_GEMM_MIN_TAPS = 16, 64, 256
+
+# --- convolution: how the batch is split ------------------------------------------
+
+#: Batch chunks of the GEMM strategy: the unit of parallel work over samples
+#: and of the dw/db partial sums. A fixed number (not the thread count) so that
+#: the summation order, hence the result, never depends on the threads.
+CONV_CHUNKS = 8
+#: The direct kernels' partial sums are small: more chunks balance the threads
+#: better (also a fixed number, for the same reason).
+CONV_DIRECT_CHUNKS = 16
+
+# --- elementwise kernels (kernels/activation.py, kernels/optim.py) ----------------
+#
+# Read inside @njit code. Re-measure: ``python -m numbanet.bench.optim_bandwidth``
+# (GB/s per step and size) and ``numbanet-bench --cases 'relu*,adam*,sgd*'``.
+
+#: Elements per parallel task (64 KB of float32), each a contiguous loop LLVM
+#: vectorises. Not measured on its own: PARALLEL_MIN was measured with it.
+CHUNK = 16384
+
+#: Arrays of fewer elements run on the calling thread. The steps are memory
+#: bound, but a layer's weights often sit in the L3 cache (the book's
+#: SimpleConvNet's 4320 x 100 Affine weights: 1.7 MB per array), where two
+#: threads do go faster: with the pool's workers spinning briefly between
+#: kernels (see _threads), splitting tensors from 128K elements (512 KB per
+#: float32 array) took the adam_convnet update from 0.137 to 0.107 ms and its
+#: flat-buffer form from 0.096 to 0.057 ms (numbanet-bench, 2 threads).
+#: Smaller tensors run on the calling thread, where waking the pool would cost
+#: more than the loop. The activations use the same threshold (not measured
+#: separately).
+PARALLEL_MIN = 131072
+
+# --- Affine (kernels/affine.py) ---------------------------------------------------
+
+#: Below this many multiply-adds a product runs on the calling thread: waking
+#: the pool costs more than it saves. Read inside @njit code (_matmul).
+#: Re-measure: ``numbanet-bench --cases 'affine*'`` at 1 and 2 threads.
+AFFINE_PARALLEL_MIN_MACS = 1 << 20
