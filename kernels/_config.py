@@ -87,6 +87,8 @@ _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 DEPENDENCIES = {
     "activation.py": ("_tunables.py",),
     "optim.py": ("_tunables.py",),
+    "loss.py": ("_tunables.py",),
+    "batchnorm.py": ("_tunables.py",),
     "_conv_direct.py": ("_conv_grid.py",),
     "_conv_gemm.py": ("_conv_grid.py", "_gemm.py", "_gemm_ext.py"),
     "affine.py": ("_gemm.py", "_gemm_ext.py", "_tunables.py"),

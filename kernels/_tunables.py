@@ -6,7 +6,7 @@ re-measures it. Two kinds:
 * read by the Python wrappers (the convolution's strategy choice and its
   chunk counts): a change takes effect on the next call;
 * read inside ``@njit`` code (``CHUNK``, ``PARALLEL_MIN``,
-  ``AFFINE_PARALLEL_MIN_MACS``): Numba freezes a global into the compiled
+  ``AFFINE_PARALLEL_MIN_MACS`` and the loss and batch-norm thresholds): Numba freezes a global into the compiled
   kernel, so the cached machine code holds the old value. This file is
   therefore in ``_config.DEPENDENCIES`` of every kernel file that imports it:
   editing it changes those kernels' cache freshness stamp and they recompile
@@ -19,11 +19,6 @@ Kept elsewhere, each beside what it sizes:
   its register budget; the tile names the cache files), and ``NC`` and
   ``A_IN_PLACE_MAX_N`` beside them; re-measure with ``numbanet-bench --cases 'gemm*,affine*,conv*'`` and
   check spills with ``_gemm.spill_report()``;
-* not moved yet (added to files another change was editing): the
-  calling-thread thresholds ``_PARALLEL_MIN``/``_PARALLEL_MIN_BACKWARD`` of
-  kernels/loss.py and ``_PARALLEL_MIN`` of kernels/batchnorm.py; moving them
-  here means adding ``_tunables.py`` to those files' ``DEPENDENCIES`` (a test
-  checks it);
 * process set-up, not kernel code: ``_threads.SPIN_COUNT`` (idle OpenMP
   workers) and ``_malloc.MMAP_THRESHOLD``/``TRIM_THRESHOLD`` (glibc malloc).
 
@@ -37,6 +32,7 @@ from __future__ import annotations
 __all__ = [
     "DIRECT_MAX_CG", "GEMM_MIN_FG", "BACKWARD_GEMM_MIN_TAPS", "CONV_CHUNKS", "CONV_DIRECT_CHUNKS",
     "CHUNK", "PARALLEL_MIN", "AFFINE_PARALLEL_MIN_MACS",
+    "LOSS_PARALLEL_MIN", "LOSS_BACKWARD_PARALLEL_MIN", "BATCHNORM_PARALLEL_MIN",
 ]
 
 # --- convolution: which strategy (kernels/conv.py: _use_direct) -------------------
@@ -107,3 +103,27 @@ PARALLEL_MIN = 131072
 #: the pool costs more than it saves. Read inside @njit code (_matmul).
 #: Re-measure: ``numbanet-bench --cases 'affine*'`` at 1 and 2 threads.
 AFFINE_PARALLEL_MIN_MACS = 1 << 20
+
+# --- softmax cross-entropy (kernels/loss.py) and batch norm (kernels/batchnorm.py) ---
+#
+# Read inside @njit code.
+
+#: Below this many logits the kernels run on the calling thread. A parallel
+#: region costs a few microseconds to start and join even with the pool
+#: spinning (an estimate: not measured on a quiet machine), and far more when the other core is busy (1.2 ms instead of
+#: 23 us for the book's 100 x 10 logits, measured on a loaded 2-core Zen 3);
+#: the softmax costs about 6-12 ns a logit on one core (Zen 3, process CPU
+#: time), so a split pays only from a few thousand logits up. The backward
+#: pass is a tenth of that work per element. Re-measure with
+#: ``numbanet-bench --cases 'softmax_ce*'`` at 1 and 2 threads.
+LOSS_PARALLEL_MIN = 4096
+LOSS_BACKWARD_PARALLEL_MIN = 32768
+
+#: Below this many elements of x the kernels run on the calling thread: the
+#: per-channel loops cost about 1-4 ns an element on one core (Zen 3, process
+#: CPU time, x of 100 x 100 per feature), so a parallel region, a few
+#: microseconds to start and join on a quiet machine and far more when the
+#: other core is busy, pays only from a few thousand elements up (the book's
+#: 100 x 100 hidden layers run serially). Re-measure with
+#: ``numbanet-bench --cases 'train_step_book_multi*'`` at 1 and 2 threads.
+BATCHNORM_PARALLEL_MIN = 16384

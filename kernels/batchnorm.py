@@ -24,18 +24,9 @@ from numba import prange
 from . import validate as v
 from ._threads import kernel_op
 from ._config import jit
+from ._tunables import BATCHNORM_PARALLEL_MIN
 
 __all__ = ["batchnorm_forward", "batchnorm_backward"]
-
-
-#: Below this many elements of x the kernels run on the calling thread: the
-#: per-channel loops cost about 1-4 ns an element on one core (Zen 3, process
-#: CPU time, x of 100 x 100 per feature), so a parallel region, a few
-#: microseconds to start and join on a quiet machine and far more when the
-#: other core is busy, pays only from a few thousand elements up (the book's
-#: 100 x 100 hidden layers run serially). Re-measure with
-#: ``numbanet-bench --cases 'batchnorm*,train_step_book_multi*'`` at 1 and 2 threads.
-_PARALLEL_MIN = 16384
 
 
 @jit()
@@ -68,7 +59,7 @@ def _bn_stats(x, eps):
     mean = np.empty(c, x.dtype)
     var = np.empty(c, x.dtype)
     inv_std = np.empty(c, x.dtype)
-    if x.size < _PARALLEL_MIN:
+    if x.size < BATCHNORM_PARALLEL_MIN:
         _bn_stats_channels(x, eps, mean, var, inv_std, 0, c)
     else:
         for ch in prange(c):
@@ -94,7 +85,7 @@ def _bn_normalize(x, mean, inv_std, gamma, beta):
     """y = (x - mean) * inv_std * gamma + beta, per channel, in x's dtype."""
     c = x.shape[1]
     y = np.empty_like(x)
-    if x.size < _PARALLEL_MIN:
+    if x.size < BATCHNORM_PARALLEL_MIN:
         _bn_normalize_channels(x, mean, inv_std, gamma, beta, y, 0, c)
     else:
         for ch in prange(c):
@@ -139,7 +130,7 @@ def _bn_backward(dy, x, gamma, mean, inv_std, train):
     dx = np.empty_like(x)
     dgamma = np.empty(c, x.dtype)
     dbeta = np.empty(c, x.dtype)
-    if x.size < _PARALLEL_MIN:
+    if x.size < BATCHNORM_PARALLEL_MIN:
         _bn_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, 0, c)
     else:
         for ch in prange(c):

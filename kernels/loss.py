@@ -22,6 +22,7 @@ from numba.extending import intrinsic, overload
 from . import validate as v
 from ._threads import kernel_op
 from ._config import FASTMATH_ORDERED, jit
+from ._tunables import LOSS_PARALLEL_MIN, LOSS_BACKWARD_PARALLEL_MIN
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward"]
 
@@ -106,18 +107,6 @@ def _softmax_row(x, p):
     return m, np.log(s)
 
 
-#: Below this many logits the kernels run on the calling thread. A parallel
-#: region costs a few microseconds to start and join even with the pool
-#: spinning, and far more when the other core is busy (1.2 ms instead of
-#: 23 us for the book's 100 x 10 logits, measured on a loaded 2-core Zen 3);
-#: the softmax costs about 6-12 ns a logit on one core (Zen 3, process CPU
-#: time), so a split pays only from a few thousand logits up. The backward
-#: pass is a tenth of that work per element. Re-measure with
-#: ``numbanet-bench --cases 'softmax_ce*'`` at 1 and 2 threads.
-_PARALLEL_MIN = 4096
-_PARALLEL_MIN_BACKWARD = 32768
-
-
 @jit()
 def _softmax_ce_index_rows(logits, labels, probs, row_loss, lo, hi):
     for i in range(lo, hi):
@@ -157,7 +146,7 @@ def _softmax_ce_index(logits, labels):
     n, k = logits.shape
     probs = np.empty_like(logits)
     row_loss = np.empty(n, np.float64)
-    if n * k < _PARALLEL_MIN:
+    if n * k < LOSS_PARALLEL_MIN:
         _softmax_ce_index_rows(logits, labels, probs, row_loss, 0, n)
     else:
         for i in prange(n):
@@ -170,7 +159,7 @@ def _softmax_ce_targets(logits, targets):
     n, k = logits.shape
     probs = np.empty_like(logits)
     row_loss = np.empty(n, np.float64)
-    if n * k < _PARALLEL_MIN:
+    if n * k < LOSS_PARALLEL_MIN:
         _softmax_ce_targets_rows(logits, targets, probs, row_loss, 0, n)
     else:
         for i in prange(n):
@@ -202,7 +191,7 @@ def _softmax_ce_backward_targets_rows(probs, targets, dx, lo, hi):
 def _softmax_ce_backward_index(probs, labels):
     n, k = probs.shape
     dx = np.empty_like(probs)
-    if n * k < _PARALLEL_MIN_BACKWARD:
+    if n * k < LOSS_BACKWARD_PARALLEL_MIN:
         _softmax_ce_backward_index_rows(probs, labels, dx, 0, n)
     else:
         for i in prange(n):
@@ -214,7 +203,7 @@ def _softmax_ce_backward_index(probs, labels):
 def _softmax_ce_backward_targets(probs, targets):
     n, k = probs.shape
     dx = np.empty_like(probs)
-    if n * k < _PARALLEL_MIN_BACKWARD:
+    if n * k < LOSS_BACKWARD_PARALLEL_MIN:
         _softmax_ce_backward_targets_rows(probs, targets, dx, 0, n)
     else:
         for i in prange(n):
