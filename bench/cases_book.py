@@ -99,7 +99,7 @@ def _bind_for(name, reseed):
         opt = getattr(book_optimizer, opt_name)(**opt_kw, backend=impl)
         # numbanet.book skips the unused input gradient of the first layer;
         # the book's algorithm computes it.
-        net.skip_first_dx = impl is not kernels
+        net.skip_first_dx = impl is kernels
         loss_layer = net.lastLayer if hasattr(net, "lastLayer") else net.last_layer
         x, t = inp["x"], inp["t"]
         # Biases feeding a batch norm get a gradient that is 0 in exact
