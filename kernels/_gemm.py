@@ -678,6 +678,19 @@ A_IN_PLACE_MAX_N = 256
 
 
 @jit()
+def _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
+    """Finish a product with no rows, no columns or no ``k`` (C's block is
+    zeroed unless accumulating); return whether there was nothing else to do."""
+    if m_ == 0 or n_ <= 0:
+        return True
+    if k_ == 0:
+        if not accumulate:
+            c[:, j_lo:j_hi] = 0
+        return True
+    return False
+
+
+@jit()
 def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
     """:func:`_gemm_packed_cols` for rows ``i0 .. i1`` of a row-major ``a``
     (unit column stride) read in place by :func:`kernel_block_at`, so it is
@@ -686,11 +699,7 @@ def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
     m_ = i1 - i0
     k_ = b.shape[0]
     n_ = j_hi - j_lo
-    if m_ == 0 or n_ <= 0:
-        return
-    if k_ == 0:
-        if not accumulate:
-            c[:, j_lo:j_hi] = 0
+    if _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
         return
     lda = a.strides[0] // a.itemsize
     flat = np.lib.stride_tricks.as_strided(a, ((a.shape[0] - 1) * lda + a.shape[1],), (a.itemsize,))
@@ -717,11 +726,7 @@ def _gemm_packed_cols(ap, m_, b, c, j_lo, j_hi, accumulate):
     k_ = b.shape[0]
     n_ = j_hi - j_lo
     nr_ = tile_cols(c)
-    if m_ == 0 or n_ <= 0:
-        return
-    if k_ == 0:
-        if not accumulate:
-            c[:, j_lo:j_hi] = 0
+    if _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
         return
     bp = b_buffer(min(KC, k_), min(NC, n_), c)
     tile = np.empty((MR, nr_), c.dtype)

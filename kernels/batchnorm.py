@@ -30,7 +30,7 @@ __all__ = ["batchnorm_forward", "batchnorm_backward"]
 
 
 @jit()
-def _bn_stats_channels(x, eps, mean, var, inv_std, lo, hi):
+def _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, lo, hi):
     n, c, s = x.shape
     m = n * s
     for ch in range(lo, hi):
@@ -53,22 +53,22 @@ def _bn_stats_channels(x, eps, mean, var, inv_std, lo, hi):
 
 
 @jit(parallel=True)
-def _bn_stats(x, eps):
+def _batchnorm_forward_stats(x, eps):
     """Per-channel mean, biased variance and 1/sqrt(var + eps) of x (N, C, S)."""
     c = x.shape[1]
     mean = np.empty(c, x.dtype)
     var = np.empty(c, x.dtype)
     inv_std = np.empty(c, x.dtype)
     if x.size < BATCHNORM_PARALLEL_MIN:
-        _bn_stats_channels(x, eps, mean, var, inv_std, 0, c)
+        _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, 0, c)
     else:
         for ch in prange(c):
-            _bn_stats_channels(x, eps, mean, var, inv_std, ch, ch + 1)
+            _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, ch, ch + 1)
     return mean, var, inv_std
 
 
 @jit()
-def _bn_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi):
+def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi):
     n, c, s = x.shape
     for ch in range(lo, hi):
         mu = mean[ch]
@@ -81,20 +81,20 @@ def _bn_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi):
 
 
 @jit(parallel=True)
-def _bn_normalize(x, mean, inv_std, gamma, beta):
+def _batchnorm_forward_normalize(x, mean, inv_std, gamma, beta):
     """y = (x - mean) * inv_std * gamma + beta, per channel, in x's dtype."""
     c = x.shape[1]
     y = np.empty_like(x)
     if x.size < BATCHNORM_PARALLEL_MIN:
-        _bn_normalize_channels(x, mean, inv_std, gamma, beta, y, 0, c)
+        _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, 0, c)
     else:
         for ch in prange(c):
-            _bn_normalize_channels(x, mean, inv_std, gamma, beta, y, ch, ch + 1)
+            _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, ch, ch + 1)
     return y
 
 
 @jit()
-def _bn_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
+def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
     n, c, s = x.shape
     m = n * s
     for ch in range(lo, hi):
@@ -125,16 +125,16 @@ def _bn_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta,
 
 
 @jit(parallel=True)
-def _bn_backward(dy, x, gamma, mean, inv_std, train):
+def _batchnorm_backward(dy, x, gamma, mean, inv_std, train):
     c = x.shape[1]
     dx = np.empty_like(x)
     dgamma = np.empty(c, x.dtype)
     dbeta = np.empty(c, x.dtype)
     if x.size < BATCHNORM_PARALLEL_MIN:
-        _bn_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, 0, c)
+        _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, 0, c)
     else:
         for ch in prange(c):
-            _bn_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, ch, ch + 1)
+            _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, ch, ch + 1)
     return dx, dgamma, dbeta
 
 
@@ -234,7 +234,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
                 f"{fn}: training needs {'more than 1 value' if unbiased else 'a value'} per channel "
                 f"to estimate {'an unbiased' if unbiased else 'a'} variance, got x of shape {x.shape}"
             )
-        mean, var, inv_std = _bn_stats(x3, dt(eps))
+        mean, var, inv_std = _batchnorm_forward_stats(x3, dt(eps))
         keep, new = dt(momentum), dt(1.0 - momentum)
         new_rm = keep * running_mean + new * mean
         new_rv = keep * running_var + new * (var * dt(m / (m - 1)) if unbiased else var)
@@ -242,7 +242,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
         mean = running_mean
         inv_std = dt(1) / np.sqrt(running_var + dt(eps))
         new_rm, new_rv = running_mean, running_var
-    y = _bn_normalize(x3, mean, inv_std, gamma, beta)
+    y = _batchnorm_forward_normalize(x3, mean, inv_std, gamma, beta)
     return y.reshape(x.shape), mean, inv_std, new_rm, new_rv
 
 
@@ -282,5 +282,5 @@ def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True):
     c = x3.shape[1]
     gamma, mean, inv_std = _per_channel(fn, c, x.dtype, gamma=gamma, mean=mean, inv_std=inv_std)
     train = _bool_param(fn, "train", train)
-    dx, dgamma, dbeta = _bn_backward(dy.reshape(x3.shape), x3, gamma, mean, inv_std, train)
+    dx, dgamma, dbeta = _batchnorm_backward(dy.reshape(x3.shape), x3, gamma, mean, inv_std, train)
     return dx.reshape(x.shape), dgamma, dbeta

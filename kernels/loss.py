@@ -108,7 +108,7 @@ def _softmax_row(x, p):
 
 
 @jit()
-def _softmax_ce_index_rows(logits, labels, probs, row_loss, lo, hi):
+def _softmax_cross_entropy_index_rows(logits, labels, probs, row_loss, lo, hi):
     for i in range(lo, hi):
         m, lse = _softmax_row(logits[i], probs[i])
         # -log p[label] = log(sum exp(x - m)) - (x[label] - m)
@@ -116,7 +116,7 @@ def _softmax_ce_index_rows(logits, labels, probs, row_loss, lo, hi):
 
 
 @jit()
-def _softmax_ce_targets_rows(logits, targets, probs, row_loss, lo, hi):
+def _softmax_cross_entropy_targets_rows(logits, targets, probs, row_loss, lo, hi):
     k = logits.shape[1]
     for i in range(lo, hi):
         m, lse = _softmax_row(logits[i], probs[i])
@@ -142,33 +142,33 @@ def _mean_loss(row_loss):
 
 
 @jit(parallel=True)
-def _softmax_ce_index(logits, labels):
+def _softmax_cross_entropy_index(logits, labels):
     n, k = logits.shape
     probs = np.empty_like(logits)
     row_loss = np.empty(n, np.float64)
     if n * k < LOSS_PARALLEL_MIN:
-        _softmax_ce_index_rows(logits, labels, probs, row_loss, 0, n)
+        _softmax_cross_entropy_index_rows(logits, labels, probs, row_loss, 0, n)
     else:
         for i in prange(n):
-            _softmax_ce_index_rows(logits, labels, probs, row_loss, i, i + 1)
+            _softmax_cross_entropy_index_rows(logits, labels, probs, row_loss, i, i + 1)
     return _mean_loss(row_loss), probs
 
 
 @jit(parallel=True)
-def _softmax_ce_targets(logits, targets):
+def _softmax_cross_entropy_targets(logits, targets):
     n, k = logits.shape
     probs = np.empty_like(logits)
     row_loss = np.empty(n, np.float64)
     if n * k < LOSS_PARALLEL_MIN:
-        _softmax_ce_targets_rows(logits, targets, probs, row_loss, 0, n)
+        _softmax_cross_entropy_targets_rows(logits, targets, probs, row_loss, 0, n)
     else:
         for i in prange(n):
-            _softmax_ce_targets_rows(logits, targets, probs, row_loss, i, i + 1)
+            _softmax_cross_entropy_targets_rows(logits, targets, probs, row_loss, i, i + 1)
     return _mean_loss(row_loss), probs
 
 
 @jit()
-def _softmax_ce_backward_index_rows(probs, labels, dx, lo, hi):
+def _softmax_cross_entropy_backward_index_rows(probs, labels, dx, lo, hi):
     k = probs.shape[1]
     inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
     one = probs.dtype.type(1)
@@ -179,7 +179,7 @@ def _softmax_ce_backward_index_rows(probs, labels, dx, lo, hi):
 
 
 @jit()
-def _softmax_ce_backward_targets_rows(probs, targets, dx, lo, hi):
+def _softmax_cross_entropy_backward_targets_rows(probs, targets, dx, lo, hi):
     k = probs.shape[1]
     inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
     for i in range(lo, hi):
@@ -188,26 +188,26 @@ def _softmax_ce_backward_targets_rows(probs, targets, dx, lo, hi):
 
 
 @jit(parallel=True)
-def _softmax_ce_backward_index(probs, labels):
+def _softmax_cross_entropy_backward_index(probs, labels):
     n, k = probs.shape
     dx = np.empty_like(probs)
     if n * k < LOSS_BACKWARD_PARALLEL_MIN:
-        _softmax_ce_backward_index_rows(probs, labels, dx, 0, n)
+        _softmax_cross_entropy_backward_index_rows(probs, labels, dx, 0, n)
     else:
         for i in prange(n):
-            _softmax_ce_backward_index_rows(probs, labels, dx, i, i + 1)
+            _softmax_cross_entropy_backward_index_rows(probs, labels, dx, i, i + 1)
     return dx
 
 
 @jit(parallel=True)
-def _softmax_ce_backward_targets(probs, targets):
+def _softmax_cross_entropy_backward_targets(probs, targets):
     n, k = probs.shape
     dx = np.empty_like(probs)
     if n * k < LOSS_BACKWARD_PARALLEL_MIN:
-        _softmax_ce_backward_targets_rows(probs, targets, dx, 0, n)
+        _softmax_cross_entropy_backward_targets_rows(probs, targets, dx, 0, n)
     else:
         for i in prange(n):
-            _softmax_ce_backward_targets_rows(probs, targets, dx, i, i + 1)
+            _softmax_cross_entropy_backward_targets_rows(probs, targets, dx, i, i + 1)
     return dx
 
 
@@ -243,7 +243,7 @@ def softmax_cross_entropy(logits, labels):
     """
     fn = "softmax_cross_entropy"
     logits, labels, is_index = _logits_and_labels(fn, "logits", logits, labels)
-    kernel = _softmax_ce_index if is_index else _softmax_ce_targets
+    kernel = _softmax_cross_entropy_index if is_index else _softmax_cross_entropy_targets
     loss, probs = kernel(logits, labels)
     return logits.dtype.type(loss), probs
 
@@ -266,5 +266,5 @@ def softmax_cross_entropy_backward(probs, labels):
     """
     fn = "softmax_cross_entropy_backward"
     probs, labels, is_index = _logits_and_labels(fn, "probs", probs, labels)
-    kernel = _softmax_ce_backward_index if is_index else _softmax_ce_backward_targets
+    kernel = _softmax_cross_entropy_backward_index if is_index else _softmax_cross_entropy_backward_targets
     return kernel(probs, labels)

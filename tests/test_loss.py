@@ -7,7 +7,7 @@ from numbanet.nets import numerical_gradient
 
 @pytest.mark.parametrize("n,k", [(0, 3), (1, 1), (1, 10), (7, 3), (64, 100), (257, 11), (3, 1000)])
 @pytest.mark.parametrize("one_hot", [False, True])
-def test_softmax_ce_matches_reference(K, R, close, dtype, rng, n, k, one_hot):
+def test_softmax_cross_entropy_matches_reference(K, R, close, dtype, rng, n, k, one_hot):
     logits = (rng.standard_normal((n, k)) * 5).astype(dtype)
     labels = rng.integers(0, k, n)
     if one_hot:
@@ -23,7 +23,7 @@ def test_softmax_ce_matches_reference(K, R, close, dtype, rng, n, k, one_hot):
     close(K.softmax_cross_entropy_backward(probs, labels), R.softmax_cross_entropy_backward(rprobs, labels))
 
 
-def test_softmax_ce_large_logits_are_stable(K, R, dtype):
+def test_softmax_cross_entropy_large_logits_are_stable(K, R, dtype):
     logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4 - 1, 1e4 - 2]], dtype)
     labels = np.array([1, 0, 2])
     loss, probs = K.softmax_cross_entropy(logits, labels)
@@ -35,13 +35,13 @@ def test_softmax_ce_large_logits_are_stable(K, R, dtype):
     np.testing.assert_allclose(loss, rloss, rtol=1e-6)
 
 
-def test_softmax_ce_nan_propagates(K):
+def test_softmax_cross_entropy_nan_propagates(K):
     logits = np.array([[0.0, np.nan, 1.0], [0.0, 1.0, 2.0]])
     loss, probs = K.softmax_cross_entropy(logits, np.array([0, 1]))
     assert np.isnan(loss) and np.isnan(probs[0]).all() and np.isfinite(probs[1]).all()
 
 
-def test_softmax_ce_gradient_check(K, rng):
+def test_softmax_cross_entropy_gradient_check(K, rng):
     logits = rng.standard_normal((5, 4))
     for labels in (rng.integers(0, 4, 5), np.eye(4)[rng.integers(0, 4, 5)]):
         _, probs = K.softmax_cross_entropy(logits, labels)
@@ -62,14 +62,14 @@ def test_softmax_ce_gradient_check(K, rng):
         (None, TypeError, "labels must be"),
     ],
 )
-def test_softmax_ce_bad_labels(K, labels, exc, match):
+def test_softmax_cross_entropy_bad_labels(K, labels, exc, match):
     with pytest.raises(exc, match=match):
         K.softmax_cross_entropy(np.zeros((2, 3)), labels)
     with pytest.raises(exc, match=match):
         K.softmax_cross_entropy_backward(np.zeros((2, 3)), labels)
 
 
-def test_softmax_ce_bad_logits(K):
+def test_softmax_cross_entropy_bad_logits(K):
     with pytest.raises(ValueError, match="logits must be 2-D"):
         K.softmax_cross_entropy(np.zeros(3), np.array([0]))
     with pytest.raises(TypeError, match="logits must have dtype"):
@@ -78,7 +78,7 @@ def test_softmax_ce_bad_logits(K):
         K.softmax_cross_entropy(np.zeros((2, 0)), np.array([0, 0]))
 
 
-def test_softmax_ce_infinities_match_reference(K, R, dtype):
+def test_softmax_cross_entropy_infinities_match_reference(K, R, dtype):
     inf = np.inf
     logits = np.array(
         [[0.0, -inf, 1.0], [inf, 0.0, 1.0], [-inf, -inf, -inf], [2.0, 2.0, -inf]], dtype
@@ -144,7 +144,7 @@ def test_read_only_labels_compile_nothing_new(K, dtype):
         assert np.array_equal(K.softmax_cross_entropy_backward(got[1], labels),
                               K.softmax_cross_entropy_backward(want[1], labels.copy()))
     if not numba.config.DISABLE_JIT:
-        for kern in (kloss._softmax_ce_index, kloss._softmax_ce_targets,
-                     kloss._softmax_ce_backward_index, kloss._softmax_ce_backward_targets):
+        for kern in (kloss._softmax_cross_entropy_index, kloss._softmax_cross_entropy_targets,
+                     kloss._softmax_cross_entropy_backward_index, kloss._softmax_cross_entropy_backward_targets):
             assert not [s for s in kern.signatures
                         if any(isinstance(a, numba.types.Array) and not a.mutable for a in s)]
