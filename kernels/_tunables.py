@@ -103,8 +103,8 @@ PARALLEL_MIN = 131072
 #: the pool costs more than it saves. Read inside @njit code (_matmul).
 #: Lowered from 1 << 20 so that 100 x 100 x 100 products (the book's
 #: MultiLayerNetExtend, 1M MACs) are split: its training step went from 5.4 to
-#: 3.0 ms in float64 and 2.6 to 2.15 ms in float32 (book network, batch 100,
-#: 2 threads, quiet Zen 3, /tmp-style loop of 200 steps, two runs each).
+#: 3.0 ms in float64 and 2.6 to 2.15 ms in float32 (gradient + SGD update,
+#: batch 100, 2 threads, quiet Zen 3, mean of 200 steps, two runs each).
 #: Re-measure: ``numbanet-bench --cases 'affine*'`` at 1 and 2 threads.
 AFFINE_PARALLEL_MIN_MACS = 1 << 18
 
