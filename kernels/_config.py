@@ -40,7 +40,7 @@ FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "reassoc", "afn"})
 FASTMATH_ORDERED = FASTMATH_FLAGS - {"reassoc"}
 
 
-def jit(*, parallel: bool = False, fastmath: bool = False):
+def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False):
     """Return the ``numba.njit`` decorator with numbanet's options.
 
     Parameters
@@ -50,12 +50,23 @@ def jit(*, parallel: bool = False, fastmath: bool = False):
     fastmath : bool
         Enable :data:`FASTMATH_FLAGS` (re-association, contraction, ...), but
         never the no-NaN/no-Inf assumptions. Use only where measured to help.
+    inline : bool
+        Inline the function into its callers in Numba's IR
+        (``inline="always"``): callers compile its code as their own, so it is
+        not compiled as a function of its own for each signature, then linked
+        and optimised again by LLVM at every level of the call chain. For
+        helpers called once per caller on a chain of compiled calls (the
+        GEMM's levels); a helper called from many places is better compiled
+        once. Its code takes the caller's options (``fastmath`` included):
+        never inline a fastmath helper into a caller without it.
     """
     options = dict(nogil=True, cache=CACHE, error_model="numpy")
     if parallel:
         options["parallel"] = True
     if fastmath:
         options["fastmath"] = set(FASTMATH_FLAGS)
+    if inline:
+        options["inline"] = "always"
     return numba.njit(**options)
 
 

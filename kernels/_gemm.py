@@ -279,7 +279,7 @@ def _microkernel_at(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate
     _c_block(c, c_off, ldc, rows @ b, accumulate)
 
 
-@overload(_microkernel)
+@overload(_microkernel, inline="always")
 def _microkernel_impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
     def impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
         _microkernel_ir(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate)
@@ -287,7 +287,7 @@ def _microkernel_impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
     return impl
 
 
-@overload(_microkernel_bt)
+@overload(_microkernel_bt, inline="always")
 def _microkernel_bt_impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
     def impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
         _microkernel_bt_ir(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate)
@@ -295,7 +295,7 @@ def _microkernel_bt_impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accum
     return impl
 
 
-@overload(_microkernel_at)
+@overload(_microkernel_at, inline="always")
 def _microkernel_at_impl(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
     def impl(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
         _microkernel_at_ir(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate)
@@ -481,7 +481,7 @@ def pack_a(a):
     return _pack_a_rows(a, 0, a.shape[0])
 
 
-@jit()
+@jit(inline=True)
 def _pack_a_rows(a, i0, i1):
     """:func:`pack_a` of rows ``i0 .. i1`` of ``a`` (a range, not a slice:
     slicing the rows of a transposed array would be one more array type,
@@ -491,7 +491,7 @@ def _pack_a_rows(a, i0, i1):
     return ap
 
 
-@jit()
+@jit(inline=True)
 def pack_a_rows_into(a, i0, i1, ap):
     """:func:`_pack_a_rows` into ``ap`` (``ceil((i1 - i0) / MR) * MR * K`` long)."""
     m_, k_ = i1 - i0, a.shape[1]
@@ -547,7 +547,7 @@ def _tile_out(tile, c, i0, rows, j0, cols, add):
             cr[j] = cr[j] + tr[j] if add else tr[j]
 
 
-@jit()
+@jit(inline=True)
 def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
     """``c[:, j0:j0+nc] (+)= A_block @ B_block`` for one packed ``kc`` block:
     A from ``ap`` at ``a_off`` (M rows), B from ``bp`` (``nc`` columns).
@@ -567,7 +567,7 @@ def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
                 _tile_out(tile, c, i0, rows, j0 + js, cols, add)
 
 
-@jit()
+@jit(inline=True)
 def kernel_block_bt(ap, a_off, m_, kc, b, btab, t0, b_col, nc, c, j0, add, tile):
     """:func:`kernel_block` with B unpacked: B's row ``k`` (of this ``kc``
     block) is ``b[btab[t0 + k] + b_col :]``, its columns ``0 .. nc``; they
@@ -588,7 +588,7 @@ def kernel_block_bt(ap, a_off, m_, kc, b, btab, t0, b_col, nc, c, j0, add, tile)
                 _tile_out(tile, c, i0, rows, j0 + js, cols, add)
 
 
-@jit()
+@jit(inline=True)
 def kernel_block_at(a, atab, a_col, m_, kc, bp, nc, c, j0, add, tile):
     """:func:`kernel_block` with A unpacked: A's row ``i`` (``i < m_``) is
     ``a[atab[i] + a_col :]``, its first ``kc`` elements. ``atab`` must have
@@ -626,7 +626,7 @@ def gemm(a, b, c, accumulate):
     gemm_block(a, b, c, 0, a.shape[0], 0, b.shape[1], accumulate)
 
 
-@jit()
+@jit(inline=True)
 def gemm_block(a, b, c, i0, i1, j0, j1, accumulate):
     """``c[i0:i1, j0:j1] (+)= a[i0:i1] @ b[:, j0:j1]``: one block of
     :func:`gemm`, given as index ranges so that every block of a product runs
@@ -642,7 +642,7 @@ def gemm_block(a, b, c, i0, i1, j0, j1, accumulate):
     _gemm_packed_cols(ap, i1 - i0, b, c[i0:i1], j0, j1, accumulate)
 
 
-@jit()
+@jit(inline=True)
 def _gemm_few_rows(a, b, c, i0, i1, j_lo, j_hi, accumulate):
     """``c[:, j_lo:j_hi] (+)= a[i0:i1] @ b[:, j_lo:j_hi]`` for an ``a`` of
     fewer than ``MR`` rows in all (a batch of one): a micro-kernel tile would
@@ -677,7 +677,7 @@ def _gemm_few_rows(a, b, c, i0, i1, j_lo, j_hi, accumulate):
 A_IN_PLACE_MAX_N = 256
 
 
-@jit()
+@jit(inline=True)
 def _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
     """Finish a product with no rows, no columns or no ``k`` (C's block is
     zeroed unless accumulating); return whether there was nothing else to do."""
@@ -690,7 +690,7 @@ def _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
     return False
 
 
-@jit()
+@jit(inline=True)
 def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
     """:func:`_gemm_packed_cols` for rows ``i0 .. i1`` of a row-major ``a``
     (unit column stride) read in place by :func:`kernel_block_at`, so it is
@@ -718,7 +718,7 @@ def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
             kernel_block_at(flat, atab, k0, m_, kc, bp, nc, c, j0, accumulate or k0 > 0, tile)
 
 
-@jit()
+@jit(inline=True)
 def _gemm_packed_cols(ap, m_, b, c, j_lo, j_hi, accumulate):
     """``c[:, j_lo:j_hi] (+)= A @ b[:, j_lo:j_hi]`` with A (``m_`` rows)
     already packed by :func:`pack_a`: pack once, reuse for every product with
