@@ -279,7 +279,7 @@ def _microkernel_at(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate
     _c_block(c, c_off, ldc, rows @ b, accumulate)
 
 
-@overload(_microkernel, inline="always")
+@overload(_microkernel)
 def _microkernel_impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
     def impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
         _microkernel_ir(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate)
@@ -287,7 +287,7 @@ def _microkernel_impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
     return impl
 
 
-@overload(_microkernel_bt, inline="always")
+@overload(_microkernel_bt)
 def _microkernel_bt_impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
     def impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
         _microkernel_bt_ir(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate)
@@ -295,7 +295,7 @@ def _microkernel_bt_impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accum
     return impl
 
 
-@overload(_microkernel_at, inline="always")
+@overload(_microkernel_at)
 def _microkernel_at_impl(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
     def impl(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
         _microkernel_at_ir(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate)
@@ -547,7 +547,7 @@ def _tile_out(tile, c, i0, rows, j0, cols, add):
             cr[j] = cr[j] + tr[j] if add else tr[j]
 
 
-@jit(inline=True)
+@jit()
 def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
     """``c[:, j0:j0+nc] (+)= A_block @ B_block`` for one packed ``kc`` block:
     A from ``ap`` at ``a_off`` (M rows), B from ``bp`` (``nc`` columns).
@@ -567,7 +567,7 @@ def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
                 _tile_out(tile, c, i0, rows, j0 + js, cols, add)
 
 
-@jit(inline=True)
+@jit()
 def kernel_block_bt(ap, a_off, m_, kc, b, btab, t0, b_col, nc, c, j0, add, tile):
     """:func:`kernel_block` with B unpacked: B's row ``k`` (of this ``kc``
     block) is ``b[btab[t0 + k] + b_col :]``, its columns ``0 .. nc``; they
@@ -588,7 +588,7 @@ def kernel_block_bt(ap, a_off, m_, kc, b, btab, t0, b_col, nc, c, j0, add, tile)
                 _tile_out(tile, c, i0, rows, j0 + js, cols, add)
 
 
-@jit(inline=True)
+@jit()
 def kernel_block_at(a, atab, a_col, m_, kc, bp, nc, c, j0, add, tile):
     """:func:`kernel_block` with A unpacked: A's row ``i`` (``i < m_``) is
     ``a[atab[i] + a_col :]``, its first ``kc`` elements. ``atab`` must have
