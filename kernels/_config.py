@@ -40,7 +40,36 @@ FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "reassoc", "afn"})
 FASTMATH_ORDERED = FASTMATH_FLAGS - {"reassoc"}
 
 
-def jit(*, parallel: bool = False, fastmath: bool = False):
+def _prange_only():
+    """Numba's ``parallel`` option with only ``prange`` loops parallel.
+
+    By default ``parallel=True`` also turns every array expression and NumPy
+    call of a kernel (``np.zeros``, ``np.arange(n) * k``, ``s += t``,
+    ``a.sum()``) into a parallel loop of its own, each compiled as a separate
+    gufunc (a body, a wrapper and a launch, whose code LLVM optimises again
+    in the kernel). numbanet's kernels do their parallel work in explicit
+    ``prange`` loops over fixed chunks; their other array expressions are
+    set-up and small (partial sums, index tables, zeroed buffers), so those
+    run serially as Numba's plain NumPy code: same values (element-wise, or
+    integer and boolean reductions), no float reduction changes order.
+    Slice assignments (``a[:] = 0``) stay loops of Numba's parallel
+    lowering (``setitem``): inside a ``prange`` body they are its plain
+    sequential loops, which vectorise. Write the set-up outside ``prange``
+    as loops, not array expressions: Numba compiles an array expression as a
+    small function of its own with the kernel's options, and then warns that
+    ``parallel=True`` found nothing to parallelise in it.
+
+    An instance, not a dict: Numba's ``ParallelOptions`` pops the keys of a
+    dict it is given, and the dispatcher parses its options again for every
+    new signature, so a dict would be empty (all defaults) from the second.
+    """
+    from numba.core.cpu_options import ParallelOptions
+
+    return ParallelOptions({"prange": True, "setitem": True, "numpy": False, "reduction": False,
+                            "inplace_binop": False, "comprehension": False, "stencil": False})
+
+
+def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False):
     """Return the ``numba.njit`` decorator with numbanet's options.
 
     Parameters
@@ -50,12 +79,23 @@ def jit(*, parallel: bool = False, fastmath: bool = False):
     fastmath : bool
         Enable :data:`FASTMATH_FLAGS` (re-association, contraction, ...), but
         never the no-NaN/no-Inf assumptions. Use only where measured to help.
+    inline : bool
+        Inline the function into its callers in Numba's IR
+        (``inline="always"``): callers compile its code as their own, so it is
+        not compiled as a function of its own for each signature, then linked
+        and optimised again by LLVM at every level of the call chain. For
+        helpers called once per caller on a chain of compiled calls (the
+        GEMM's levels); a helper called from many places is better compiled
+        once. Its code takes the caller's options (``fastmath`` included):
+        never inline a fastmath helper into a caller without it.
     """
     options = dict(nogil=True, cache=CACHE, error_model="numpy")
     if parallel:
-        options["parallel"] = True
+        options["parallel"] = _prange_only()
     if fastmath:
         options["fastmath"] = set(FASTMATH_FLAGS)
+    if inline:
+        options["inline"] = "always"
     return numba.njit(**options)
 
 

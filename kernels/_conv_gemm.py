@@ -206,7 +206,9 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
     mpan = (ck + MR - 1) // MR
     tab = _row_table(cg, groups, tpl, off, nph, plane, mpan * MR)
-    dtab = np.arange(fg) * pwide  # rows of dy_wide
+    dtab = np.empty(fg, np.int64)  # rows of dy_wide
+    for fi in range(fg):
+        dtab[fi] = fi * pwide
     w2 = w.reshape(f_, ck)
     wtpk = _pack_weights(w2, groups, True)
     nkb = (fg + KC - 1) // KC
@@ -265,13 +267,26 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
                 _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dx[n, g * cg : (g + 1) * cg])
             for f in range(f_):
                 part_b[t, f] += _dot_sum(dy[n, f].ravel(), p_)
-    # chunk order, in the transposed layout (contiguous adds), then transposed once
+    # chunk order, in the transposed layout (contiguous adds), then transposed
+    # once. Loops, not `total += part_wt[k]`: an array expression in a
+    # parallel kernel compiles as a function of its own (see _config.jit).
     total = part_wt[0].copy()
     db = part_b[0].copy()
+    flat = total.reshape(total.size)
     for k in range(1, nchunks):
-        total += part_wt[k]
-        db += part_b[k]
+        part = part_wt[k].reshape(total.size)
+        for i in range(flat.size):
+            flat[i] += part[i]
+        for f in range(f_):
+            db[f] += part_b[k, f]
     dw2 = np.empty((f_, ck), dy.dtype)
     for g in range(groups):
-        dw2[g * fg : (g + 1) * fg] = total[g].T
+        # a loop, not dw2[rows] = total[g].T: in a parallel kernel that slice
+        # assignment is a parallel loop of its own, one more gufunc to compile
+        # (see _config.jit)
+        tg = total[g]
+        for fi in range(fg):
+            row = dw2[g * fg + fi]
+            for r in range(ck):
+                row[r] = tg[r, fi]
     return dx, dw2.reshape(w.shape), db

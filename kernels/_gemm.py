@@ -481,7 +481,7 @@ def pack_a(a):
     return _pack_a_rows(a, 0, a.shape[0])
 
 
-@jit()
+@jit(inline=True)
 def _pack_a_rows(a, i0, i1):
     """:func:`pack_a` of rows ``i0 .. i1`` of ``a`` (a range, not a slice:
     slicing the rows of a transposed array would be one more array type,
@@ -491,7 +491,7 @@ def _pack_a_rows(a, i0, i1):
     return ap
 
 
-@jit()
+@jit(inline=True)
 def pack_a_rows_into(a, i0, i1, ap):
     """:func:`_pack_a_rows` into ``ap`` (``ceil((i1 - i0) / MR) * MR * K`` long)."""
     m_, k_ = i1 - i0, a.shape[1]
@@ -626,7 +626,7 @@ def gemm(a, b, c, accumulate):
     gemm_block(a, b, c, 0, a.shape[0], 0, b.shape[1], accumulate)
 
 
-@jit()
+@jit(inline=True)
 def gemm_block(a, b, c, i0, i1, j0, j1, accumulate):
     """``c[i0:i1, j0:j1] (+)= a[i0:i1] @ b[:, j0:j1]``: one block of
     :func:`gemm`, given as index ranges so that every block of a product runs
@@ -642,7 +642,7 @@ def gemm_block(a, b, c, i0, i1, j0, j1, accumulate):
     _gemm_packed_cols(ap, i1 - i0, b, c[i0:i1], j0, j1, accumulate)
 
 
-@jit()
+@jit(inline=True)
 def _gemm_few_rows(a, b, c, i0, i1, j_lo, j_hi, accumulate):
     """``c[:, j_lo:j_hi] (+)= a[i0:i1] @ b[:, j_lo:j_hi]`` for an ``a`` of
     fewer than ``MR`` rows in all (a batch of one): a micro-kernel tile would
@@ -677,7 +677,7 @@ def _gemm_few_rows(a, b, c, i0, i1, j_lo, j_hi, accumulate):
 A_IN_PLACE_MAX_N = 256
 
 
-@jit()
+@jit(inline=True)
 def _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
     """Finish a product with no rows, no columns or no ``k`` (C's block is
     zeroed unless accumulating); return whether there was nothing else to do."""
@@ -690,7 +690,7 @@ def _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
     return False
 
 
-@jit()
+@jit(inline=True)
 def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
     """:func:`_gemm_packed_cols` for rows ``i0 .. i1`` of a row-major ``a``
     (unit column stride) read in place by :func:`kernel_block_at`, so it is
@@ -718,7 +718,7 @@ def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
             kernel_block_at(flat, atab, k0, m_, kc, bp, nc, c, j0, accumulate or k0 > 0, tile)
 
 
-@jit()
+@jit(inline=True)
 def _gemm_packed_cols(ap, m_, b, c, j_lo, j_hi, accumulate):
     """``c[:, j_lo:j_hi] (+)= A @ b[:, j_lo:j_hi]`` with A (``m_`` rows)
     already packed by :func:`pack_a`: pack once, reuse for every product with

@@ -47,8 +47,9 @@ def test_private_numba_apis_are_still_there():
     """kernels/_config.py prepends cache locators to
     ``CacheImpl._locator_classes`` (subclassing Numba's three locators and
     overriding ``get_source_stamp``), and kernels/_threads.py starts the pool
-    with ``parallel._launch_threads`` after reading ``parallel._is_initialized``.
-    None of this is public Numba API: if a Numba release moves it, this test
+    with ``parallel._launch_threads`` after reading ``parallel._is_initialized``,
+    and _config.jit passes ``numba.core.cpu_options.ParallelOptions`` as the
+    ``parallel`` option. None of this is public Numba API: if a Numba release moves it, this test
     names what moved (see ARCHITECTURE.md)."""
     from numba.core import caching
     from numba.np.ufunc import parallel
@@ -65,6 +66,11 @@ def test_private_numba_apis_are_still_there():
     assert "_py_file" in inspect.getsource(caching._SourceFileBackedLocatorMixin)
     assert callable(parallel._launch_threads)
     assert isinstance(parallel._is_initialized, bool)
+    # _config._prange_only: the parallel option as an instance (a dict's keys are popped)
+    from numba.core.cpu_options import ParallelOptions
+
+    opts = ParallelOptions(_config._prange_only())
+    assert opts.prange and opts.setitem and not (opts.numpy or opts.reduction or opts.inplace_binop)
     assert _config.DEPENDENCIES  # the locators exist for these
 
 

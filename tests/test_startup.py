@@ -647,3 +647,39 @@ def test_gemm_kernels_are_cached_per_tile():
         assert impl._locator.get_disambiguator().endswith("-" + _gemm.TILE.name)
         assert f"-{_gemm.TILE.name}." in impl.filename_base
     assert _gemm.TILE.name not in pool._maxpool2d_forward._cache._impl.filename_base
+
+
+@needs_jit
+def test_parallel_kernels_parallelise_their_prange_loops_only():
+    """``_config.jit(parallel=True)`` turns only ``prange`` loops into parallel
+    regions: a kernel's array expressions, ``np.zeros`` and reductions stay
+    plain serial code, not one more gufunc each to compile. For every
+    signature of a dispatcher, not only the first (Numba parses the options
+    again per signature)."""
+    import warnings
+
+    import numba
+
+    from numbanet.kernels._config import _prange_only
+
+    def kernel(a):
+        b = a * 2  # an array expression
+        z = np.zeros(3, a.dtype)
+        s = np.zeros(a.size, a.dtype)
+        for i in numba.prange(a.size):
+            s[i] = b[i] + 1
+        return s.sum() + z.sum()
+
+    compiled = numba.njit(parallel=_prange_only())(kernel)
+    for dt in (np.float32, np.float64):
+        a = np.arange(5, dtype=dt)
+        with warnings.catch_warnings():
+            # a * 2 compiles alone, where parallel=True finds nothing to do
+            warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
+            assert compiled(a) == kernel(a)
+    for sig in compiled.signatures:
+        parfors = compiled.get_metadata(sig)["parfor_diagnostics"].initial_parfors
+        assert len(parfors) == 1, (sig, parfors)
+    everything = numba.njit(parallel=True)(kernel)  # the default converts all five
+    everything(np.arange(5, dtype=np.float32))
+    assert len(everything.get_metadata(everything.signatures[0])["parfor_diagnostics"].initial_parfors) > 1
