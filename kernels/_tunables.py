@@ -3,8 +3,9 @@
 Each value keeps the measurement that chose it and the command that
 re-measures it. Two kinds:
 
-* read by the Python wrappers (the convolution's strategy choice and its
-  chunk counts): a change takes effect on the next call;
+* read by the Python wrappers (the convolution's strategy choice, its chunk
+  counts, and the convolution and pooling calling-thread thresholds): a
+  change takes effect on the next call;
 * read inside ``@njit`` code (``CHUNK``, ``PARALLEL_MIN``,
   ``AFFINE_PARALLEL_MIN_MACS`` and the loss and batch-norm thresholds): Numba freezes a global into the compiled
   kernel, so the cached machine code holds the old value. This file is
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 __all__ = [
     "DIRECT_MAX_CG", "GEMM_MIN_FG", "BACKWARD_GEMM_MIN_TAPS", "CONV_CHUNKS", "CONV_DIRECT_CHUNKS",
+    "CONV_PARALLEL_MIN_MACS", "POOL_PARALLEL_MIN",
     "CHUNK", "PARALLEL_MIN", "AFFINE_PARALLEL_MIN_MACS",
     "LOSS_PARALLEL_MIN", "LOSS_BACKWARD_PARALLEL_MIN", "BATCHNORM_PARALLEL_MIN",
 ]
@@ -75,6 +77,19 @@ CONV_CHUNKS = 8
 #: The direct kernels' partial sums are small: more chunks balance the threads
 #: better (also a fixed number, for the same reason).
 CONV_DIRECT_CHUNKS = 16
+
+# --- convolution and pooling: when to stay on the calling thread ------------------
+#
+# Read by the Python wrappers (kernels/conv.py: _serial; kernels/pool.py:
+# _serial). Same bits either way: conv calls the same kernel with one thread
+# (_threads.on_calling_thread), pooling computes each plane with the same
+# code in a plain loop.
+
+#: MEASURE
+CONV_PARALLEL_MIN_MACS = 1 << 18
+
+#: MEASURE
+POOL_PARALLEL_MIN = 16384
 
 # --- elementwise kernels (kernels/activation.py, kernels/optim.py) ----------------
 #
