@@ -108,7 +108,7 @@ def _softmax_row(x, p):
 
 
 @jit()
-def _softmax_cross_entropy_index_rows(logits, labels, probs, row_loss, lo, hi):
+def _index_rows(logits, labels, probs, row_loss, lo, hi):
     for i in range(lo, hi):
         m, lse = _softmax_row(logits[i], probs[i])
         # -log p[label] = log(sum exp(x - m)) - (x[label] - m)
@@ -116,7 +116,7 @@ def _softmax_cross_entropy_index_rows(logits, labels, probs, row_loss, lo, hi):
 
 
 @jit()
-def _softmax_cross_entropy_targets_rows(logits, targets, probs, row_loss, lo, hi):
+def _targets_rows(logits, targets, probs, row_loss, lo, hi):
     k = logits.shape[1]
     for i in range(lo, hi):
         m, lse = _softmax_row(logits[i], probs[i])
@@ -131,6 +131,55 @@ def _softmax_cross_entropy_targets_rows(logits, targets, probs, row_loss, lo, hi
 
 
 @jit()
+def _backward_index_rows(probs, labels, dx, lo, hi):
+    k = probs.shape[1]
+    inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
+    one = probs.dtype.type(1)
+    for i in range(lo, hi):
+        for j in range(k):
+            dx[i, j] = probs[i, j] * inv_n
+        dx[i, labels[i]] = (probs[i, labels[i]] - one) * inv_n
+
+
+@jit()
+def _backward_targets_rows(probs, targets, dx, lo, hi):
+    k = probs.shape[1]
+    inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
+    for i in range(lo, hi):
+        for j in range(k):
+            dx[i, j] = (probs[i, j] - targets[i, j]) * inv_n
+
+
+def _loss_rows(logits, labels, probs, row_loss, lo, hi):
+    """Rows ``lo .. hi`` of the forward pass: ``labels`` are class indices
+    (1-D) or targets (2-D). Compiled code takes the form through the
+    overload below, once per labels type, so one kernel serves both; this
+    body runs only with ``NUMBA_DISABLE_JIT=1``."""
+    rows = _index_rows if labels.ndim == 1 else _targets_rows
+    rows(logits, labels, probs, row_loss, lo, hi)
+
+
+@overload(_loss_rows)
+def _loss_rows_impl(logits, labels, probs, row_loss, lo, hi):
+    if labels.ndim == 1:
+        return lambda logits, labels, probs, row_loss, lo, hi: _index_rows(logits, labels, probs, row_loss, lo, hi)
+    return lambda logits, labels, probs, row_loss, lo, hi: _targets_rows(logits, labels, probs, row_loss, lo, hi)
+
+
+def _grad_rows(probs, labels, dx, lo, hi):
+    """Rows ``lo .. hi`` of the backward pass, as :func:`_loss_rows`."""
+    rows = _backward_index_rows if labels.ndim == 1 else _backward_targets_rows
+    rows(probs, labels, dx, lo, hi)
+
+
+@overload(_grad_rows)
+def _grad_rows_impl(probs, labels, dx, lo, hi):
+    if labels.ndim == 1:
+        return lambda probs, labels, dx, lo, hi: _backward_index_rows(probs, labels, dx, lo, hi)
+    return lambda probs, labels, dx, lo, hi: _backward_targets_rows(probs, labels, dx, lo, hi)
+
+
+@jit()
 def _mean_loss(row_loss):
     # Rows summed in order after the (parallel) rows: the same bits at any
     # thread count.
@@ -142,72 +191,27 @@ def _mean_loss(row_loss):
 
 
 @jit(parallel=True)
-def _softmax_cross_entropy_index(logits, labels):
+def _softmax_cross_entropy(logits, labels):
     n, k = logits.shape
     probs = np.empty_like(logits)
     row_loss = np.empty(n, np.float64)
     if n * k < LOSS_PARALLEL_MIN:
-        _softmax_cross_entropy_index_rows(logits, labels, probs, row_loss, 0, n)
+        _loss_rows(logits, labels, probs, row_loss, 0, n)
     else:
         for i in prange(n):
-            _softmax_cross_entropy_index_rows(logits, labels, probs, row_loss, i, i + 1)
+            _loss_rows(logits, labels, probs, row_loss, i, i + 1)
     return _mean_loss(row_loss), probs
 
 
 @jit(parallel=True)
-def _softmax_cross_entropy_targets(logits, targets):
-    n, k = logits.shape
-    probs = np.empty_like(logits)
-    row_loss = np.empty(n, np.float64)
-    if n * k < LOSS_PARALLEL_MIN:
-        _softmax_cross_entropy_targets_rows(logits, targets, probs, row_loss, 0, n)
-    else:
-        for i in prange(n):
-            _softmax_cross_entropy_targets_rows(logits, targets, probs, row_loss, i, i + 1)
-    return _mean_loss(row_loss), probs
-
-
-@jit()
-def _softmax_cross_entropy_backward_index_rows(probs, labels, dx, lo, hi):
-    k = probs.shape[1]
-    inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
-    one = probs.dtype.type(1)
-    for i in range(lo, hi):
-        for j in range(k):
-            dx[i, j] = probs[i, j] * inv_n
-        dx[i, labels[i]] = (probs[i, labels[i]] - one) * inv_n
-
-
-@jit()
-def _softmax_cross_entropy_backward_targets_rows(probs, targets, dx, lo, hi):
-    k = probs.shape[1]
-    inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
-    for i in range(lo, hi):
-        for j in range(k):
-            dx[i, j] = (probs[i, j] - targets[i, j]) * inv_n
-
-
-@jit(parallel=True)
-def _softmax_cross_entropy_backward_index(probs, labels):
+def _softmax_cross_entropy_backward(probs, labels):
     n, k = probs.shape
     dx = np.empty_like(probs)
     if n * k < LOSS_BACKWARD_PARALLEL_MIN:
-        _softmax_cross_entropy_backward_index_rows(probs, labels, dx, 0, n)
+        _grad_rows(probs, labels, dx, 0, n)
     else:
         for i in prange(n):
-            _softmax_cross_entropy_backward_index_rows(probs, labels, dx, i, i + 1)
-    return dx
-
-
-@jit(parallel=True)
-def _softmax_cross_entropy_backward_targets(probs, targets):
-    n, k = probs.shape
-    dx = np.empty_like(probs)
-    if n * k < LOSS_BACKWARD_PARALLEL_MIN:
-        _softmax_cross_entropy_backward_targets_rows(probs, targets, dx, 0, n)
-    else:
-        for i in prange(n):
-            _softmax_cross_entropy_backward_targets_rows(probs, targets, dx, i, i + 1)
+            _grad_rows(probs, labels, dx, i, i + 1)
     return dx
 
 
@@ -216,8 +220,8 @@ def _logits_and_labels(fn, name, logits, labels):
     n, k = logits.shape
     if k == 0:
         raise ValueError(f"{fn}: {name} must have at least one class (K >= 1), got shape {logits.shape}")
-    labels, is_index = v.class_labels(fn, labels, n, k, logits.dtype)
-    return logits, labels, is_index
+    labels, _ = v.class_labels(fn, labels, n, k, logits.dtype)
+    return logits, labels
 
 
 @kernel_op
@@ -242,9 +246,8 @@ def softmax_cross_entropy(logits, labels):
         ``p[n, k] = exp(x[n, k]) / sum_j exp(x[n, j])``.
     """
     fn = "softmax_cross_entropy"
-    logits, labels, is_index = _logits_and_labels(fn, "logits", logits, labels)
-    kernel = _softmax_cross_entropy_index if is_index else _softmax_cross_entropy_targets
-    loss, probs = kernel(logits, labels)
+    logits, labels = _logits_and_labels(fn, "logits", logits, labels)
+    loss, probs = _softmax_cross_entropy(logits, labels)
     return logits.dtype.type(loss), probs
 
 
@@ -265,6 +268,5 @@ def softmax_cross_entropy_backward(probs, labels):
         ``(p - t) / N`` with ``t`` the one-hot (or given) targets.
     """
     fn = "softmax_cross_entropy_backward"
-    probs, labels, is_index = _logits_and_labels(fn, "probs", probs, labels)
-    kernel = _softmax_cross_entropy_backward_index if is_index else _softmax_cross_entropy_backward_targets
-    return kernel(probs, labels)
+    probs, labels = _logits_and_labels(fn, "probs", probs, labels)
+    return _softmax_cross_entropy_backward(probs, labels)

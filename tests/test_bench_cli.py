@@ -90,3 +90,30 @@ def test_isa_avx2_restricts_both_sides(monkeypatch):
                        capture_output=True, text=True, check=True)
     assert "isa avx2: Numba target haswell" in r.stdout and "GEMM tile avx2 6 x 2" in r.stdout
     assert "softmax_ce" in r.stdout
+
+
+@pytest.mark.parametrize("cold", [True, False])
+def test_cold_cache_compiles_everything_in_workers_first(monkeypatch, cold):
+    # A cold cache (the probe op's kernel was compiled, not loaded) compiles
+    # every kernel for the chosen dtypes in one worker per core before timing;
+    # a warm one leaves each case to load its own kernels.
+    from numbanet import kernels
+    from numbanet.kernels import _warmup
+
+    calls = []
+    monkeypatch.setattr(kernels, "warmup", lambda dtypes, **kw: calls.append((list(dtypes), kw)))
+
+    class Stats:
+        cache_misses = {("sig",): 1} if cold else {}
+
+    class Dispatcher:
+        stats = Stats()
+
+    monkeypatch.setattr(_warmup, "kernels_reached", lambda op: {op: Dispatcher()})
+    monkeypatch.setattr(_warmup, "default_processes", lambda: 3)
+    compare._compile_kernels(["float32", "float64"], quiet=True)
+    assert calls[0] == (["float32"], {"ops": ["relu_forward"], "progress": False})
+    if cold:
+        assert calls[1:] == [(["float32", "float64"], {"processes": 3, "progress": False})]
+    else:
+        assert calls[1:] == []

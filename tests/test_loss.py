@@ -144,7 +144,6 @@ def test_read_only_labels_compile_nothing_new(K, dtype):
         assert np.array_equal(K.softmax_cross_entropy_backward(got[1], labels),
                               K.softmax_cross_entropy_backward(want[1], labels.copy()))
     if not numba.config.DISABLE_JIT:
-        for kern in (kloss._softmax_cross_entropy_index, kloss._softmax_cross_entropy_targets,
-                     kloss._softmax_cross_entropy_backward_index, kloss._softmax_cross_entropy_backward_targets):
+        for kern in (kloss._softmax_cross_entropy, kloss._softmax_cross_entropy_backward):
             assert not [s for s in kern.signatures
                         if any(isinstance(a, numba.types.Array) and not a.mutable for a in s)]
