@@ -53,7 +53,7 @@ import threading
 
 from ._malloc import tune_malloc
 
-__all__ = ["set_num_threads", "get_num_threads", "sync_thread", "kernel_op", "call_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "sync_thread", "kernel_op", "call_threads", "on_calling_thread"]
 
 ENV_VAR = "NUMBANET_NUM_THREADS"
 
@@ -171,6 +171,56 @@ def call_threads() -> int:
     then refuses to cache it). Only the number of blocks a product is cut
     into depends on it, never the result."""
     return _local.threads
+
+
+#: Numba's threading-layer getter and setter, once the pool is up (see _swap_threads).
+_raw_threads = None
+
+
+def _swap_threads(n):
+    """Set the calling thread's Numba thread count to ``n``; return the old
+    one. Numba's ``get_num_threads`` and ``set_num_threads`` take two locks
+    each from Python (about 5 us for a get and two sets on Zen 3, process
+    CPU time, as much as a small kernel): once the pool is up this calls the
+    threading layer's C functions behind them directly (under 1 us), or the
+    public functions if a Numba version lacks them. (A compiled helper
+    would be as fast, but Numba cannot cache it.)"""
+    global _raw_threads
+    import numba
+
+    if _raw_threads is None:
+        from numba.np.ufunc import parallel
+
+        get, put = getattr(parallel, "_get_num_threads", None), getattr(parallel, "_set_num_threads", None)
+        if not (parallel._is_initialized and callable(get) and callable(put)):
+            old = numba.get_num_threads()
+            numba.set_num_threads(n)
+            return old
+        _raw_threads = get, put
+    get, put = _raw_threads
+    old = get()
+    if old < 1:  # not set in this thread yet: the public getter resolves the default
+        old = numba.get_num_threads()
+    put(n)
+    return old
+
+
+def on_calling_thread(kernel, *args):
+    """``kernel(*args)`` with Numba's thread count at one, then restored: its
+    parallel regions run on the calling thread and wake no worker. For a
+    parallel kernel given too little work to pay for the pool (called inside
+    a :func:`kernel_op`, which has started the pool). The result is bitwise
+    the same as with more threads, as for every kernel (their work split
+    never depends on the thread count); only the time differs. The count
+    restored is Numba's own (not :func:`call_threads`), in case the caller
+    set it directly."""
+    old = _swap_threads(1)
+    if old == 1:
+        return kernel(*args)
+    try:
+        return kernel(*args)
+    finally:
+        _swap_threads(old)
 
 
 def kernel_op(fn):

@@ -3,8 +3,9 @@
 Each value keeps the measurement that chose it and the command that
 re-measures it. Two kinds:
 
-* read by the Python wrappers (the convolution's strategy choice and its
-  chunk counts): a change takes effect on the next call;
+* read by the Python wrappers (the convolution's strategy choice, its chunk
+  counts, and the convolution and pooling calling-thread thresholds): a
+  change takes effect on the next call;
 * read inside ``@njit`` code (``CHUNK``, ``PARALLEL_MIN``,
   ``AFFINE_PARALLEL_MIN_MACS`` and the loss and batch-norm thresholds): Numba freezes a global into the compiled
   kernel, so the cached machine code holds the old value. This file is
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 __all__ = [
     "DIRECT_MAX_CG", "GEMM_MIN_FG", "BACKWARD_GEMM_MIN_TAPS", "CONV_CHUNKS", "CONV_DIRECT_CHUNKS",
+    "CONV_PARALLEL_MIN_MACS", "POOL_PARALLEL_MIN",
     "CHUNK", "PARALLEL_MIN", "AFFINE_PARALLEL_MIN_MACS",
     "LOSS_PARALLEL_MIN", "LOSS_BACKWARD_PARALLEL_MIN", "BATCHNORM_PARALLEL_MIN",
 ]
@@ -75,6 +77,40 @@ CONV_CHUNKS = 8
 #: The direct kernels' partial sums are small: more chunks balance the threads
 #: better (also a fixed number, for the same reason).
 CONV_DIRECT_CHUNKS = 16
+
+# --- convolution and pooling: when to stay on the calling thread ------------------
+#
+# Read by the Python wrappers (kernels/conv.py: _serial; kernels/pool.py:
+# _serial). Same bits either way: conv calls the same kernel with one thread
+# (_threads.on_calling_thread), pooling computes each plane with the same
+# code in a plain loop.
+
+#: A convolution of fewer multiply-adds (forward: N*F*OH*OW*Cg*KH*KW; backward
+#: twice that with dx) runs with one thread, as does one with a single task
+#: (a batch of one). Why: the book's gradient checks make thousands of tiny
+#: calls (ch07/gradient_check: 1 x 1 x 10 x 10 input, 10 filters 3x3, 5760
+#: multiply-adds, 13 us process CPU per conv2d_forward op on Zen 3, mostly
+#: fixed cost); a parallel region costs a few microseconds to start and join
+#: on a quiet machine and far more when the other core is busy (on the
+#: loaded shared 2-core Zen 3, load 7-8: 1156 us with the pool vs 182 us on
+#: the calling thread for a batch of two, forward + backward). At 256K
+#: multiply-adds the work itself is about 10 us, where a split starts to pay
+#: on a quiet machine (an estimate, as for AFFINE_PARALLEL_MIN_MACS: the
+#: 2-thread crossover could not be measured on the loaded machine, where the
+#: pool lost at every size). Re-measure on a quiet machine: time
+#: ``conv2d_forward`` + ``conv2d_backward`` at 2 threads with this value set
+#: to 0 and to 2**62 (it is read on every call) for batches around it.
+CONV_PARALLEL_MIN_MACS = 1 << 18
+
+#: Pooling of fewer input elements (or of a single (n, c) plane) loops over
+#: the planes on the calling thread: max pooling forward + backward costs
+#: about 1 ns an element on one core (Zen 3), so below this a parallel region
+#: costs as much as the work (ch07/gradient_check pools 1 x 10 x 8 x 8: 7.5
+#: us process CPU per Pooling.forward on the calling thread). On the loaded
+#: machine above the pool lost up to 1.7M elements (x of 100 x 30 x 24 x 24,
+#: about even); (4, 30, 24, 24) took 2584 us with the pool, 1409 us without.
+#: Re-measure as the convolution's threshold.
+POOL_PARALLEL_MIN = 16384
 
 # --- elementwise kernels (kernels/activation.py, kernels/optim.py) ----------------
 #

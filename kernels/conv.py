@@ -23,6 +23,13 @@ read zero), ``g = f // (F/groups)``, ``Cg = C/groups``,
 ``OH = (H + 2ph - dh(KH-1) - 1) // sh + 1`` (likewise OW;
 :func:`numbanet.reference.geometry.out_size`).
 
+Threads: a call with one parallel task (a batch of one, or a batch that fits
+one block of the direct loops) or fewer than ``CONV_PARALLEL_MIN_MACS``
+multiply-adds runs its kernel with one thread
+(:func:`numbanet.kernels._threads.on_calling_thread`), on the calling thread:
+waking the pool costs more than such a convolution (a gradient check makes
+thousands of them). Same kernel, same chunks, so the same bits.
+
 Determinism: every output element (of y, dx, dw, db) is written by one task,
 or summed from per-chunk partials in a fixed order (``CONV_CHUNKS`` /
 ``CONV_DIRECT_CHUNKS`` chunks, fixed numbers), so results are bitwise
@@ -41,7 +48,7 @@ from . import _tunables as T
 from . import validate as v
 from ._conv_direct import _conv2d_backward_direct, _conv2d_forward_direct
 from ._conv_gemm import _conv2d_backward_gemm, _conv2d_forward_gemm
-from ._threads import kernel_op
+from ._threads import kernel_op, on_calling_thread
 
 __all__ = ["conv2d_forward", "conv2d_backward"]
 
@@ -96,6 +103,12 @@ def _block_samples(n, plane, blocks):
     return max(1, min(-(-n // blocks), 4096 // plane))
 
 
+def _serial(tasks, macs):
+    """Whether a call runs on the calling thread: one task, or too little work
+    (``CONV_PARALLEL_MIN_MACS``) to pay for waking the pool."""
+    return tasks <= 1 or macs < T.CONV_PARALLEL_MIN_MACS
+
+
 def _geometry(fn, x, w, stride, pad, dilation, groups):
     """Check hyperparameters against ``x`` and ``w``; return them with OH, OW."""
     sh, sw = v.int_pair(fn, "stride", stride, minimum=1)
@@ -108,7 +121,8 @@ def _geometry(fn, x, w, stride, pad, dilation, groups):
         raise ValueError(f"{fn}: groups={groups} must divide the C={c} input channels of x")
     if f % groups:
         raise ValueError(f"{fn}: groups={groups} must divide the F={f} filters of w")
-    v.shape(fn, "w", w, (f, c // groups, None, None), f"C/groups={c // groups} input channels per filter for x with C={c}, groups={groups}")
+    if cg != c // groups:
+        v.shape(fn, "w", w, (f, c // groups, None, None), f"C/groups={c // groups} input channels per filter for x with C={c}, groups={groups}")
     if kh < 1 or kw < 1:
         raise ValueError(f"{fn}: w must have a non-empty kernel, got shape {w.shape}")
     ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
@@ -156,16 +170,26 @@ def conv2d_forward(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     if b is None:
         b = np.zeros(w.shape[0], w.dtype)
     b = v.float_array(fn, "b", b, 1)
-    v.same_dtype(fn, x=x, w=w, b=b)
+    if not (w.dtype is x.dtype and b.dtype is x.dtype):  # identity first: cheap
+        v.same_dtype(fn, x=x, w=w, b=b)
     hp, oh, ow = _geometry(fn, x, w, stride, pad, dilation, groups)
-    v.shape(fn, "b", b, (w.shape[0],), f"F={w.shape[0]} from w")
+    if b.shape != (w.shape[0],):  # messages are formatted only on failure: this runs per call
+        v.shape(fn, "b", b, (w.shape[0],), f"F={w.shape[0]} from w")
     sh, sw, ph, pw, dh, dw, groups = hp
-    if _use_direct(w.shape[1], w.shape[0] // groups, sh, sw):
+    n = x.shape[0]
+    f, cg, kh, kw = w.shape
+    macs = n * f * oh * ow * cg * kh * kw
+    if _use_direct(cg, f // groups, sh, sw):
         plane = (x.shape[2] + 2 * ph) * (x.shape[3] + 2 * pw)
-        spb = _block_samples(x.shape[0], plane, T.CONV_DIRECT_CHUNKS)
-        return _conv2d_forward_direct(x, w, b, ph, pw, dh, dw, groups, oh, ow, spb)
-    nchunks = max(1, min(x.shape[0], T.CONV_CHUNKS))
-    return _conv2d_forward_gemm(x, w, b, *hp, oh, ow, nchunks)
+        spb = _block_samples(n, plane, T.CONV_DIRECT_CHUNKS)
+        tasks = -(-n // spb)
+        kernel, args = _conv2d_forward_direct, (x, w, b, ph, pw, dh, dw, groups, oh, ow, spb)
+    else:
+        tasks = max(1, min(n, T.CONV_CHUNKS))
+        kernel, args = _conv2d_forward_gemm, (x, w, b, *hp, oh, ow, tasks)
+    if _serial(tasks, macs):
+        return on_calling_thread(kernel, *args)
+    return kernel(*args)
 
 
 @kernel_op
@@ -198,19 +222,28 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=
     dy = v.float_array(fn, "dy", dy, 4)
     x = v.float_array(fn, "x", x, 4)
     w = v.float_array(fn, "w", w, 4)
-    v.same_dtype(fn, dy=dy, x=x, w=w)
+    if not (x.dtype is dy.dtype and w.dtype is dy.dtype):
+        v.same_dtype(fn, dy=dy, x=x, w=w)
     hp, oh, ow = _geometry(fn, x, w, stride, pad, dilation, groups)
     sh, sw, ph, pw, dh, dw, groups = hp
     n, c, h, wd = x.shape
     f, cg, kh, kw = w.shape
-    v.shape(fn, "dy", dy, (n, f, oh, ow), "(N, F, OH, OW) from x, w and the geometry")
+    if dy.shape != (n, f, oh, ow):
+        v.shape(fn, "dy", dy, (n, f, oh, ow), "(N, F, OH, OW) from x, w and the geometry")
     need_dx = v.bool_param(fn, "need_dx", need_dx)
     if n == 0:
         return (np.zeros_like(x) if need_dx else None), np.zeros_like(w), np.zeros(f, w.dtype)
+    # the backward pass does the forward's multiply-adds once for dw and once more for dx
+    macs = n * f * oh * ow * cg * kh * kw * (2 if need_dx else 1)
     if _use_direct(cg, f // groups, sh, sw, cg * kh * kw, oh * ow):
         nchunks = min(n, T.CONV_DIRECT_CHUNKS)
         spb = _block_samples(-(-n // nchunks), (h + 2 * ph) * (wd + 2 * pw), 1)
-        dx, dw_, db = _conv2d_backward_direct(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, spb)
+        kernel, args = _conv2d_backward_direct, (dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, spb)
     else:
-        dx, dw_, db = _conv2d_backward_gemm(dy, x, w, *hp, min(n, T.CONV_CHUNKS), need_dx)
+        nchunks = min(n, T.CONV_CHUNKS)
+        kernel, args = _conv2d_backward_gemm, (dy, x, w, *hp, nchunks, need_dx)
+    if _serial(nchunks, macs):
+        dx, dw_, db = on_calling_thread(kernel, *args)
+    else:
+        dx, dw_, db = kernel(*args)
     return (dx if need_dx else None), dw_, db

@@ -19,6 +19,13 @@ padding, and passes no gradient back.
 
 Average pooling divides by ``pool_h * pool_w`` whether or not taps are padding
 (PyTorch's ``count_include_pad=True``).
+
+Threads: one parallel task per (n, c) plane, or, for inputs below
+``POOL_PARALLEL_MIN`` elements (:mod:`numbanet.kernels._tunables`) and single
+planes, every plane in turn on the calling thread (the ``serial`` argument of
+each kernel, decided by the wrapper): starting a parallel region costs more
+than pooling a small input. Each plane is computed by the same code either
+way, so the results are bitwise the same.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from numba import prange, uint64
 
 from numbanet.reference.geometry import out_size
 
+from . import _tunables as T
 from . import validate as v
 from ._threads import kernel_op
 from ._config import jit
@@ -116,18 +124,18 @@ def _inner_range(out_size, stride, pad, pool, size):
     return lo, hi
 
 
-@jit(parallel=True)
-def _maxpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_):
+@jit()
+def _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
+    """Max pooling of the flat (n, c) planes ``lo .. hi - 1`` into ``y`` and ``arg``."""
     n_, c_, h_, w_ = x.shape
-    y = np.empty((n_, c_, oh_, ow_), x.dtype)
-    arg = np.empty((n_, c_, oh_, ow_), np.int64)
+    oh_, ow_ = y.shape[2], y.shape[3]
     xf = x.ravel()
     yf = y.ravel()
     af = arg.ravel()
     fast = pool_h == 2 and pool_w == 2 and sh == 2 and sw == 2
     oh_lo, oh_hi = _inner_range(oh_, sh, ph, pool_h, h_)
     ow_lo, ow_hi = _inner_range(ow_, sw, pw, pool_w, w_)
-    for t in prange(n_ * c_):
+    for t in range(lo, hi):
         n = t // c_
         c = t - n * c_
         xp = x[n, c]
@@ -135,20 +143,32 @@ def _maxpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_):
         ap = arg[n, c]
         for oh in range(oh_):
             h0 = oh * sh - ph
-            lo, hi = 0, 0  # windows [lo, hi) done by the fast path
+            lo_w, hi_w = 0, 0  # windows [lo_w, hi_w) done by the fast path
             if fast and oh_lo <= oh < oh_hi and ow_lo < ow_hi:
-                lo, hi = ow_lo, ow_hi
+                lo_w, hi_w = ow_lo, ow_hi
                 r0 = uint64((t * h_ + h0) * w_ + ow_lo * 2 - pw)
                 _max_2x2_stride2_row(xf, r0, r0 + uint64(w_), yf, af,
-                                     uint64((t * oh_ + oh) * ow_), lo, hi)
+                                     uint64((t * oh_ + oh) * ow_), lo_w, hi_w)
             inside = oh_lo <= oh < oh_hi
             for ow in range(ow_):
-                if lo <= ow < hi:
+                if lo_w <= ow < hi_w:
                     continue
                 if inside and ow_lo <= ow < ow_hi:
                     yp[oh, ow], ap[oh, ow] = _max_window_inside(xp, h0, ow * sw - pw, pool_h, pool_w)
                 else:
                     yp[oh, ow], ap[oh, ow] = _max_window(xp, h0, ow * sw - pw, pool_h, pool_w)
+
+
+@jit(parallel=True)
+def _maxpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_, serial):
+    n_, c_ = x.shape[0], x.shape[1]
+    y = np.empty((n_, c_, oh_, ow_), x.dtype)
+    arg = np.empty((n_, c_, oh_, ow_), np.int64)
+    if serial:
+        _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, 0, n_ * c_)
+    else:
+        for t in prange(n_ * c_):
+            _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, t, t + 1)
     return y, arg
 
 
@@ -175,45 +195,89 @@ def _unpool_2x2_stride2_row(df, r0, r1, dyf, af, o, ow_):
     return bad
 
 
-@jit(parallel=True)
-def _maxpool2d_backward(dy, arg, h_, w_, pool_h, pool_w, sh, sw, ph, pw):
+@jit()
+def _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, lo, hi):
+    """2x2, stride-2, unpadded windows: ``dx`` of the flat (n, c) planes
+    ``lo .. hi - 1`` (every element written), the number of argmax entries
+    outside ``[0, 4)`` of plane ``t`` in ``bad[t]``."""
     n_, c_, oh_, ow_ = dy.shape
+    h_, w_ = dx.shape[2], dx.shape[3]
+    df = dx.ravel()
+    dyf = dy.ravel()
+    af = arg.ravel()
+    for t in range(lo, hi):
+        dxp = dx[t // c_, t % c_]
+        count = 0
+        for oh in range(oh_):
+            r0 = uint64((t * h_ + 2 * oh) * w_)
+            count += _unpool_2x2_stride2_row(df, r0, r0 + uint64(w_), dyf, af,
+                                             uint64((t * oh_ + oh) * ow_), ow_)
+        bad[t] = count
+        # what no window covers: an odd last column and an odd last row
+        dxp[:2 * oh_, 2 * ow_:] = 0
+        dxp[2 * oh_:, :] = 0
+
+
+@jit()
+def _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
+    """Any geometry: zero the flat (n, c) planes ``lo .. hi - 1`` of ``dx``
+    and add ``dy`` at the argmax taps; entries outside ``[0, pool_h *
+    pool_w)`` pass nothing and are counted, plane ``t``'s in ``bad[t]``."""
+    n_, c_, oh_, ow_ = dy.shape
+    h_, w_ = dx.shape[2], dx.shape[3]
     size = pool_h * pool_w
-    bad = np.zeros(n_ * c_, np.int64)
-    if pool_h == 2 and pool_w == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
-        dx = np.empty((n_, c_, h_, w_), dy.dtype)
-        df = dx.ravel()
-        dyf = dy.ravel()
-        af = arg.ravel()
-        for t in prange(n_ * c_):
-            dxp = dx[t // c_, t % c_]
-            for oh in range(oh_):
-                r0 = uint64((t * h_ + 2 * oh) * w_)
-                bad[t] += _unpool_2x2_stride2_row(df, r0, r0 + uint64(w_), dyf, af,
-                                                  uint64((t * oh_ + oh) * ow_), ow_)
-            # what no window covers: an odd last column and an odd last row
-            dxp[:2 * oh_, 2 * ow_:] = 0
-            dxp[2 * oh_:, :] = 0
-        return dx, bad.sum()
-    dx = np.zeros((n_, c_, h_, w_), dy.dtype)
-    for t in prange(n_ * c_):
+    for t in range(lo, hi):
         n = t // c_
         c = t - n * c_
         dxp = dx[n, c]
         dyp = dy[n, c]
         ap = arg[n, c]
+        dxp[:] = 0
+        count = 0
         for oh in range(oh_):
             for ow in range(ow_):
                 k = ap[oh, ow]
                 if k < 0 or k >= size:
-                    bad[t] += 1
+                    count += 1
                     continue
                 i = k // pool_w
                 ih = oh * sh - ph + i
                 iw = ow * sw - pw + (k - i * pool_w)
                 if 0 <= ih < h_ and 0 <= iw < w_:
                     dxp[ih, iw] += dyp[oh, ow]
-    return dx, bad.sum()
+        bad[t] = count
+
+
+@jit()
+def _total(counts):
+    """Sum of an int array, in a plain loop: ``counts.sum()`` in a parallel
+    kernel would start a parallel region (a parfor reduction) even when the
+    kernel runs serially, as ``np.zeros`` would (a parallel fill); so the
+    kernels below allocate with ``np.empty`` and the per-plane helpers write
+    every element."""
+    total = 0
+    for i in range(counts.size):
+        total += counts[i]
+    return total
+
+
+@jit(parallel=True)
+def _maxpool2d_backward(dy, arg, h_, w_, pool_h, pool_w, sh, sw, ph, pw, serial):
+    n_, c_ = dy.shape[0], dy.shape[1]
+    bad = np.empty(n_ * c_, np.int64)
+    dx = np.empty((n_, c_, h_, w_), dy.dtype)
+    if pool_h == 2 and pool_w == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+        if serial:
+            _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, 0, n_ * c_)
+        else:
+            for t in prange(n_ * c_):
+                _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, t, t + 1)
+    elif serial:
+        _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, 0, n_ * c_)
+    else:
+        for t in prange(n_ * c_):
+            _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, t, t + 1)
+    return dx, _total(bad)
 
 
 @jit()
@@ -224,12 +288,13 @@ def _window(o, stride, pad, pool, size):
     return start, max(0, -start), min(pool, size - start)
 
 
-@jit(parallel=True)
-def _avgpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_):
+@jit()
+def _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
+    """Average pooling of the flat (n, c) planes ``lo .. hi - 1`` into ``y``."""
     n_, c_, h_, w_ = x.shape
-    y = np.empty((n_, c_, oh_, ow_), x.dtype)
+    oh_, ow_ = y.shape[2], y.shape[3]
     div = x.dtype.type(pool_h * pool_w)
-    for t in prange(n_ * c_):
+    for t in range(lo, hi):
         n = t // c_
         c = t - n * c_
         xp = x[n, c]
@@ -243,19 +308,33 @@ def _avgpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_):
                     for j in range(j0, j1):
                         s += xp[h0 + i, w0 + j]
                 yp[oh, ow] = s / div
-    return y
 
 
 @jit(parallel=True)
-def _avgpool2d_backward(dy, h_, w_, pool_h, pool_w, sh, sw, ph, pw):
+def _avgpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_, serial):
+    n_, c_ = x.shape[0], x.shape[1]
+    y = np.empty((n_, c_, oh_, ow_), x.dtype)
+    if serial:
+        _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, 0, n_ * c_)
+    else:
+        for t in prange(n_ * c_):
+            _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, t, t + 1)
+    return y
+
+
+@jit()
+def _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
+    """Zero the flat (n, c) planes ``lo .. hi - 1`` of ``dx`` and spread
+    ``dy / (pool_h * pool_w)`` over their windows."""
     n_, c_, oh_, ow_ = dy.shape
-    dx = np.zeros((n_, c_, h_, w_), dy.dtype)
+    h_, w_ = dx.shape[2], dx.shape[3]
     div = dy.dtype.type(pool_h * pool_w)
-    for t in prange(n_ * c_):
+    for t in range(lo, hi):
         n = t // c_
         c = t - n * c_
         dxp = dx[n, c]
         dyp = dy[n, c]
+        dxp[:] = 0
         for oh in range(oh_):
             h0, i0, i1 = _window(oh, sh, ph, pool_h, h_)
             for ow in range(ow_):
@@ -264,6 +343,17 @@ def _avgpool2d_backward(dy, h_, w_, pool_h, pool_w, sh, sw, ph, pw):
                 for i in range(i0, i1):
                     for j in range(j0, j1):
                         dxp[h0 + i, w0 + j] += g
+
+
+@jit(parallel=True)
+def _avgpool2d_backward(dy, h_, w_, pool_h, pool_w, sh, sw, ph, pw, serial):
+    n_, c_ = dy.shape[0], dy.shape[1]
+    dx = np.empty((n_, c_, h_, w_), dy.dtype)
+    if serial:
+        _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, 0, n_ * c_)
+    else:
+        for t in prange(n_ * c_):
+            _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, t, t + 1)
     return dx
 
 
@@ -290,7 +380,19 @@ def _geometry(fn, x_shape, pool_h, pool_w, stride, pad):
     return pool_h, pool_w, (sh, sw, ph, pw), oh, ow
 
 
+def _serial(x_shape):
+    """Whether to pool on the calling thread: one plane (one task), or fewer
+    than ``POOL_PARALLEL_MIN`` input elements."""
+    n, c, h, w = x_shape
+    return n * c <= 1 or n * c * h * w < T.POOL_PARALLEL_MIN
+
+
 def _x_shape(fn, x_shape):
+    if type(x_shape) is tuple and len(x_shape) == 4:  # an ndarray's .shape: no per-entry calls
+        n, c, h, w = x_shape
+        if type(n) is int and type(c) is int and type(h) is int and type(w) is int:
+            if 0 <= min(x_shape) and max(x_shape) < 2**62:
+                return x_shape
     try:
         shp = tuple(x_shape)
     except TypeError:
@@ -325,7 +427,7 @@ def maxpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
     fn = "maxpool2d_forward"
     x = v.float_array(fn, "x", x, 4)
     pool_h, pool_w, hp, oh, ow = _geometry(fn, x.shape, pool_h, pool_w, stride, pad)
-    return _maxpool2d_forward(x, pool_h, pool_w, *hp, oh, ow)
+    return _maxpool2d_forward(x, pool_h, pool_w, *hp, oh, ow, _serial(x.shape))
 
 
 @kernel_op
@@ -352,17 +454,19 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_h, pool_w, stride=None, pad=0):
     dy = v.float_array(fn, "dy", dy, 4)
     pool_h, pool_w, hp, oh, ow = _geometry(fn, x_shape, pool_h, pool_w, stride, pad)
     n, c, h, w = x_shape
-    v.shape(fn, "dy", dy, (n, c, oh, ow), "(N, C, OH, OW) from x_shape and the pooling geometry")
-    if not isinstance(argmax, np.ndarray) or not np.issubdtype(argmax.dtype, np.integer):
+    if dy.shape != (n, c, oh, ow):
+        v.shape(fn, "dy", dy, (n, c, oh, ow), "(N, C, OH, OW) from x_shape and the pooling geometry")
+    if not isinstance(argmax, np.ndarray) or not (argmax.dtype == np.int64 or np.issubdtype(argmax.dtype, np.integer)):
         got = argmax.dtype if isinstance(argmax, np.ndarray) else type(argmax).__name__
         raise TypeError(f"{fn}: argmax must be an integer array from maxpool2d_forward, got {got}")
-    v.shape(fn, "argmax", argmax, dy.shape, "the shape of dy")
+    if argmax.shape != dy.shape:
+        v.shape(fn, "argmax", argmax, dy.shape, "the shape of dy")
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
     if not argmax.flags.writeable:
         # as v.float_array does: a read-only argmax would compile (and cache) a
         # read-only specialisation of the kernel, which warm-up cannot foresee
         argmax = argmax.copy()
-    dx, bad = _maxpool2d_backward(dy, argmax, h, w, pool_h, pool_w, *hp)
+    dx, bad = _maxpool2d_backward(dy, argmax, h, w, pool_h, pool_w, *hp, _serial(x_shape))
     if bad:
         raise ValueError(f"{fn}: argmax must hold window indices in [0, {pool_h * pool_w}), found {bad} outside")
     return dx
@@ -379,7 +483,7 @@ def avgpool2d_forward(x, pool_h, pool_w, stride=None, pad=0):
     fn = "avgpool2d_forward"
     x = v.float_array(fn, "x", x, 4)
     pool_h, pool_w, hp, oh, ow = _geometry(fn, x.shape, pool_h, pool_w, stride, pad)
-    return _avgpool2d_forward(x, pool_h, pool_w, *hp, oh, ow)
+    return _avgpool2d_forward(x, pool_h, pool_w, *hp, oh, ow, _serial(x.shape))
 
 
 @kernel_op
@@ -394,5 +498,6 @@ def avgpool2d_backward(dy, x_shape, pool_h, pool_w, stride=None, pad=0):
     dy = v.float_array(fn, "dy", dy, 4)
     pool_h, pool_w, hp, oh, ow = _geometry(fn, x_shape, pool_h, pool_w, stride, pad)
     n, c, h, w = x_shape
-    v.shape(fn, "dy", dy, (n, c, oh, ow), "(N, C, OH, OW) from x_shape and the pooling geometry")
-    return _avgpool2d_backward(dy, h, w, pool_h, pool_w, *hp)
+    if dy.shape != (n, c, oh, ow):
+        v.shape(fn, "dy", dy, (n, c, oh, ow), "(N, C, OH, OW) from x_shape and the pooling geometry")
+    return _avgpool2d_backward(dy, h, w, pool_h, pool_w, *hp, _serial(x_shape))

@@ -15,6 +15,7 @@ that wraps every public op, so layers that only reshape (``Flatten``,
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
@@ -23,6 +24,7 @@ import os
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = FLOAT_DTYPES
 
 
 def float_array(fn: str, name: str, a, ndim=None, *, min_ndim=None) -> np.ndarray:
@@ -30,15 +32,18 @@ def float_array(fn: str, name: str, a, ndim=None, *, min_ndim=None) -> np.ndarra
 
     ``ndim`` is an int or a tuple of accepted ranks; ``min_ndim`` a lower bound.
     """
-    if not isinstance(a, np.ndarray):
+    # Runs several times per kernel call: the common case (an ndarray of a
+    # native float dtype, the rank asked for) is tested first, by identity.
+    if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
         if a is None:
             raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got None")
         a = np.asarray(a)
-    if a.dtype not in FLOAT_DTYPES:
+    dt = a.dtype
+    if dt is not _F64 and dt is not _F32 and dt not in FLOAT_DTYPES:
         raise TypeError(
             f"{fn}: {name} must have dtype float32 or float64, got {a.dtype}"
         )
-    if ndim is not None:
+    if ndim is not None and a.ndim != ndim:  # an int rank compares at once; a tuple goes on
         ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if a.ndim not in ranks:
             want = " or ".join(f"{r}-D" for r in ranks)
@@ -51,7 +56,8 @@ def float_array(fn: str, name: str, a, ndim=None, *, min_ndim=None) -> np.ndarra
     # read-only specialisation of every kernel for every such combination of
     # arguments, seconds of latency that warmup() cannot foresee.
     # Not np.ascontiguousarray: it turns a 0-D array into shape (1,).
-    if a.flags.c_contiguous and a.flags.writeable:
+    flags = a.flags
+    if flags.c_contiguous and flags.writeable:
         return a
     return np.array(a, order="C")
 
@@ -83,9 +89,10 @@ def shape(fn: str, name: str, a: np.ndarray, expected: tuple, why: str = "") -> 
 
 def int_param(fn: str, name: str, value, *, minimum: int | None = None) -> int:
     """Return ``value`` as a Python int, checking type and lower bound."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}")
-    value = operator.index(value)
+    if type(value) is not int:  # the common case skips the slower ABC check (bool is not int here)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}")
+        value = operator.index(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
     if not -(2**62) <= value < 2**62:
@@ -101,7 +108,10 @@ def bool_param(fn: str, name: str, value) -> bool:
     return bool(value)
 
 
+@functools.cache
 def _memory_bytes() -> int:
+    # once per process: two sysconf calls cost a microsecond or two, on
+    # every call of a small convolution or pooling
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not POSIX
@@ -132,12 +142,15 @@ def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype) -> tuple[np.n
     if labels is None:
         raise TypeError(f"{fn}: labels must be integer class indices (N,) or targets (N, K), got None")
     t = np.asarray(labels)
+    # dtype kinds rather than np.issubdtype (a microsecond a call): "i"/"u"
+    # are NumPy's integers (bool is "b"), "f" its floats
     if t.ndim == 1:
-        if not np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_:
+        if t.dtype.kind not in "iu":
             raise TypeError(
                 f"{fn}: 1-D labels must be integer class indices, got dtype {t.dtype}"
             )
-        shape(fn, "labels", t, (n,), "one class index per row of logits")
+        if t.shape[0] != n:
+            shape(fn, "labels", t, (n,), "one class index per row of logits")
         t64 = np.ascontiguousarray(t, dtype=np.int64)
         if not t64.flags.writeable:
             # read-only labels are copied, as read-only float inputs are (see
@@ -151,9 +164,10 @@ def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype) -> tuple[np.n
             raise ValueError(f"{fn}: labels must lie in [0, {k}) for {k} classes, got {bad}")
         return t64, True
     if t.ndim == 2:
-        if not (np.issubdtype(t.dtype, np.integer) or np.issubdtype(t.dtype, np.floating)) or t.dtype == np.bool_:
+        if t.dtype.kind not in "iuf":
             raise TypeError(f"{fn}: 2-D (one-hot) labels must be numeric, got dtype {t.dtype}")
-        shape(fn, "labels", t, (n, k), "one-hot targets matching logits")
+        if t.shape != (n, k):
+            shape(fn, "labels", t, (n, k), "one-hot targets matching logits")
         t = np.ascontiguousarray(t, dtype=dtype)
         return (t if t.flags.writeable else t.copy()), False
     raise ValueError(

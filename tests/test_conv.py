@@ -257,3 +257,65 @@ def test_conv_bad_bias_and_dy(K):
         K.conv2d_backward(_z(2, 4, 4, 4), x, w, need_dx=0)
     with pytest.raises(TypeError, match="dy must have dtype float32 or float64"):
         K.conv2d_backward(_z(2, 4, 4, 4, dtype=np.int64), x, w)
+
+
+@pytest.mark.parametrize("strat", sorted(STRATEGIES))
+@pytest.mark.parametrize("xs, ws, stride, pad", [
+    ((3, 1, 10, 10), (10, 1, 3, 3), 1, 0),   # ch07/gradient_check's convolution, a batch of 3
+    ((5, 4, 9, 7), (6, 2, 3, 2), (2, 1), 1),  # groups=2, strided, padded
+])
+def test_conv_calling_thread_branch_same_bits(K, rng, monkeypatch, dtype, strat, xs, ws, stride, pad):
+    """Below CONV_PARALLEL_MIN_MACS (or with one task) the wrapper runs the
+    kernel with one thread: bitwise the same forward and backward results as
+    the parallel call, and the kernel really sees one thread then."""
+    import numba
+
+    from numbanet.kernels import _tunables
+
+    groups = xs[1] // ws[1]
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    seen = []
+    for name in ("_conv2d_forward_direct", "_conv2d_forward_gemm", "_conv2d_backward_direct", "_conv2d_backward_gemm"):
+        real = getattr(kconv, name)
+
+        def spy(*args, _real=real):
+            seen.append(numba.get_num_threads())  # the threads the kernel is called with
+            return _real(*args)
+
+        monkeypatch.setattr(kconv, name, spy)
+
+    def run(threshold):
+        monkeypatch.setattr(_tunables, "CONV_PARALLEL_MIN_MACS", threshold)
+        seen.clear()
+        with strategy(strat):
+            y = K.conv2d_forward(x, w, b, stride, pad, 1, groups)
+            dy = np.cos(y)
+            out = (y, *K.conv2d_backward(dy, x, w, stride, pad, 1, groups),
+                   *K.conv2d_backward(dy, x, w, stride, pad, 1, groups, need_dx=False)[1:])
+        return out, list(seen)
+
+    threads = numba.get_num_threads()
+    parallel, seen_parallel = run(0)
+    serial, seen_serial = run(2**62)
+    assert seen_serial == [1, 1, 1] and seen_parallel == [threads] * 3
+    assert numba.get_num_threads() == threads  # restored
+    for a, b_ in zip(serial, parallel):
+        assert a.dtype == dtype and np.array_equal(a, b_)
+
+
+def test_on_calling_thread_restores_the_count_after_an_error():
+    import numba
+
+    from numbanet.kernels._threads import on_calling_thread
+
+    threads = numba.get_num_threads()
+
+    def failing():
+        assert numba.get_num_threads() == 1
+        raise RuntimeError("kernel failed")
+
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        on_calling_thread(failing)
+    assert numba.get_num_threads() == threads

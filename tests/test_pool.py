@@ -196,3 +196,41 @@ def _z(*shape, dtype=np.float64):
 def test_pool_bad_input(K, call, exc, match):
     with pytest.raises(exc, match=match):
         call(K)
+
+
+@pytest.mark.parametrize("xs, kh, kw, stride, pad", [
+    ((3, 10, 8, 8), 2, 2, 2, 0),          # ch07/gradient_check's pool (the vectorised 2x2 path), batch of 3
+    ((2, 3, 9, 7), 3, 2, (2, 1), (1, 0)),  # overlapping, padded, odd edges
+])
+def test_pool_calling_thread_branch_same_bits(K, monkeypatch, dtype, xs, kh, kw, stride, pad):
+    """Below POOL_PARALLEL_MIN input elements the kernels loop over the planes
+    on the calling thread: bitwise the same results as one task per plane,
+    and the wrappers do pass ``serial`` for small inputs only."""
+    from numbanet.kernels import _tunables
+    from numbanet.kernels import pool as kpool
+
+    x, rng = _data(7, xs, dtype, ties=True)
+    flags = []
+    for name in ("_maxpool2d_forward", "_maxpool2d_backward", "_avgpool2d_forward", "_avgpool2d_backward"):
+        real = getattr(kpool, name)
+
+        def spy(*args, _real=real):
+            flags.append(args[-1])  # the kernel's `serial` argument
+            return _real(*args)
+
+        monkeypatch.setattr(kpool, name, spy)
+
+    def run(threshold):
+        monkeypatch.setattr(_tunables, "POOL_PARALLEL_MIN", threshold)
+        flags.clear()
+        y, arg = K.maxpool2d_forward(x, kh, kw, stride, pad)
+        dy = np.cos(y) + 2
+        out = (y, arg, K.maxpool2d_backward(dy, arg, xs, kh, kw, stride, pad),
+               K.avgpool2d_forward(x, kh, kw, stride, pad), K.avgpool2d_backward(dy, xs, kh, kw, stride, pad))
+        return out, list(flags)
+
+    parallel, flags_parallel = run(0)
+    serial, flags_serial = run(2**62)
+    assert flags_serial == [True] * 4 and flags_parallel == [False] * 4
+    for a, b in zip(serial, parallel):
+        assert np.array_equal(a, b)
