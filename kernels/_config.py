@@ -88,6 +88,17 @@ def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False)
         GEMM's levels); a helper called from many places is better compiled
         once. Its code takes the caller's options (``fastmath`` included):
         never inline a fastmath helper into a caller without it.
+
+    Notes
+    -----
+    A helper compiles once per distinct tuple of argument *types*, and each
+    compile is a full LLVM pipeline (0.2-1 s). Two argument types creep in
+    unseen: a constant (``0``, ``True``) is a literal type of its own, and a
+    ``prange`` index is ``uint64``. So a per-chunk helper called as
+    ``f(..., 0, n)`` on the serial branch and ``f(..., t, t + 1)`` in the
+    ``prange`` compiled three times (``Literal[int](0)``, ``int64``,
+    ``uint64``). Pass such bounds as ``np.int64(...)`` (flags as
+    ``np.bool_(...)``) so both branches share one compiled helper.
     """
     options = dict(nogil=True, cache=CACHE, error_model="numpy")
     if parallel:

@@ -140,7 +140,7 @@ def _conv2d_forward_direct(x, w, b, ph, pw, dh, dw, groups, oh_, ow_, spb):
     wp = w_ + 2 * pw
     plane = (h_ + 2 * ph) * wp
     kk = kh_ * kw_
-    off = _phase_taps(kh_, kw_, 1, 1, dh, dw, wp)[1]
+    off = _phase_taps(kh_, kw_, np.int64(1), np.int64(1), dh, dw, wp)[1]
     wf = w.reshape(f_, cg * kk)
     rows, offs = _flat_taps(cg, off)
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
@@ -176,7 +176,7 @@ def _conv2d_backward_direct(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, 
     ntaps = cg * kk
     wp = w_ + 2 * pw
     plane = (h_ + 2 * ph) * wp
-    off = _phase_taps(kh_, kw_, 1, 1, dh, dw, wp)[1]
+    off = _phase_taps(kh_, kw_, np.int64(1), np.int64(1), dh, dw, wp)[1]
     front = off[kk - 1]
     # dx_pad[p] = sum_{f, t} w[f, c, t] * dy_wide[f, p - off[t]]: the taps of
     # the full correlation sit at offsets front - off[t] of dy_wide stored

@@ -166,7 +166,7 @@ def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchu
     nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
     tab = _row_table(cg, groups, tpl, off, nph, plane, ck)
     w2 = w.reshape(f_, ck)
-    wpk = _pack_weights(w2, groups, False)
+    wpk = _pack_weights(w2, groups, np.bool_(False))
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
     chunk = (n_ + nchunks - 1) // nchunks
     for t in prange(nchunks):
@@ -210,7 +210,7 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     for fi in range(fg):
         dtab[fi] = fi * pwide
     w2 = w.reshape(f_, ck)
-    wtpk = _pack_weights(w2, groups, True)
+    wtpk = _pack_weights(w2, groups, np.bool_(True))
     nkb = (fg + KC - 1) // KC
     dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
     # Per-chunk partials, summed in chunk order at the end: race-free and

@@ -196,10 +196,11 @@ def _softmax_cross_entropy(logits, labels):
     probs = np.empty_like(logits)
     row_loss = np.empty(n, np.float64)
     if n * k < LOSS_PARALLEL_MIN:
-        _loss_rows(logits, labels, probs, row_loss, 0, n)
+        # np.int64 bounds on both branches: one compiled helper (see _config.jit)
+        _loss_rows(logits, labels, probs, row_loss, np.int64(0), n)
     else:
         for i in prange(n):
-            _loss_rows(logits, labels, probs, row_loss, i, i + 1)
+            _loss_rows(logits, labels, probs, row_loss, np.int64(i), np.int64(i) + 1)
     return _mean_loss(row_loss), probs
 
 
@@ -208,10 +209,10 @@ def _softmax_cross_entropy_backward(probs, labels):
     n, k = probs.shape
     dx = np.empty_like(probs)
     if n * k < LOSS_BACKWARD_PARALLEL_MIN:
-        _grad_rows(probs, labels, dx, 0, n)
+        _grad_rows(probs, labels, dx, np.int64(0), n)
     else:
         for i in prange(n):
-            _grad_rows(probs, labels, dx, i, i + 1)
+            _grad_rows(probs, labels, dx, np.int64(i), np.int64(i) + 1)
     return dx
 
 
