@@ -69,7 +69,7 @@ def _prange_only():
                             "inplace_binop": False, "comprehension": False, "stencil": False})
 
 
-def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False):
+def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False, external: bool = False):
     """Return the ``numba.njit`` decorator with numbanet's options.
 
     Parameters
@@ -88,6 +88,12 @@ def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False)
         GEMM's levels); a helper called from many places is better compiled
         once. Its code takes the caller's options (``fastmath`` included):
         never inline a fastmath helper into a caller without it.
+    external : bool
+        Compiled callers call the function through an external symbol
+        (:mod:`._extcall`), not as code linked into theirs: it is compiled
+        once per signature instead of again in each caller and in each of the
+        three libraries Numba builds around a ``prange`` body. For per-chunk
+        helpers of parallel kernels (called once per chunk, never per element).
 
     Notes
     -----
@@ -107,7 +113,41 @@ def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False)
         options["fastmath"] = set(FASTMATH_FLAGS)
     if inline:
         options["inline"] = "always"
-    return numba.njit(**options)
+    njit = numba.njit(**options)
+
+    def decorate(py_func):
+        dispatcher = njit(py_func)
+        if not hasattr(dispatcher, "py_func"):  # NUMBA_DISABLE_JIT: a plain function
+            return dispatcher
+        if CACHE:
+            _load_external_helpers_first(dispatcher)
+        if external:
+            from ._extcall import external as stand_in
+
+            return stand_in(dispatcher)
+        return dispatcher
+
+    return decorate
+
+
+def _load_external_helpers_first(dispatcher) -> None:
+    """Before a cached kernel's machine code loads, register the helpers it
+    calls through external symbols (``jit(external=True)``): a name MCJIT
+    cannot resolve is a fatal error, not an exception."""
+    impl = getattr(getattr(dispatcher, "_cache", None), "_impl", None)
+    if impl is None:  # NUMBA_DISABLE_JIT: a plain function
+        return
+    rebuild = impl.rebuild
+
+    def rebuild_after_registering(target_context, payload):
+        _name, kind, data = payload[0]  # CompileResult._reduce(): the library's serialized state
+        if kind == "object":
+            from ._extcall import register_symbols_in
+
+            register_symbols_in(data[0])
+        return rebuild(target_context, payload)
+
+    impl.rebuild = rebuild_after_registering
 
 
 # --- cache freshness across files ---------------------------------------------------

@@ -29,7 +29,7 @@ from ._tunables import BATCHNORM_PARALLEL_MIN
 __all__ = ["batchnorm_forward", "batchnorm_backward"]
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, lo, hi):
     n, c, s = x.shape
     m = n * s
@@ -68,7 +68,7 @@ def _batchnorm_forward_stats(x, eps):
     return mean, var, inv_std
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi):
     n, c, s = x.shape
     for ch in range(lo, hi):
@@ -94,7 +94,7 @@ def _batchnorm_forward_normalize(x, mean, inv_std, gamma, beta):
     return y
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
     n, c, s = x.shape
     m = n * s

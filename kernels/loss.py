@@ -107,7 +107,7 @@ def _softmax_row(x, p):
     return m, np.log(s)
 
 
-@jit()
+@jit(external=True)
 def _index_rows(logits, labels, probs, row_loss, lo, hi):
     for i in range(lo, hi):
         m, lse = _softmax_row(logits[i], probs[i])
@@ -115,7 +115,7 @@ def _index_rows(logits, labels, probs, row_loss, lo, hi):
         row_loss[i] = lse - (logits[i, labels[i]] - m)
 
 
-@jit()
+@jit(external=True)
 def _targets_rows(logits, targets, probs, row_loss, lo, hi):
     k = logits.shape[1]
     for i in range(lo, hi):
@@ -130,7 +130,7 @@ def _targets_rows(logits, targets, probs, row_loss, lo, hi):
         row_loss[i] = acc
 
 
-@jit()
+@jit(external=True)
 def _backward_index_rows(probs, labels, dx, lo, hi):
     k = probs.shape[1]
     inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
@@ -141,7 +141,7 @@ def _backward_index_rows(probs, labels, dx, lo, hi):
         dx[i, labels[i]] = (probs[i, labels[i]] - one) * inv_n
 
 
-@jit()
+@jit(external=True)
 def _backward_targets_rows(probs, targets, dx, lo, hi):
     k = probs.shape[1]
     inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))

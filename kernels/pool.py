@@ -124,7 +124,7 @@ def _inner_range(out_size, stride, pad, pool, size):
     return lo, hi
 
 
-@jit()
+@jit(external=True)
 def _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Max pooling of the flat (n, c) planes ``lo .. hi - 1`` into ``y`` and ``arg``."""
     n_, c_, h_, w_ = x.shape
@@ -196,7 +196,7 @@ def _unpool_2x2_stride2_row(df, r0, r1, dyf, af, o, ow_):
     return bad
 
 
-@jit()
+@jit(external=True)
 def _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, lo, hi):
     """2x2, stride-2, unpadded windows: ``dx`` of the flat (n, c) planes
     ``lo .. hi - 1`` (every element written), the number of argmax entries
@@ -219,7 +219,7 @@ def _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, lo, hi):
         dxp[2 * oh_:, :] = 0
 
 
-@jit()
+@jit(external=True)
 def _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Any geometry: zero the flat (n, c) planes ``lo .. hi - 1`` of ``dx``
     and add ``dy`` at the argmax taps; entries outside ``[0, pool_h *
@@ -289,7 +289,7 @@ def _window(o, stride, pad, pool, size):
     return start, max(0, -start), min(pool, size - start)
 
 
-@jit()
+@jit(external=True)
 def _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Average pooling of the flat (n, c) planes ``lo .. hi - 1`` into ``y``."""
     n_, c_, h_, w_ = x.shape
@@ -323,7 +323,7 @@ def _avgpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_, serial):
     return y
 
 
-@jit()
+@jit(external=True)
 def _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Zero the flat (n, c) planes ``lo .. hi - 1`` of ``dx`` and spread
     ``dy / (pool_h * pool_w)`` over their windows."""
