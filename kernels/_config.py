@@ -174,14 +174,17 @@ _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: Kernel file -> the files of other @njit code compiled into its kernels,
 #: and _tunables.py where its kernels read a tunable (a global frozen into the
-#: machine code). Not transitive: list every file whose code ends up inside.
+#: machine code), and _extcall.py where they call external helpers (the
+#: symbol names in the machine code are its format). Not transitive: list
+#: every file whose code ends up inside.
 DEPENDENCIES = {
     "activation.py": ("_tunables.py",),
     "optim.py": ("_tunables.py",),
-    "loss.py": ("_tunables.py",),
-    "batchnorm.py": ("_tunables.py",),
-    "_conv_direct.py": ("_conv_grid.py",),
-    "_conv_gemm.py": ("_conv_grid.py", "_gemm.py", "_gemm_ext.py"),
+    "loss.py": ("_tunables.py", "_extcall.py"),
+    "batchnorm.py": ("_tunables.py", "_extcall.py"),
+    "pool.py": ("_extcall.py",),
+    "_conv_direct.py": ("_conv_grid.py", "_extcall.py"),
+    "_conv_gemm.py": ("_conv_grid.py", "_gemm.py", "_gemm_ext.py", "_extcall.py"),
     "affine.py": ("_gemm.py", "_gemm_ext.py", "_tunables.py"),
     "_gemm_ext.py": ("_gemm.py",),
     "_gemm.py": (),
