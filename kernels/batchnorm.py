@@ -135,7 +135,8 @@ def _batchnorm_backward(dy, x, gamma, mean, inv_std, train):
         _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, np.int64(0), c)
     else:
         for ch in prange(c):
-            _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, np.int64(ch), np.int64(ch) + 1)
+            lo = np.int64(ch)
+            _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, lo + 1)
     return dx, dgamma, dbeta
 
 

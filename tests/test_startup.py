@@ -442,7 +442,7 @@ def test_every_cross_file_njit_dependency_is_declared():
 
 @needs_jit
 def test_kernel_caches_go_stale_when_the_gemm_file_changes(monkeypatch):
-    from numbanet.kernels import _config, _conv_gemm, affine, pool
+    from numbanet.kernels import _config, _conv_gemm, _conv_grid, affine
 
     real = _config._file_hash
     for dispatcher in (_conv_gemm._conv2d_forward_gemm, _conv_gemm._conv2d_backward_gemm, affine._matmul):
@@ -453,7 +453,7 @@ def test_kernel_caches_go_stale_when_the_gemm_file_changes(monkeypatch):
         monkeypatch.setattr(_config, "_file_hash", real)
         assert locator.get_source_stamp() == before
     # files without cross-file helpers keep numba's own locator
-    assert not type(pool._maxpool2d_forward._cache._impl._locator).__name__.startswith("Numbanet")
+    assert not type(_conv_grid._copy_row._cache._impl._locator).__name__.startswith("Numbanet")
 
 
 @needs_jit
