@@ -186,42 +186,6 @@ def _row_table(cg, groups, tpl, off, nph, plane, rows_per_group):
     return tab
 
 
-@links_gemm("kernel_block_bt", "pack_a_rows_into")
-@jit(parallel=True)
-def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
-    n_, c_, h_, w_ = x.shape
-    f_, cg, kh_, kw_ = w.shape
-    fg = f_ // groups
-    ck = cg * kh_ * kw_
-    nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
-    tab = _row_table(cg, groups, tpl, off, nph, plane, ck)
-    w2 = w.reshape(f_, ck)
-    wpk = _pack_weights(w2, groups, False)
-    y = np.empty((n_, f_, oh_, ow_), x.dtype)
-    for t in prange(nchunks):
-        xpf, xp = _rows_with_slack(c_ * nph, plane, x)
-        yw = np.empty((fg, pwide), x.dtype)
-        tile = np.empty((MR, tile_cols(y)), x.dtype)
-        for n in range(_chunk_start(n_, nchunks, t), _chunk_start(n_, nchunks, t + 1)):
-            _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
-            for g in range(groups):
-                # y_wide = w_g @ col_wide, col_wide's rows read in place
-                for j0 in range(0, pwide, NC):
-                    nc = min(NC, pwide - j0)
-                    for k0 in range(0, ck, KC):
-                        kc = min(KC, ck - k0)
-                        kernel_block_bt(wpk[g], a_offset(fg, k0), fg, kc, xpf, tab[g], k0, j0, nc, yw, j0, k0 > 0, tile)
-                for fi in range(fg):
-                    f = g * fg + fi
-                    bv = b[f]
-                    for i in range(oh_):
-                        dst = y[n, f, i]
-                        src = yw[fi, i * wq :]
-                        for q in range(ow_):
-                            dst[q] = src[q] + bv
-    return y
-
-
 #: Rows of dw^T per task when the backward pass sums its partials.
 _SUM_ROWS = 32
 
@@ -231,7 +195,7 @@ def _chunk_start(n_, nchunks, t):
     """First sample of batch chunk ``t``: the chunks differ by at most one
     sample (100 samples in 8 chunks: 12 or 13 each, 50 per thread at 2
     threads; ceil-sized chunks gave 13 x 7 + 9, 52 against 48)."""
-    return t * n_ // nchunks
+    return np.int64(t) * n_ // nchunks  # prange's index may be unsigned
 
 
 @jit()
@@ -290,6 +254,130 @@ def _weights_by_channel(w, groups):
     return wc
 
 
+@links_gemm("kernel_block_bt")
+@jit()
+def _conv2d_forward_gemm_samples(x, b, wpk, tab, y, lo, hi, sh, sw, ph, pw, groups, ck, nph, hq, wq, plane, pwide):
+    """Samples ``lo .. hi - 1`` of :func:`_conv2d_forward_gemm` (one task of
+    its parallel loop)."""
+    c_ = x.shape[1]
+    f_, oh_, ow_ = y.shape[1], y.shape[2], y.shape[3]
+    fg = f_ // groups
+    xpf, xp = _rows_with_slack(c_ * nph, plane, x)
+    yw = np.empty((fg, pwide), x.dtype)
+    tile = np.empty((MR, tile_cols(y)), x.dtype)
+    for n in range(lo, hi):
+        _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
+        for g in range(groups):
+            # y_wide = w_g @ col_wide, col_wide's rows read in place
+            for j0 in range(0, pwide, NC):
+                nc = min(NC, pwide - j0)
+                for k0 in range(0, ck, KC):
+                    kc = min(KC, ck - k0)
+                    kernel_block_bt(wpk[g], a_offset(fg, k0), fg, kc, xpf, tab[g], k0, j0, nc, yw, j0, k0 > 0, tile)
+            for fi in range(fg):
+                f = g * fg + fi
+                bv = b[f]
+                for i in range(oh_):
+                    dst = y[n, f, i]
+                    src = yw[fi, i * wq :]
+                    for q in range(ow_):
+                        dst[q] = src[q] + bv
+
+
+@links_gemm("kernel_block_bt", "pack_a_rows_into")
+@jit(parallel=True)
+def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
+    n_, c_, h_, w_ = x.shape
+    f_, cg, kh_, kw_ = w.shape
+    ck = cg * kh_ * kw_
+    nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
+    tab = _row_table(cg, groups, tpl, off, nph, plane, ck)
+    w2 = w.reshape(f_, ck)
+    wpk = _pack_weights(w2, groups, False)
+    y = np.empty((n_, f_, oh_, ow_), x.dtype)
+    for t in prange(nchunks):
+        _conv2d_forward_gemm_samples(x, b, wpk, tab, y, _chunk_start(n_, nchunks, t), _chunk_start(n_, nchunks, t + 1),
+                                     sh, sw, ph, pw, groups, ck, nph, hq, wq, plane, pwide)
+    return y
+
+
+@links_gemm("kernel_block_at", "kernel_block_bt", "pack_b")
+@jit()
+def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, dx, part_wt, part_b, lo, hi,
+                                  sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx):
+    """Samples ``lo .. hi - 1`` of :func:`_conv2d_backward_gemm` into one
+    chunk's partials ``part_wt`` (groups, CK, Fg; its first product stores,
+    the others add) and ``part_b`` (F,) (one task of its parallel loop)."""
+    f_, oh_, ow_ = dy.shape[1], dy.shape[2], dy.shape[3]
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    cg = c_ // groups
+    fg = f_ // groups
+    ck = part_wt.shape[1]
+    kk = ck // cg
+    p_ = oh_ * ow_
+    mpan = (ck + MR - 1) // MR
+    nkb = (fg + KC - 1) // KC
+    fk = fg * kk
+    unit = sh == 1 and sw == 1
+    pwx = (h_ - 1) * wq + w_ if unit else 0
+    s0 = a0 * wq + b0
+    xpf, xp = _rows_with_slack(c_ * nph, plane, dy)
+    dyzf, dyz = _rows_with_slack(f_, dplane, dy)
+    dyv = dyz[:, s0 : s0 + pwide]  # dy on the forward grid, junk columns zero
+    ncx = min(NC, pwide) if need_dx and not unit else 0
+    dcol = np.empty((MR, ncx), dy.dtype)
+    dxp = np.empty((cg * nph if ncx else 0, plane), dy.dtype)
+    dxw = np.empty((cg if need_dx and unit else 0, pwx), dy.dtype)
+    bp = b_buffer(kbw, fg, dy)
+    tile = np.empty((MR, tile_cols(dy)), dy.dtype)
+    for n in range(lo, hi):
+        _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
+        _pad_phases(dy[n], a0, b0, 1, 1, dplane // wq, wq, dyz)
+        for g in range(groups):
+            # dw_g^T (+)= col_wide @ dy_wide^T
+            for k0 in range(0, pwide, kbw):
+                kc = min(kbw, pwide - k0)
+                pack_b(dyv.T, k0, kc, g * fg, fg, bp)
+                kernel_block_at(xpf, tab[g], k0, ck, kc, bp, fg, part_wt[g], 0, n > lo or k0 > 0, tile)
+            if not need_dx:
+                continue
+            if unit:
+                # dx_g on the grid = wc_g @ dycol, dycol's rows read in place
+                # from dy's planes; then cropped
+                for j0 in range(0, pwx, NC):
+                    nc = min(NC, pwx - j0)
+                    for k0 in range(0, fk, KC):
+                        kc = min(KC, fk - k0)
+                        kernel_block_bt(wcpk[g], a_offset(cg, k0), cg, kc, dyzf, xtab[g], k0, j0, nc, dxw, j0, k0 > 0, tile)
+                for c in range(cg):
+                    for i in range(h_):
+                        _copy_row(dx[n, g * cg + c, i], dxw[c, i * wq :], w_)
+                continue
+            # dx: dcol = w_g^T @ dy_wide, MR rows at a time, each row added
+            # at once (while in L1) into its phase plane at its shift; dcol's
+            # junk columns are zero.
+            dxp[:] = 0
+            for j0 in range(0, pwide, NC):
+                nc = min(NC, pwide - j0)
+                for ip in range(mpan):
+                    rows = min(MR, ck - ip * MR)
+                    for kbi in range(nkb):
+                        kc = min(KC, fg - kbi * KC)
+                        a_off = a_offset(ck, kbi * KC) + ip * MR * kc
+                        kernel_block_bt(wtpk[g], a_off, rows, kc, dyzf, dtab[g], kbi * KC, j0, nc, dcol, 0, kbi > 0, tile)
+                    for r in range(rows):
+                        row = ip * MR + r
+                        c = row // kk
+                        k = row - c * kk
+                        dst = dxp[c * nph + tpl[k], off[k] + j0 :]
+                        src = dcol[r]
+                        for q in range(nc):
+                            dst[q] += src[q]
+            _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dx[n, g * cg : (g + 1) * cg])
+        for f in range(f_):
+            part_b[f] += _dot_sum(dy[n, f].ravel(), p_)
+
+
 @links_gemm("kernel_block_at", "kernel_block_bt", "pack_a_rows_into", "pack_b")
 @jit(parallel=True)
 def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx):
@@ -299,20 +387,15 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     fg = f_ // groups
     kk = kh_ * kw_
     ck = cg * kk
-    p_ = oh_ * ow_
     nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
     mpan = (ck + MR - 1) // MR
     tab = _row_table(cg, groups, tpl, off, nph, plane, mpan * MR)
     a0, b0, dplane = _dy_plane(kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, h_, wq)
-    s0 = a0 * wq + b0  # dy on the forward grid starts here in its plane
     # dx: at stride 1 a GEMM over K = Fg*KK reading dy's planes in place (the
     # transposed convolution, _dy_plane), straight onto dx's grid; otherwise
     # dcol = w_g^T @ dy_wide (K = Fg) added tap by tap into the phase planes
     # (col2im). The unused operands are empty.
-    unit = sh == 1 and sw == 1
-    fk = fg * kk
-    pwx = (h_ - 1) * wq + w_ if unit else 0
-    if unit and need_dx:
+    if sh == 1 and sw == 1 and need_dx:
         xtab = _dx_taps(kh_, kw_, ph, pw, dh, dw, a0, b0, wq, fg, groups, dplane)
         wcpk = _pack_weights(_weights_by_channel(w, groups), groups, False)
         wtpk = np.empty((groups, 0), dy.dtype)
@@ -323,15 +406,14 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     dtab = np.empty((groups, fg), np.int64)  # rows of dy on the forward grid
     for g in range(groups):
         for fi in range(fg):
-            dtab[g, fi] = (g * fg + fi) * dplane + s0
-    nkb = (fg + KC - 1) // KC
+            dtab[g, fi] = (g * fg + fi) * dplane + a0 * wq + b0
     dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
     # Per-chunk partials, summed in chunk order at the end: race-free and
     # independent of the thread count. dw is summed transposed, dw_g^T =
     # col_wide @ dy_wide^T, so that the large operand (the im2col matrix) is
-    # the one read in place and only dy_wide (Fg rows) is packed.
-    # (not zeroed: each chunk's first product stores instead of adding; a
-    # serial memset of 4.7 MB for conv_deep, while the other threads wait)
+    # the one read in place and only dy_wide (Fg rows) is packed. Not zeroed:
+    # each chunk's first product stores (a serial memset of 4.7 MB for
+    # conv_deep, while the other threads waited).
     part_wt = np.empty((nchunks, groups, ck, fg), dy.dtype)
     part_b = np.zeros((nchunks, f_), dy.dtype)
     # K (the grid positions) of dw in near-equal blocks: a short last block
@@ -339,62 +421,9 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     nkw = (pwide + KC - 1) // KC
     kbw = (pwide + nkw - 1) // nkw
     for t in prange(nchunks):
-        xpf, xp = _rows_with_slack(c_ * nph, plane, dy)
-        dyzf, dyz = _rows_with_slack(f_, dplane, dy)
-        dyv = dyz[:, s0 : s0 + pwide]  # dy on the forward grid, junk columns zero
-        ncx = min(NC, pwide) if need_dx and not unit else 0
-        dcol = np.empty((MR, ncx), dy.dtype)
-        dxp = np.empty((cg * nph if ncx else 0, plane), dy.dtype)
-        dxw = np.empty((cg if need_dx and unit else 0, pwx), dy.dtype)
-        bp = b_buffer(kbw, fg, dy)
-        tile = np.empty((MR, tile_cols(dy)), dy.dtype)
-        n_lo = _chunk_start(n_, nchunks, t)
-        for n in range(n_lo, _chunk_start(n_, nchunks, t + 1)):
-            _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
-            _pad_phases(dy[n], a0, b0, 1, 1, dplane // wq, wq, dyz)
-            for g in range(groups):
-                # dw_g^T += col_wide @ dy_wide^T
-                for k0 in range(0, pwide, kbw):
-                    kc = min(kbw, pwide - k0)
-                    pack_b(dyv.T, k0, kc, g * fg, fg, bp)
-                    kernel_block_at(xpf, tab[g], k0, ck, kc, bp, fg, part_wt[t, g], 0, n > n_lo or k0 > 0, tile)
-                if not need_dx:
-                    continue
-                if unit:
-                    # dx_g on the grid = w_by_channel_g @ dycol, dycol's rows
-                    # read in place from dy's planes; then cropped
-                    for j0 in range(0, pwx, NC):
-                        nc = min(NC, pwx - j0)
-                        for k0 in range(0, fk, KC):
-                            kc = min(KC, fk - k0)
-                            kernel_block_bt(wcpk[g], a_offset(cg, k0), cg, kc, dyzf, xtab[g], k0, j0, nc, dxw, j0, k0 > 0, tile)
-                    for c in range(cg):
-                        for i in range(h_):
-                            _copy_row(dx[n, g * cg + c, i], dxw[c, i * wq :], w_)
-                    continue
-                # dx: dcol = w_g^T @ dy_wide, MR rows at a time, each row
-                # added at once (while in L1) into its phase plane at its
-                # shift; dcol's junk columns are zero.
-                dxp[:] = 0
-                for j0 in range(0, pwide, NC):
-                    nc = min(NC, pwide - j0)
-                    for ip in range(mpan):
-                        rows = min(MR, ck - ip * MR)
-                        for kbi in range(nkb):
-                            kc = min(KC, fg - kbi * KC)
-                            a_off = a_offset(ck, kbi * KC) + ip * MR * kc
-                            kernel_block_bt(wtpk[g], a_off, rows, kc, dyzf, dtab[g], kbi * KC, j0, nc, dcol, 0, kbi > 0, tile)
-                        for r in range(rows):
-                            row = ip * MR + r
-                            c = row // kk
-                            k = row - c * kk
-                            dst = dxp[c * nph + tpl[k], off[k] + j0 :]
-                            src = dcol[r]
-                            for q in range(nc):
-                                dst[q] += src[q]
-                _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dx[n, g * cg : (g + 1) * cg])
-            for f in range(f_):
-                part_b[t, f] += _dot_sum(dy[n, f].ravel(), p_)
+        _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, dx, part_wt[t], part_b[t],
+                                      _chunk_start(n_, nchunks, t), _chunk_start(n_, nchunks, t + 1), sh, sw, ph, pw,
+                                      groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx)
     db = np.empty(f_, dy.dtype)
     for f in range(f_):
         s = part_b[0, f]
