@@ -260,6 +260,20 @@ def _weights_by_channel(w, groups):
 
 @links_gemm("kernel_block_bt")
 @jit()
+def _product_on_grid(apk, m_, k_, b, btab, ncols, c, tile):
+    """``c[:, :ncols] = A @ B`` in NC x KC blocks: A (``m_`` x ``k_``) packed
+    by :func:`_pack_weights`, B's row ``k`` read in place at ``b[btab[k]:]``
+    (a run of a plane). The forward pass (A the weights, B the im2col rows)
+    and stride 1's dx (A the weights by channel, B the transposed taps)."""
+    for j0 in range(0, ncols, NC):
+        nc = min(NC, ncols - j0)
+        for k0 in range(0, k_, KC):
+            kc = min(KC, k_ - k0)
+            kernel_block_bt(apk, a_offset(m_, k0), m_, kc, b, btab, k0, j0, nc, c, j0, k0 > 0, tile)
+
+
+@links_gemm("kernel_block_bt")
+@jit()
 def _conv2d_forward_gemm_samples(x, b, wpk, tab, y, lo, hi, sh, sw, ph, pw, groups, ck, nph, hq, wq, plane, pwide):
     """Samples ``lo .. hi - 1`` of :func:`_conv2d_forward_gemm` (one task of
     its parallel loop)."""
@@ -273,11 +287,7 @@ def _conv2d_forward_gemm_samples(x, b, wpk, tab, y, lo, hi, sh, sw, ph, pw, grou
         _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
         for g in range(groups):
             # y_wide = w_g @ col_wide, col_wide's rows read in place
-            for j0 in range(0, pwide, NC):
-                nc = min(NC, pwide - j0)
-                for k0 in range(0, ck, KC):
-                    kc = min(KC, ck - k0)
-                    kernel_block_bt(wpk[g], a_offset(fg, k0), fg, kc, xpf, tab[g], k0, j0, nc, yw, j0, k0 > 0, tile)
+            _product_on_grid(wpk[g], fg, ck, xpf, tab[g], pwide, yw, tile)
             for fi in range(fg):
                 f = g * fg + fi
                 bv = b[f]
@@ -348,11 +358,7 @@ def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, 
             if unit:
                 # dx_g on the grid = wc_g @ dycol, dycol's rows read in place
                 # from dy's planes; then cropped
-                for j0 in range(0, pwx, NC):
-                    nc = min(NC, pwx - j0)
-                    for k0 in range(0, fk, KC):
-                        kc = min(KC, fk - k0)
-                        kernel_block_bt(wcpk[g], a_offset(cg, k0), cg, kc, dyzf, xtab[g], k0, j0, nc, dxw, j0, k0 > 0, tile)
+                _product_on_grid(wcpk[g], cg, fk, dyzf, xtab[g], pwx, dxw, tile)
                 for c in range(cg):
                     for i in range(h_):
                         _copy_row(dx[n, g * cg + c, i], dxw[c, i * wq :], w_)
