@@ -318,10 +318,11 @@ def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchu
 @links_gemm("kernel_block_at", "kernel_block_bt", "pack_b")
 @jit()
 def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, dx, part_wt, part_b, lo, hi,
-                                  sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx):
+                                  sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx, unit):
     """Samples ``lo .. hi - 1`` of :func:`_conv2d_backward_gemm` into one
     chunk's partials ``part_wt`` (groups, CK, Fg; its first product stores,
-    the others add) and ``part_b`` (F,) (one task of its parallel loop)."""
+    the others add) and ``part_b`` (F,) (one task of its parallel loop);
+    ``unit``: dx as the transposed convolution (stride 1 only)."""
     f_, oh_, ow_ = dy.shape[1], dy.shape[2], dy.shape[3]
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     cg = c_ // groups
@@ -332,7 +333,6 @@ def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, 
     mpan = (ck + MR - 1) // MR
     nkb = (fg + KC - 1) // KC
     fk = fg * kk
-    unit = sh == 1 and sw == 1
     pwx = (h_ - 1) * wq + w_ if unit else 0
     s0 = a0 * wq + b0
     xpf, xp = _rows_with_slack(c_ * nph, plane, dy)
@@ -390,7 +390,7 @@ def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, 
 
 @links_gemm("kernel_block_at", "kernel_block_bt", "pack_a_rows_into", "pack_b")
 @jit(parallel=True)
-def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx):
+def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx, transposed_dx):
     n_, f_, oh_, ow_ = dy.shape
     _, c_, h_, w_ = x.shape
     _, cg, kh_, kw_ = w.shape
@@ -401,11 +401,14 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     mpan = (ck + MR - 1) // MR
     tab = _row_table(cg, groups, tpl, off, nph, plane, mpan * MR)
     a0, b0, dplane = _dy_plane(kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, h_, wq)
-    # dx: at stride 1 a GEMM over K = Fg*KK reading dy's planes in place (the
-    # transposed convolution, _dy_plane), straight onto dx's grid; otherwise
-    # dcol = w_g^T @ dy_wide (K = Fg) added tap by tap into the phase planes
-    # (col2im). The unused operands are empty.
-    if sh == 1 and sw == 1 and need_dx:
+    # dx: at stride 1, where the wrapper chose it (enough input channels to
+    # fill the micro-kernel's rows: conv._transposed_dx), a GEMM over K =
+    # Fg*KK reading dy's planes in place (the transposed convolution,
+    # _dy_plane), straight onto dx's grid; otherwise dcol = w_g^T @ dy_wide
+    # (K = Fg) added tap by tap into the phase planes (col2im). The unused
+    # operands are empty.
+    unit = transposed_dx and sh == 1 and sw == 1
+    if unit and need_dx:
         xtab = _dx_taps(kh_, kw_, ph, pw, dh, dw, a0, b0, wq, fg, groups, dplane)
         wcpk = _pack_weights(_weights_by_channel(w, groups), groups, False)
         wtpk = np.empty((groups, 0), dy.dtype)
@@ -433,7 +436,7 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     for t in prange(nchunks):
         _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, dx, part_wt[t], part_b[t],
                                       _chunk_start(n_, nchunks, t), _chunk_start(n_, nchunks, t + 1), sh, sw, ph, pw,
-                                      groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx)
+                                      groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx, unit)
     db = np.empty(f_, dy.dtype)
     for f in range(f_):
         s = part_b[0, f]
