@@ -88,9 +88,12 @@ def _pad_phases(xn, ph, pw, sh, sw, hq, wq, out):
     ``sh*sw`` stride phases: ``out[c*sh*sw + a*sw + b, u*wq + v] =
     x_pad[c, u*sh + a, v*sw + b]``, zero in the padding and beyond its edge.
     With stride 1 this is just the padded, flattened planes, their rows
-    sharing their padding (:func:`_phase_grid`)."""
+    sharing their padding (:func:`_phase_grid`). Writes the values only:
+    ``out`` must be zero elsewhere, as a buffer from :func:`_rows_with_slack`
+    is, and stays so from sample to sample (same geometry, same positions
+    written), which spares a memset of the planes per sample (conv_deep's x
+    and dy planes: 320 KB a sample)."""
     c_, h_, w_ = xn.shape
-    out[:] = 0
     # The valid ranges depend on the phase only: worked out once per phase
     # (a floor division per row cost as much as the copy itself).
     for bb in range(sw):
