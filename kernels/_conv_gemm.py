@@ -9,11 +9,23 @@ is a contiguous run of one phase plane (Pw = (OH - 1)*Wq + OW long). The GEMM
 (:mod:`numbanet.kernels._gemm`, numbanet's register-blocked product with a
 micro-kernel per ISA family, through the external symbols of
 :mod:`._gemm_ext`) reads those runs in place (``kernel_block_bt`` /
-``kernel_block_at``): no im2col buffer, no packing of the large operand, and
-col2im is one contiguous add per row. The Wq - OW junk columns per output row
-cost (Wq - OW) / Wq extra work and are cropped (forward) or zero (dy on the
-grid, backward). With stride 1 there is one phase: the padded planes
-themselves.
+``kernel_block_at``): no im2col buffer, no packing of the large operand. The
+Wq - OW junk columns per output row cost (Wq - OW) / Wq extra work and are
+cropped (forward) or zero (dy on the grid, backward). With stride 1 there is
+one phase, the padded planes themselves, whose rows share their padding
+(Wq = W + pw, :func:`_phase_grid`).
+
+The three products: forward ``y_g = w_g @ col`` (M = Fg, K = Cg*KH*KW);
+``dw_g^T += col @ dy_g^T`` per sample (K = the grid positions); and dx. At
+stride 1, dx is the transposed convolution, one more product of the forward
+kind, ``dx_g = wc_g @ dycol`` (M = Cg, K = Fg*KH*KW) whose rows are runs of
+dy's zero-margined planes (:func:`_dy_plane`), straight onto dx's grid. At
+other strides ``dcol = w_g^T @ dy_g`` (K = Fg) is added row by row into the
+phase planes (col2im), then unpadded. The stride-1 form does the same
+multiply-adds with a longer K (128 filters: 1152 instead of 128, so fewer
+loads and stores of C per multiply-add) and no col2im pass: conv_deep's dx
+went from 37 to 32 ms, conv_mid's from about 100 to 65 ms (1 thread, process
+CPU, shared Zen 3).
 
 The GEMM runs serially inside each batch-chunk task, with the weights packed
 once per call; the extra memory is one sample's phase planes and small
@@ -75,9 +87,13 @@ def _pad_phases(xn, ph, pw, sh, sw, hq, wq, out):
     """The zero-padded planes of one sample ``xn`` (C, H, W) split into their
     ``sh*sw`` stride phases: ``out[c*sh*sw + a*sw + b, u*wq + v] =
     x_pad[c, u*sh + a, v*sw + b]``, zero in the padding and beyond its edge.
-    With stride 1 this is just the padded, flattened planes."""
+    With stride 1 this is just the padded, flattened planes, their rows
+    sharing their padding (:func:`_phase_grid`). Writes the values only:
+    ``out`` must be zero elsewhere, as a buffer from :func:`_rows_with_slack`
+    is, and stays so from sample to sample (same geometry, same positions
+    written), which spares a memset of the planes per sample (conv_deep's x
+    and dy planes: 320 KB a sample)."""
     c_, h_, w_ = xn.shape
-    out[:] = 0
     # The valid ranges depend on the phase only: worked out once per phase
     # (a floor division per row cost as much as the copy itself).
     for bb in range(sw):
@@ -124,11 +140,28 @@ def _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dxn):
 def _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_):
     """The phase grid of a geometry: phases ``sh*sw``, phase plane ``hq x wq``
     (flattened, ``plane`` long), grid length ``pwide = (OH - 1)*wq + OW`` and
-    every tap's phase and offset (:func:`_phase_taps`)."""
+    every tap's phase and offset (:func:`_phase_taps`).
+
+    With column stride 1 the rows share their padding: row ``u`` holds its
+    ``pw`` left zeros and its W values at ``u*wq .. u*wq + pw + W``, and the
+    next row's left zeros serve as its right padding, so ``wq = W + pw``
+    instead of ``W + 2pw`` (at least OW, so that an output row fits in a grid
+    row; ``pw`` more zeros after the last row end the plane). A tap reading
+    right of the row, ``x_pad[u, pw + W + e]`` with ``e < pw``, lands on
+    ``u*wq + pw + W + e = (u + 1)*wq + e``: a left zero of the next row. Each
+    grid row then has ``wq - OW = KW - 1 - pw`` junk columns (3x3, pad 1: one
+    instead of two; pad 2: none), junk the three products compute and drop
+    (16x16 planes: 271 grid positions for 256 outputs instead of 286; 8x8:
+    71 instead of 78)."""
     hq = (h_ + 2 * ph + sh - 1) // sh
-    wq = (w_ + 2 * pw + sw - 1) // sw
+    if sw == 1:
+        wq = max(w_ + pw, ow_)
+        plane = hq * wq + pw
+    else:
+        wq = (w_ + 2 * pw + sw - 1) // sw
+        plane = hq * wq
     tpl, off = _phase_taps(kh_, kw_, sh, sw, dh, dw, wq)
-    return sh * sw, hq, wq, hq * wq, (oh_ - 1) * wq + ow_, tpl, off
+    return sh * sw, hq, wq, plane, (oh_ - 1) * wq + ow_, tpl, off
 
 
 @jit()
@@ -156,6 +189,92 @@ def _row_table(cg, groups, tpl, off, nph, plane, rows_per_group):
     return tab
 
 
+#: Rows of dw^T per task when the backward pass sums its partials: enough
+#: work per task to hide the task's start (32 rows of 128 filters, 8 chunks:
+#: 32K adds), small enough that conv_deep's 1152 rows make 36 tasks. Not
+#: measured against other values; any value gives the same bits (each row is
+#: summed in chunk order by one task). Kept beside the kernel it sizes.
+_SUM_ROWS = 32
+
+
+@jit()
+def _chunk_start(n_, nchunks, t):
+    """First sample of batch chunk ``t``: the chunks differ by at most one
+    sample (100 samples in 8 chunks: 12 or 13 each, 50 per thread at 2
+    threads; ceil-sized chunks gave 13 x 7 + 9, 52 against 48)."""
+    return np.int64(t) * n_ // nchunks  # prange's index may be unsigned
+
+
+@jit()
+def _dy_plane(kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, h_, wq):
+    """Where the backward pass puts each sample's dy: on zero planes of the
+    grid's width ``wq``, dy[f, r, s] at ``(a0 + r)*wq + b0 + s``. Returns
+    ``(a0, b0, plane)``.
+
+    At stride 1 the zero margins (``a0`` rows above, ``b0`` columns left,
+    rows below, and the next row's left zeros on the right, as in
+    :func:`_phase_grid`) are those of the transposed convolution: dx_pad[u, v]
+    = sum_{f,i,j} w[f, c, i, j] * dy[u - i*dh, v - j*dw], so dx at (y, z) on a
+    grid of width ``wq`` reads tap (f, i, j) at the fixed shift ``(ph - i*dh +
+    a0)*wq + pw - j*dw + b0`` (:func:`_dx_taps`), zero wherever dy has no
+    value: dx is a GEMM with K = Fg*KH*KW reading dy's plane in place, like
+    the forward pass. Otherwise ``a0 = b0 = 0``. Either way the run of
+    ``pwide`` from ``a0*wq + b0`` is dy on the forward grid, junk columns
+    zero (``b0 + OW <= wq``), which dw reads."""
+    if sh == 1 and sw == 1:
+        a0 = max(0, (kh_ - 1) * dh - ph)
+        b0 = max(0, (kw_ - 1) * dw - pw)
+        return a0, b0, (a0 + max(oh_, h_ + ph) + 1) * wq
+    return 0, 0, (oh_ + 1) * wq
+
+
+@jit()
+def _dx_taps(kh_, kw_, ph, pw, dh, dw, a0, b0, wq, fg, groups, dplane):
+    """Row table of stride 1's dx GEMM: row ``fi*KK + t`` of group ``g``'s
+    K (filter ``g*Fg + fi``, tap ``t = i*KW + j``) starts at
+    ``(g*Fg + fi)*dplane + (ph - i*dh + a0)*wq + pw - j*dw + b0`` of the flat
+    dy planes (:func:`_dy_plane`)."""
+    kk = kh_ * kw_
+    tab = np.empty((groups, fg * kk), np.int64)
+    for g in range(groups):
+        for fi in range(fg):
+            for i in range(kh_):
+                for j in range(kw_):
+                    tab[g, fi * kk + i * kw_ + j] = (g * fg + fi) * dplane + (ph - i * dh + a0) * wq + pw - j * dw + b0
+    return tab
+
+
+@jit()
+def _weights_by_channel(w, groups):
+    """``wc[c, fi*KK + t] = w[g*Fg + fi, c - g*Cg, t]`` with ``g = c // Cg``:
+    the weights input channel ``c`` sees, the A operand of stride 1's dx."""
+    f_, cg, kh_, kw_ = w.shape
+    fg = f_ // groups
+    kk = kh_ * kw_
+    wr = w.reshape(f_, cg, kk)
+    wc = np.empty((cg * groups, fg * kk), w.dtype)
+    for c in range(cg * groups):
+        g = c // cg
+        for fi in range(fg):
+            for k in range(kk):
+                wc[c, fi * kk + k] = wr[g * fg + fi, c - g * cg, k]
+    return wc
+
+
+@links_gemm("kernel_block_bt")
+@jit()
+def _product_on_grid(apk, m_, k_, b, btab, ncols, c, tile):
+    """``c[:, :ncols] = A @ B`` in NC x KC blocks: A (``m_`` x ``k_``) packed
+    by :func:`_pack_weights`, B's row ``k`` read in place at ``b[btab[k]:]``
+    (a run of a plane). The forward pass (A the weights, B the im2col rows)
+    and stride 1's dx (A the weights by channel, B the transposed taps)."""
+    for j0 in range(0, ncols, NC):
+        nc = min(NC, ncols - j0)
+        for k0 in range(0, k_, KC):
+            kc = min(KC, k_ - k0)
+            kernel_block_bt(apk, a_offset(m_, k0), m_, kc, b, btab, k0, j0, nc, c, j0, k0 > 0, tile)
+
+
 @links_gemm("kernel_block_bt")
 @jit(external=True)
 def _conv2d_forward_gemm_samples(x, b, wpk, tab, y, lo, hi, sh, sw, ph, pw, groups, ck, nph, hq, wq, plane, pwide):
@@ -172,11 +291,7 @@ def _conv2d_forward_gemm_samples(x, b, wpk, tab, y, lo, hi, sh, sw, ph, pw, grou
         _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
         for g in range(groups):
             # y_wide = w_g @ col_wide, col_wide's rows read in place
-            for j0 in range(0, pwide, NC):
-                nc = min(NC, pwide - j0)
-                for k0 in range(0, ck, KC):
-                    kc = min(KC, ck - k0)
-                    kernel_block_bt(wpk[g], a_offset(fg, k0), fg, kc, xpf, tab[g], k0, j0, nc, yw, j0, k0 > 0, tile)
+            _product_on_grid(wpk[g], fg, ck, xpf, tab[g], pwide, yw, tile)
             for fi in range(fg):
                 f = g * fg + fi
                 bv = b[f]
@@ -187,7 +302,7 @@ def _conv2d_forward_gemm_samples(x, b, wpk, tab, y, lo, hi, sh, sw, ph, pw, grou
                         dst[q] = src[q] + bv
 
 
-@links_gemm("pack_a_rows_into")
+@links_gemm("kernel_block_bt", "pack_a_rows_into")
 @jit(parallel=True)
 def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
     n_, c_, h_, w_ = x.shape
@@ -198,23 +313,23 @@ def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchu
     w2 = w.reshape(f_, ck)
     wpk = _pack_weights(w2, groups, np.bool_(False))
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
-    chunk = (n_ + nchunks - 1) // nchunks
     for t in prange(nchunks):
-        lo = np.int64(t) * chunk
-        _conv2d_forward_gemm_samples(x, b, wpk, tab, y, lo, min(n_, lo + chunk), sh, sw, ph, pw, groups, ck,
-                                     nph, hq, wq, plane, pwide)
+        _conv2d_forward_gemm_samples(x, b, wpk, tab, y, _chunk_start(n_, nchunks, t), _chunk_start(n_, nchunks, t + 1),
+                                     sh, sw, ph, pw, groups, ck, nph, hq, wq, plane, pwide)
     return y
 
 
 @links_gemm("kernel_block_at", "kernel_block_bt", "pack_b")
 @jit(external=True)
-def _conv2d_backward_gemm_samples(dy, x, wtpk, tab, dtab, tpl, off, dx, part_wt, part_b, lo, hi,
-                                  sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide, kbw, need_dx):
+def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, dx, part_wt, part_b, lo, hi,
+                                  sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx, unit):
     """Samples ``lo .. hi - 1`` of :func:`_conv2d_backward_gemm` into one
-    chunk's partials ``part_wt`` (groups, CK, Fg) and ``part_b`` (F,) (one
-    task of its parallel loop; an external symbol, see ``_extcall``)."""
+    chunk's partials ``part_wt`` (groups, CK, Fg; its first product stores,
+    the others add) and ``part_b`` (F,) (one task of its parallel loop; an
+    external symbol, see ``_extcall``); ``unit``: dx as the transposed
+    convolution (stride 1 only)."""
     f_, oh_, ow_ = dy.shape[1], dy.shape[2], dy.shape[3]
-    c_ = x.shape[1]
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     cg = c_ // groups
     fg = f_ // groups
     ck = part_wt.shape[1]
@@ -222,28 +337,40 @@ def _conv2d_backward_gemm_samples(dy, x, wtpk, tab, dtab, tpl, off, dx, part_wt,
     p_ = oh_ * ow_
     mpan = (ck + MR - 1) // MR
     nkb = (fg + KC - 1) // KC
+    fk = fg * kk
+    pwx = (h_ - 1) * wq + w_ if unit else 0
+    s0 = a0 * wq + b0
     xpf, xp = _rows_with_slack(c_ * nph, plane, dy)
-    dywf, dyw = _rows_with_slack(fg, pwide, dy)  # junk columns stay zero
-    dcol = np.empty((MR, min(NC, pwide)), dy.dtype)
-    dxp = np.empty((cg * nph if need_dx else 0, plane), dy.dtype)
+    dyzf, dyz = _rows_with_slack(f_, dplane, dy)
+    dyv = dyz[:, s0 : s0 + pwide]  # dy on the forward grid, junk columns zero
+    ncx = min(NC, pwide) if need_dx and not unit else 0
+    dcol = np.empty((MR, ncx), dy.dtype)
+    dxp = np.empty((cg * nph if ncx else 0, plane), dy.dtype)
+    dxw = np.empty((cg if need_dx and unit else 0, pwx), dy.dtype)
     bp = b_buffer(kbw, fg, dy)
     tile = np.empty((MR, tile_cols(dy)), dy.dtype)
     for n in range(lo, hi):
         _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
+        _pad_phases(dy[n], a0, b0, 1, 1, dplane // wq, wq, dyz)
         for g in range(groups):
-            for fi in range(fg):
-                for i in range(oh_):
-                    _copy_row(dyw[fi, i * wq :], dy[n, g * fg + fi, i], ow_)
-            # dw_g^T += col_wide @ dy_wide^T
+            # dw_g^T (+)= col_wide @ dy_wide^T
             for k0 in range(0, pwide, kbw):
                 kc = min(kbw, pwide - k0)
-                pack_b(dyw.T, k0, kc, 0, fg, bp)
-                kernel_block_at(xpf, tab[g], k0, ck, kc, bp, fg, part_wt[g], 0, True, tile)
+                pack_b(dyv.T, k0, kc, g * fg, fg, bp)
+                kernel_block_at(xpf, tab[g], k0, ck, kc, bp, fg, part_wt[g], 0, n > lo or k0 > 0, tile)
             if not need_dx:
                 continue
-            # dx: dcol = w_g^T @ dy_wide, MR rows at a time, each row
-            # added at once (while in L1) into its phase plane at its
-            # shift; dcol's junk columns are zero.
+            if unit:
+                # dx_g on the grid = wc_g @ dycol, dycol's rows read in place
+                # from dy's planes; then cropped
+                _product_on_grid(wcpk[g], cg, fk, dyzf, xtab[g], pwx, dxw, tile)
+                for c in range(cg):
+                    for i in range(h_):
+                        _copy_row(dx[n, g * cg + c, i], dxw[c, i * wq :], w_)
+                continue
+            # dx: dcol = w_g^T @ dy_wide, MR rows at a time, each row added
+            # at once (while in L1) into its phase plane at its shift; dcol's
+            # junk columns are zero.
             dxp[:] = 0
             for j0 in range(0, pwide, NC):
                 nc = min(NC, pwide - j0)
@@ -252,7 +379,7 @@ def _conv2d_backward_gemm_samples(dy, x, wtpk, tab, dtab, tpl, off, dx, part_wt,
                     for kbi in range(nkb):
                         kc = min(KC, fg - kbi * KC)
                         a_off = a_offset(ck, kbi * KC) + ip * MR * kc
-                        kernel_block_bt(wtpk[g], a_off, rows, kc, dywf, dtab, kbi * KC, j0, nc, dcol, 0, kbi > 0, tile)
+                        kernel_block_bt(wtpk[g], a_off, rows, kc, dyzf, dtab[g], kbi * KC, j0, nc, dcol, 0, kbi > 0, tile)
                     for r in range(rows):
                         row = ip * MR + r
                         c = row // kk
@@ -266,9 +393,9 @@ def _conv2d_backward_gemm_samples(dy, x, wtpk, tab, dtab, tpl, off, dx, part_wt,
             part_b[f] += _dot_sum(dy[n, f].ravel(), p_)
 
 
-@links_gemm("pack_a_rows_into")
+@links_gemm("kernel_block_at", "kernel_block_bt", "pack_a_rows_into", "pack_b")
 @jit(parallel=True)
-def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx):
+def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx, transposed_dx):
     n_, f_, oh_, ow_ = dy.shape
     _, c_, h_, w_ = x.shape
     _, cg, kh_, kw_ = w.shape
@@ -278,48 +405,67 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
     mpan = (ck + MR - 1) // MR
     tab = _row_table(cg, groups, tpl, off, nph, plane, mpan * MR)
-    dtab = np.empty(fg, np.int64)  # rows of dy_wide
-    for fi in range(fg):
-        dtab[fi] = fi * pwide
-    w2 = w.reshape(f_, ck)
-    wtpk = _pack_weights(w2, groups, np.bool_(True))
+    a0, b0, dplane = _dy_plane(kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, h_, wq)
+    # dx: at stride 1, where the wrapper chose it (enough input channels to
+    # fill the micro-kernel's rows: conv._transposed_dx), a GEMM over K =
+    # Fg*KK reading dy's planes in place (the transposed convolution,
+    # _dy_plane), straight onto dx's grid; otherwise dcol = w_g^T @ dy_wide
+    # (K = Fg) added tap by tap into the phase planes (col2im). The unused
+    # operands are empty.
+    unit = transposed_dx and sh == 1 and sw == 1
+    if unit and need_dx:
+        xtab = _dx_taps(kh_, kw_, ph, pw, dh, dw, a0, b0, wq, fg, groups, dplane)
+        wcpk = _pack_weights(_weights_by_channel(w, groups), groups, np.bool_(False))
+        wtpk = np.empty((groups, 0), dy.dtype)
+    else:
+        xtab = np.empty((groups, 0), np.int64)
+        wcpk = np.empty((groups, 0), dy.dtype)
+        wtpk = _pack_weights(w.reshape(f_, ck), groups, np.bool_(True)) if need_dx else np.empty((groups, 0), dy.dtype)
+    dtab = np.empty((groups, fg), np.int64)  # rows of dy on the forward grid
+    for g in range(groups):
+        for fi in range(fg):
+            dtab[g, fi] = (g * fg + fi) * dplane + a0 * wq + b0
     dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
     # Per-chunk partials, summed in chunk order at the end: race-free and
     # independent of the thread count. dw is summed transposed, dw_g^T =
     # col_wide @ dy_wide^T, so that the large operand (the im2col matrix) is
-    # the one read in place and only dy_wide (Fg rows) is packed.
-    part_wt = np.zeros((nchunks, groups, ck, fg), dy.dtype)
+    # the one read in place and only dy_wide (Fg rows) is packed. Not zeroed:
+    # each chunk's first product stores (a serial memset of 4.7 MB for
+    # conv_deep, while the other threads waited).
+    part_wt = np.empty((nchunks, groups, ck, fg), dy.dtype)
     part_b = np.zeros((nchunks, f_), dy.dtype)
-    chunk = (n_ + nchunks - 1) // nchunks
     # K (the grid positions) of dw in near-equal blocks: a short last block
     # costs a full pass of C loads and stores for little work.
     nkw = (pwide + KC - 1) // KC
     kbw = (pwide + nkw - 1) // nkw
     for t in prange(nchunks):
-        lo = np.int64(t) * chunk
-        _conv2d_backward_gemm_samples(dy, x, wtpk, tab, dtab, tpl, off, dx, part_wt[t], part_b[t], lo,
-                                      min(n_, lo + chunk), sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide,
-                                      kbw, need_dx)
-    # chunk order, in the transposed layout (contiguous adds), then transposed
-    # once. Loops, not `total += part_wt[k]`: an array expression in a
-    # parallel kernel compiles as a function of its own (see _config.jit).
-    total = part_wt[0].copy()
-    db = part_b[0].copy()
-    flat = total.reshape(total.size)
-    for k in range(1, nchunks):
-        part = part_wt[k].reshape(total.size)
-        for i in range(flat.size):
-            flat[i] += part[i]
-        for f in range(f_):
-            db[f] += part_b[k, f]
+        _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, dx, part_wt[t], part_b[t],
+                                      _chunk_start(n_, nchunks, t), _chunk_start(n_, nchunks, t + 1), sh, sw, ph, pw,
+                                      groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx, unit)
+    db = np.empty(f_, dy.dtype)
+    for f in range(f_):
+        s = part_b[0, f]
+        for k in range(1, nchunks):
+            s += part_b[k, f]
+        db[f] = s
+    # dw: the partials summed in chunk order (contiguous adds of dw^T's rows)
+    # and transposed, blocks of rows of dw^T in parallel: serial, this tail
+    # took 1-1.5 ms of conv_deep's 30 ms backward at 2 threads while the
+    # other thread waited. Each block writes its own columns of dw.
     dw2 = np.empty((f_, ck), dy.dtype)
-    for g in range(groups):
-        # a loop, not dw2[rows] = total[g].T: in a parallel kernel that slice
-        # assignment is a parallel loop of its own, one more gufunc to compile
-        # (see _config.jit)
-        tg = total[g]
-        for fi in range(fg):
-            row = dw2[g * fg + fi]
-            for r in range(ck):
-                row[r] = tg[r, fi]
+    nrt = groups * ck
+    for rb in prange((nrt + _SUM_ROWS - 1) // _SUM_ROWS):
+        acc = np.empty(fg, dy.dtype)
+        for rr in range(rb * _SUM_ROWS, min(nrt, (rb + 1) * _SUM_ROWS)):
+            g = rr // ck
+            r = rr - g * ck
+            first = part_wt[0, g, r]
+            for fi in range(fg):
+                acc[fi] = first[fi]
+            for k in range(1, nchunks):
+                part = part_wt[k, g, r]
+                for fi in range(fg):
+                    acc[fi] += part[fi]
+            for fi in range(fg):
+                dw2[g * fg + fi, r] = acc[fi]
     return dx, dw2.reshape(w.shape), db

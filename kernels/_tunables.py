@@ -31,7 +31,7 @@ the thread count, for that reason).
 from __future__ import annotations
 
 __all__ = [
-    "DIRECT_MAX_CG", "GEMM_MIN_FG", "BACKWARD_GEMM_MIN_TAPS", "CONV_CHUNKS", "CONV_DIRECT_CHUNKS",
+    "DIRECT_MAX_CG", "GEMM_MIN_FG", "BACKWARD_GEMM_MIN_TAPS", "DX_TRANSPOSED_MIN_CG", "CONV_CHUNKS", "CONV_DIRECT_CHUNKS",
     "CONV_PARALLEL_MIN_MACS", "POOL_PARALLEL_MIN",
     "CHUNK", "PARALLEL_MIN", "AFFINE_PARALLEL_MIN_MACS",
     "LOSS_PARALLEL_MIN", "LOSS_BACKWARD_PARALLEL_MIN", "BATCHNORM_PARALLEL_MIN",
@@ -67,6 +67,21 @@ GEMM_MIN_FG = 8
 #: the backward pass stays direct below this many taps, or below the second
 #: figure with fewer output positions than the third.
 BACKWARD_GEMM_MIN_TAPS = 16, 64, 256
+
+#: Input channels per group from which the GEMM strategy's stride-1 dx is
+#: the transposed convolution, one product with Cg rows and K = Fg*KH*KW
+#: (kernels/_conv_gemm.py), instead of Cg*KH*KW rows with K = Fg plus the
+#: col2im adds. Its rows come in micro-kernel panels of MR (6 with the AVX2
+#: tile): with few channels the panels run mostly empty (Cg = 1: 1 of 6
+#: rows; conv_mnist's backward took 2.3x as long, shared Zen 3). Measured
+#: the transposed form ahead at Cg = 16 (the book's DeepConvNet 16 -> 16 on
+#: 28x28, float64: dx 10.6 against 13.6 ms with the adds, 1 thread, thread
+#: CPU of the two kernels' phases timed apart, runs minutes apart) and above
+#: (conv_deep 128: 29 against 40 ms; conv_mid 64: 57 against 77 ms); the
+#: crossover between 3 and 16 channels is not measured.
+#: Re-measure: ``python -m numbanet.bench.conv_strategies`` with this value
+#: set to 1 and to a large number (read per call by kernels/conv.py).
+DX_TRANSPOSED_MIN_CG = 12
 
 # --- convolution: how the batch is split ------------------------------------------
 

@@ -96,6 +96,15 @@ def _use_direct(cg, fg, sh, sw, taps=None, positions=None):
     return taps < few or (taps < some and positions < plane)
 
 
+def _transposed_dx(cg):
+    """Whether the GEMM strategy's stride-1 dx is the transposed convolution
+    (a product with Cg rows, :mod:`._conv_gemm`) rather than col2im (Cg*KH*KW
+    rows): from ``DX_TRANSPOSED_MIN_CG`` input channels per group
+    (:mod:`._tunables`), below which the micro-kernel's rows run mostly
+    empty."""
+    return cg >= T.DX_TRANSPOSED_MIN_CG
+
+
 def _block_samples(n, plane, blocks):
     """Samples per block of the wide grid: enough to make each long loop a few
     thousand elements (small images gain most: an 8x8 image alone gives
@@ -241,7 +250,7 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, dilation=1, groups=1, *, need_dx=
         kernel, args = _conv2d_backward_direct, (dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, spb)
     else:
         nchunks = min(n, T.CONV_CHUNKS)
-        kernel, args = _conv2d_backward_gemm, (dy, x, w, *hp, nchunks, need_dx)
+        kernel, args = _conv2d_backward_gemm, (dy, x, w, *hp, nchunks, need_dx, _transposed_dx(cg))
     if _serial(nchunks, macs):
         dx, dw_, db = on_calling_thread(kernel, *args)
     else:

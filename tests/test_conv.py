@@ -88,6 +88,30 @@ def test_conv_gemm_blocking_edges(K, R, close, rng, dtype, xs, ws, stride, pad):
             close(got, want)
 
 
+@pytest.mark.parametrize("min_cg", [1, 10**9])
+@pytest.mark.parametrize("xs, ws, stride, pad, dil, groups", [
+    ((3, 4, 9, 11), (6, 2, 3, 3), 1, 1, 1, 2),          # groups: each group's own taps and planes
+    ((2, 3, 7, 6), (5, 3, 3, 2), 1, (3, 4), (2, 1), 1),  # pad wider than the kernel's reach: grid width OW
+    ((2, 2, 5, 1), (3, 2, 2, 1), 1, (0, 2), 1, 1),       # one input column
+    ((2, 13, 6, 7), (4, 13, 3, 3), (2, 1), 1, 1, 1),     # row stride only: col2im whatever is chosen
+    ((1, 20, 12, 12), (300, 20, 3, 3), 1, 1, 1, 1),      # K = Fg*KK over several KC blocks
+])
+def test_conv_gemm_dx_both_forms(K, R, close, rng, dtype, monkeypatch, min_cg, xs, ws, stride, pad, dil, groups):
+    """The GEMM strategy's stride-1 dx as the transposed convolution
+    (min_cg 1) and as col2im (min_cg huge) on the geometries each form's
+    zero margins and shared row padding must get right."""
+    from numbanet.kernels import _tunables
+
+    monkeypatch.setattr(_tunables, "DX_TRANSPOSED_MIN_CG", min_cg)
+    x, w, b, dy = make(rng, xs, ws, dtype, stride, pad, dil, groups, R)
+    hp = (stride, pad, dil, groups)
+    with strategy("gemm"):
+        close(K.conv2d_forward(x, w, b, *hp), R.conv2d_forward(x, w, b, *hp), what="y")
+        got = K.conv2d_backward(dy, x, w, *hp)
+    for g, want, what in zip(got, R.conv2d_backward(dy, x, w, *hp), ("dx", "dw", "db")):
+        close(g, want, what=what)
+
+
 @pytest.mark.parametrize("strat", sorted(STRATEGIES))
 def test_conv_no_bias_and_noncontiguous(K, R, close, rng, strat):
     x = rng.standard_normal((3, 8, 9, 10))[:, ::2]  # (3, 4, 9, 10), strided
