@@ -276,10 +276,11 @@ def _product_on_grid(apk, m_, k_, b, btab, ncols, c, tile):
 
 
 @links_gemm("kernel_block_bt")
-@jit()
+@jit(external=True)
 def _conv2d_forward_gemm_samples(x, b, wpk, tab, y, lo, hi, sh, sw, ph, pw, groups, ck, nph, hq, wq, plane, pwide):
     """Samples ``lo .. hi - 1`` of :func:`_conv2d_forward_gemm` (one task of
-    its parallel loop)."""
+    its parallel loop; an external symbol, so the kernel's parallel loop holds
+    a call instead of this code, see ``_extcall``)."""
     c_ = x.shape[1]
     f_, oh_, ow_ = y.shape[1], y.shape[2], y.shape[3]
     fg = f_ // groups
@@ -310,7 +311,7 @@ def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchu
     nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
     tab = _row_table(cg, groups, tpl, off, nph, plane, ck)
     w2 = w.reshape(f_, ck)
-    wpk = _pack_weights(w2, groups, False)
+    wpk = _pack_weights(w2, groups, np.bool_(False))
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
     for t in prange(nchunks):
         _conv2d_forward_gemm_samples(x, b, wpk, tab, y, _chunk_start(n_, nchunks, t), _chunk_start(n_, nchunks, t + 1),
@@ -319,13 +320,14 @@ def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchu
 
 
 @links_gemm("kernel_block_at", "kernel_block_bt", "pack_b")
-@jit()
+@jit(external=True)
 def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, dx, part_wt, part_b, lo, hi,
                                   sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx, unit):
     """Samples ``lo .. hi - 1`` of :func:`_conv2d_backward_gemm` into one
     chunk's partials ``part_wt`` (groups, CK, Fg; its first product stores,
-    the others add) and ``part_b`` (F,) (one task of its parallel loop);
-    ``unit``: dx as the transposed convolution (stride 1 only)."""
+    the others add) and ``part_b`` (F,) (one task of its parallel loop; an
+    external symbol, see ``_extcall``); ``unit``: dx as the transposed
+    convolution (stride 1 only)."""
     f_, oh_, ow_ = dy.shape[1], dy.shape[2], dy.shape[3]
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     cg = c_ // groups
@@ -413,12 +415,12 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     unit = transposed_dx and sh == 1 and sw == 1
     if unit and need_dx:
         xtab = _dx_taps(kh_, kw_, ph, pw, dh, dw, a0, b0, wq, fg, groups, dplane)
-        wcpk = _pack_weights(_weights_by_channel(w, groups), groups, False)
+        wcpk = _pack_weights(_weights_by_channel(w, groups), groups, np.bool_(False))
         wtpk = np.empty((groups, 0), dy.dtype)
     else:
         xtab = np.empty((groups, 0), np.int64)
         wcpk = np.empty((groups, 0), dy.dtype)
-        wtpk = _pack_weights(w.reshape(f_, ck), groups, True) if need_dx else np.empty((groups, 0), dy.dtype)
+        wtpk = _pack_weights(w.reshape(f_, ck), groups, np.bool_(True)) if need_dx else np.empty((groups, 0), dy.dtype)
     dtab = np.empty((groups, fg), np.int64)  # rows of dy on the forward grid
     for g in range(groups):
         for fi in range(fg):

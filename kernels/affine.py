@@ -41,7 +41,9 @@ def _matmul(a, ta, b, tb, c, threads):
     The transposes are flags, not views, so that the forward product and both
     backward products are one compiled function: Numba compiles (and LLVM
     optimises the GEMM inside) once per array type, and each operand layout
-    would be another type."""
+    would be another type. Callers pass the flags as ``np.bool_(...)``: a
+    bare ``True``/``False`` is a literal type to Numba, and each combination
+    compiled a ``_matmul`` of its own (three, about a second each)."""
     av = a.T if ta else a
     bv = b.T if tb else b
     m_, k_ = av.shape
@@ -95,7 +97,7 @@ def _affine_forward(x2d, w, b, threads):
     # One dispatch from Python for the product and the bias: at the sizes of
     # the book's small MLPs the call overhead is a large share of the layer.
     y = np.empty((x2d.shape[0], w.shape[1]), x2d.dtype)
-    return _add_bias(_matmul(x2d, False, w, False, y, threads), b)
+    return _add_bias(_matmul(x2d, np.bool_(False), w, np.bool_(False), y, threads), b)
 
 
 @links_gemm("gemm_block")
@@ -104,8 +106,8 @@ def _affine_backward(dy, x2d, w, need_dx, threads):
     # dx, dw and db in one dispatch (dx is (0, 0) when not needed).
     dx = np.empty((x2d.shape[0], x2d.shape[1]) if need_dx else (0, 0), x2d.dtype)
     if need_dx:
-        _matmul(dy, False, w, True, dx, threads)
-    dw = _matmul(x2d, True, dy, False, np.empty(w.shape, w.dtype), threads)
+        _matmul(dy, np.bool_(False), w, np.bool_(True), dx, threads)
+    dw = _matmul(x2d, np.bool_(True), dy, np.bool_(False), np.empty(w.shape, w.dtype), threads)
     return dx, dw, _column_sums(dy)
 
 

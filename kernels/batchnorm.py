@@ -29,7 +29,7 @@ from ._tunables import BATCHNORM_PARALLEL_MIN
 __all__ = ["batchnorm_forward", "batchnorm_backward"]
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, lo, hi):
     n, c, s = x.shape
     m = n * s
@@ -60,14 +60,15 @@ def _batchnorm_forward_stats(x, eps):
     var = np.empty(c, x.dtype)
     inv_std = np.empty(c, x.dtype)
     if x.size < BATCHNORM_PARALLEL_MIN:
-        _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, 0, c)
+        # np.int64 bounds on both branches: one compiled helper (see _config.jit)
+        _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(0), c)
     else:
         for ch in prange(c):
-            _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, ch, ch + 1)
+            _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(ch), np.int64(ch) + 1)
     return mean, var, inv_std
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi):
     n, c, s = x.shape
     for ch in range(lo, hi):
@@ -86,14 +87,14 @@ def _batchnorm_forward_normalize(x, mean, inv_std, gamma, beta):
     c = x.shape[1]
     y = np.empty_like(x)
     if x.size < BATCHNORM_PARALLEL_MIN:
-        _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, 0, c)
+        _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(0), c)
     else:
         for ch in prange(c):
-            _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, ch, ch + 1)
+            _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(ch), np.int64(ch) + 1)
     return y
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
     n, c, s = x.shape
     m = n * s
@@ -131,10 +132,11 @@ def _batchnorm_backward(dy, x, gamma, mean, inv_std, train):
     dgamma = np.empty(c, x.dtype)
     dbeta = np.empty(c, x.dtype)
     if x.size < BATCHNORM_PARALLEL_MIN:
-        _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, 0, c)
+        _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, np.int64(0), c)
     else:
         for ch in prange(c):
-            _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, ch, ch + 1)
+            lo = np.int64(ch)
+            _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, lo + 1)
     return dx, dgamma, dbeta
 
 

@@ -124,7 +124,7 @@ def _inner_range(out_size, stride, pad, pool, size):
     return lo, hi
 
 
-@jit()
+@jit(external=True)
 def _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Max pooling of the flat (n, c) planes ``lo .. hi - 1`` into ``y`` and ``arg``."""
     n_, c_, h_, w_ = x.shape
@@ -165,10 +165,11 @@ def _maxpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_, serial):
     y = np.empty((n_, c_, oh_, ow_), x.dtype)
     arg = np.empty((n_, c_, oh_, ow_), np.int64)
     if serial:
-        _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, 0, n_ * c_)
+        # np.int64 bounds on both branches: one compiled helper (see _config.jit)
+        _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), n_ * c_)
     else:
         for t in prange(n_ * c_):
-            _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, t, t + 1)
+            _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, np.int64(t), np.int64(t) + 1)
     return y, arg
 
 
@@ -195,7 +196,7 @@ def _unpool_2x2_stride2_row(df, r0, r1, dyf, af, o, ow_):
     return bad
 
 
-@jit()
+@jit(external=True)
 def _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, lo, hi):
     """2x2, stride-2, unpadded windows: ``dx`` of the flat (n, c) planes
     ``lo .. hi - 1`` (every element written), the number of argmax entries
@@ -218,7 +219,7 @@ def _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, lo, hi):
         dxp[2 * oh_:, :] = 0
 
 
-@jit()
+@jit(external=True)
 def _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Any geometry: zero the flat (n, c) planes ``lo .. hi - 1`` of ``dx``
     and add ``dy`` at the argmax taps; entries outside ``[0, pool_h *
@@ -268,15 +269,15 @@ def _maxpool2d_backward(dy, arg, h_, w_, pool_h, pool_w, sh, sw, ph, pw, serial)
     dx = np.empty((n_, c_, h_, w_), dy.dtype)
     if pool_h == 2 and pool_w == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
         if serial:
-            _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, 0, n_ * c_)
+            _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, np.int64(0), n_ * c_)
         else:
             for t in prange(n_ * c_):
-                _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, t, t + 1)
+                _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, np.int64(t), np.int64(t) + 1)
     elif serial:
-        _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, 0, n_ * c_)
+        _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), n_ * c_)
     else:
         for t in prange(n_ * c_):
-            _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, t, t + 1)
+            _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, np.int64(t), np.int64(t) + 1)
     return dx, _total(bad)
 
 
@@ -288,7 +289,7 @@ def _window(o, stride, pad, pool, size):
     return start, max(0, -start), min(pool, size - start)
 
 
-@jit()
+@jit(external=True)
 def _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Average pooling of the flat (n, c) planes ``lo .. hi - 1`` into ``y``."""
     n_, c_, h_, w_ = x.shape
@@ -315,14 +316,14 @@ def _avgpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_, serial):
     n_, c_ = x.shape[0], x.shape[1]
     y = np.empty((n_, c_, oh_, ow_), x.dtype)
     if serial:
-        _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, 0, n_ * c_)
+        _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), n_ * c_)
     else:
         for t in prange(n_ * c_):
-            _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, t, t + 1)
+            _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, np.int64(t), np.int64(t) + 1)
     return y
 
 
-@jit()
+@jit(external=True)
 def _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Zero the flat (n, c) planes ``lo .. hi - 1`` of ``dx`` and spread
     ``dy / (pool_h * pool_w)`` over their windows."""
@@ -350,10 +351,10 @@ def _avgpool2d_backward(dy, h_, w_, pool_h, pool_w, sh, sw, ph, pw, serial):
     n_, c_ = dy.shape[0], dy.shape[1]
     dx = np.empty((n_, c_, h_, w_), dy.dtype)
     if serial:
-        _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, 0, n_ * c_)
+        _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), n_ * c_)
     else:
         for t in prange(n_ * c_):
-            _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, t, t + 1)
+            _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, np.int64(t), np.int64(t) + 1)
     return dx
 
 
