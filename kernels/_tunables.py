@@ -34,7 +34,7 @@ __all__ = [
     "DIRECT_MAX_CG", "GEMM_MIN_FG", "BACKWARD_GEMM_MIN_TAPS", "CONV_CHUNKS", "CONV_DIRECT_CHUNKS",
     "CONV_PARALLEL_MIN_MACS", "POOL_PARALLEL_MIN",
     "CHUNK", "PARALLEL_MIN", "AFFINE_PARALLEL_MIN_MACS",
-    "LOSS_PARALLEL_MIN", "LOSS_BACKWARD_PARALLEL_MIN", "BATCHNORM_PARALLEL_MIN",
+    "LOSS_PARALLEL_MIN", "LOSS_BACKWARD_PARALLEL_MIN", "BATCHNORM_PARALLEL_MIN", "BATCHNORM_COLUMNS",
 ]
 
 # --- convolution: which strategy (kernels/conv.py: _use_direct) -------------------
@@ -167,3 +167,11 @@ LOSS_BACKWARD_PARALLEL_MIN = 32768
 #: 100 x 100 hidden layers run serially). Re-measure with
 #: ``numbanet-bench --cases 'train_step_book_multi*'`` at 1 and 2 threads.
 BATCHNORM_PARALLEL_MIN = 16384
+
+#: Columns of 2-D batch-norm input one task sums side by side (the parallel
+#: loop's unit; no effect on results, each column is summed in row order
+#: either way). 32 float64 accumulators are eight AVX2 vectors, and the
+#: book's 100-wide hidden layers split into four tasks for two threads.
+#: TO MEASURE quietly: ``numbanet-bench --cases 'batchnorm*,train_step_book_multi*'``
+#: at 2 threads with 16, 32 and 64.
+BATCHNORM_COLUMNS = 32
