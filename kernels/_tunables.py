@@ -4,7 +4,8 @@ Each value keeps the measurement that chose it and the command that
 re-measures it. Two kinds:
 
 * read by the Python wrappers (the convolution's strategy choice, its chunk
-  counts, and the convolution and pooling calling-thread thresholds): a
+  counts, the convolution and pooling calling-thread thresholds and the
+  pooling task size): a
   change takes effect on the next call;
 * read inside ``@njit`` code (``CHUNK``, ``PARALLEL_MIN``,
   ``AFFINE_PARALLEL_MIN_MACS`` and the loss and batch-norm thresholds): Numba freezes a global into the compiled
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 __all__ = [
     "DIRECT_MAX_CG", "GEMM_MIN_FG", "BACKWARD_GEMM_MIN_TAPS", "CONV_CHUNKS", "CONV_DIRECT_CHUNKS",
-    "CONV_PARALLEL_MIN_MACS", "POOL_PARALLEL_MIN",
+    "CONV_PARALLEL_MIN_MACS", "POOL_PARALLEL_MIN", "POOL_TASK_ELEMENTS",
     "CHUNK", "PARALLEL_MIN", "AFFINE_PARALLEL_MIN_MACS",
     "LOSS_PARALLEL_MIN", "LOSS_BACKWARD_PARALLEL_MIN", "BATCHNORM_PARALLEL_MIN", "BATCHNORM_COLUMNS",
 ]
@@ -111,6 +112,15 @@ CONV_PARALLEL_MIN_MACS = 1 << 18
 #: about even); (4, 30, 24, 24) took 2584 us with the pool, 1409 us without.
 #: Re-measure as the convolution's threshold.
 POOL_PARALLEL_MIN = 16384
+
+#: Input elements per parallel pooling task (whole planes, at least one).
+#: One task per plane cost about 0.5 us a task on one Zen 3 core: 100 x 64 x
+#: 9 x 9 (DeepConvNet's last pool, 6400 planes) took 4.4 ms as 6400 tasks
+#: and 1.3 ms as one loop (shared machine). 16384 elements make 80 tasks of
+#: 100 x 16 x 28 x 28 and 32 of 100 x 64 x 9 x 9: enough to balance two
+#: threads. TO MEASURE quietly: ``numbanet-bench --cases 'pool*,train_step_book*'``
+#: at 2 threads with 4096, 16384 and 65536. Read by the Python wrapper.
+POOL_TASK_ELEMENTS = 16384
 
 # --- elementwise kernels (kernels/activation.py, kernels/optim.py) ----------------
 #
