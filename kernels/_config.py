@@ -69,7 +69,7 @@ def _prange_only():
                             "inplace_binop": False, "comprehension": False, "stencil": False})
 
 
-def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False):
+def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False, external: bool = False):
     """Return the ``numba.njit`` decorator with numbanet's options.
 
     Parameters
@@ -88,6 +88,23 @@ def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False)
         GEMM's levels); a helper called from many places is better compiled
         once. Its code takes the caller's options (``fastmath`` included):
         never inline a fastmath helper into a caller without it.
+    external : bool
+        Compiled callers call the function through an external symbol
+        (:mod:`._extcall`), not as code linked into theirs: it is compiled
+        once per signature instead of again in each caller and in each of the
+        three libraries Numba builds around a ``prange`` body. For per-chunk
+        helpers of parallel kernels (called once per chunk, never per element).
+
+    Notes
+    -----
+    A helper compiles once per distinct tuple of argument *types*, and each
+    compile is a full LLVM pipeline (0.2-1 s). Two argument types creep in
+    unseen: a constant (``0``, ``True``) is a literal type of its own, and a
+    ``prange`` index is ``uint64``. So a per-chunk helper called as
+    ``f(..., 0, n)`` on the serial branch and ``f(..., t, t + 1)`` in the
+    ``prange`` compiled three times (``Literal[int](0)``, ``int64``,
+    ``uint64``). Pass such bounds as ``np.int64(...)`` (flags as
+    ``np.bool_(...)``) so both branches share one compiled helper.
     """
     options = dict(nogil=True, cache=CACHE, error_model="numpy")
     if parallel:
@@ -96,7 +113,41 @@ def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False)
         options["fastmath"] = set(FASTMATH_FLAGS)
     if inline:
         options["inline"] = "always"
-    return numba.njit(**options)
+    njit = numba.njit(**options)
+
+    def decorate(py_func):
+        dispatcher = njit(py_func)
+        if not hasattr(dispatcher, "py_func"):  # NUMBA_DISABLE_JIT: a plain function
+            return dispatcher
+        if CACHE:
+            _load_external_helpers_first(dispatcher)
+        if external:
+            from ._extcall import external as stand_in
+
+            return stand_in(dispatcher)
+        return dispatcher
+
+    return decorate
+
+
+def _load_external_helpers_first(dispatcher) -> None:
+    """Before a cached kernel's machine code loads, register the helpers it
+    calls through external symbols (``jit(external=True)``): a name MCJIT
+    cannot resolve is a fatal error, not an exception."""
+    impl = getattr(getattr(dispatcher, "_cache", None), "_impl", None)
+    if impl is None:  # NUMBA_DISABLE_JIT: a plain function
+        return
+    rebuild = impl.rebuild
+
+    def rebuild_after_registering(target_context, payload):
+        _name, kind, data = payload[0]  # CompileResult._reduce(): the library's serialized state
+        if kind == "object":
+            from ._extcall import register_symbols_in
+
+            register_symbols_in(data[0])
+        return rebuild(target_context, payload)
+
+    impl.rebuild = rebuild_after_registering
 
 
 # --- cache freshness across files ---------------------------------------------------
@@ -123,14 +174,17 @@ _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: Kernel file -> the files of other @njit code compiled into its kernels,
 #: and _tunables.py where its kernels read a tunable (a global frozen into the
-#: machine code). Not transitive: list every file whose code ends up inside.
+#: machine code), and _extcall.py where they call external helpers (the
+#: symbol names in the machine code are its format). Not transitive: list
+#: every file whose code ends up inside.
 DEPENDENCIES = {
     "activation.py": ("_tunables.py",),
     "optim.py": ("_tunables.py",),
-    "loss.py": ("_tunables.py",),
-    "batchnorm.py": ("_tunables.py",),
-    "_conv_direct.py": ("_conv_grid.py",),
-    "_conv_gemm.py": ("_conv_grid.py", "_gemm.py", "_gemm_ext.py"),
+    "loss.py": ("_tunables.py", "_extcall.py"),
+    "batchnorm.py": ("_tunables.py", "_extcall.py"),
+    "pool.py": ("_extcall.py",),
+    "_conv_direct.py": ("_conv_grid.py", "_extcall.py"),
+    "_conv_gemm.py": ("_conv_grid.py", "_gemm.py", "_gemm_ext.py", "_extcall.py"),
     "affine.py": ("_gemm.py", "_gemm_ext.py", "_tunables.py"),
     "_gemm_ext.py": ("_gemm.py",),
     "_gemm.py": (),

@@ -132,15 +132,38 @@ def _pad_block(xb, ph, pw, front, plane, out):
                 _copy_row(dst[front + s * plane + (i + ph) * wp + pw :], xb[s, c, i], w_)
 
 
+@jit(external=True)
+def _conv2d_forward_direct_block(x, wf, b, rows, offs, y, n0, s_, ph, pw, groups):
+    """Samples ``n0 .. n0 + s_ - 1`` of :func:`_conv2d_forward_direct`, their
+    padded planes end to end (one task of its parallel loop; an external
+    symbol, see ``_extcall``)."""
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    f_, oh_, ow_ = y.shape[1], y.shape[2], y.shape[3]
+    cg = c_ // groups
+    fg = f_ // groups
+    wp = w_ + 2 * pw
+    plane = (h_ + 2 * ph) * wp
+    length = (s_ - 1) * plane + (oh_ - 1) * wp + ow_
+    xp = np.empty((c_, s_ * plane), x.dtype)
+    _pad_block(x[n0 : n0 + s_], ph, pw, 0, plane, xp)
+    acc = np.empty(length, x.dtype)
+    for f in range(f_):
+        g = f // fg
+        acc[:] = b[f]
+        _axpy_taps(acc, xp[g * cg : (g + 1) * cg], rows, offs, wf[f], length)
+        for s in range(s_):
+            yp = y[n0 + s, f]
+            for i in range(oh_):
+                _copy_row(yp[i], acc[s * plane + i * wp :], ow_)
+
+
 @jit(parallel=True)
 def _conv2d_forward_direct(x, w, b, ph, pw, dh, dw, groups, oh_, ow_, spb):
     n_, c_, h_, w_ = x.shape
     f_, cg, kh_, kw_ = w.shape
-    fg = f_ // groups
     wp = w_ + 2 * pw
-    plane = (h_ + 2 * ph) * wp
     kk = kh_ * kw_
-    off = _phase_taps(kh_, kw_, 1, 1, dh, dw, wp)[1]
+    off = _phase_taps(kh_, kw_, np.int64(1), np.int64(1), dh, dw, wp)[1]
     wf = w.reshape(f_, cg * kk)
     rows, offs = _flat_taps(cg, off)
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
@@ -149,21 +172,67 @@ def _conv2d_forward_direct(x, w, b, ph, pw, dh, dw, groups, oh_, ow_, spb):
     # are junk, never copied out). A single parallel region: under load from
     # other processes every extra region end is a barrier that can stall.
     for blk in prange((n_ + spb - 1) // spb):
-        n0 = blk * spb
-        s_ = min(spb, n_ - n0)
+        n0 = np.int64(blk) * spb
+        _conv2d_forward_direct_block(x, wf, b, rows, offs, y, n0, min(spb, n_ - n0), ph, pw, groups)
+    return y
+
+
+@jit(external=True)
+def _conv2d_backward_direct_samples(dy, x, wc, rows, offs, rows_dx, offs_dx, dx, pw_k, pb_k, lo, hi,
+                                    ph, pw, groups, front, spb, need_dx):
+    """Samples ``lo .. hi - 1`` of :func:`_conv2d_backward_direct` into one
+    chunk's partials ``pw_k`` (F, Cg*KH*KW) and ``pb_k`` (F,) (one task of its
+    parallel loop; an external symbol, see ``_extcall``)."""
+    f_, oh_, ow_ = dy.shape[1], dy.shape[2], dy.shape[3]
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    cg = c_ // groups
+    fg = f_ // groups
+    ntaps = pw_k.shape[1]
+    wp = w_ + 2 * pw
+    plane = (h_ + 2 * ph) * wp
+    xp = np.empty((c_, spb * plane), dy.dtype)
+    dyw = np.empty((f_, front + spb * plane), dy.dtype)
+    acc = np.empty(spb * plane, dy.dtype)
+    for n0 in range(lo, hi, spb):
+        s_ = min(spb, hi - n0)
         length = (s_ - 1) * plane + (oh_ - 1) * wp + ow_
-        xp = np.empty((c_, s_ * plane), x.dtype)
         _pad_block(x[n0 : n0 + s_], ph, pw, 0, plane, xp)
-        acc = np.empty(length, x.dtype)
+        # dy_wide: dy on the padded grids of width Wp, behind `front` zeros
+        dyw[:] = 0
+        for f in range(f_):
+            for s in range(s_):
+                for i in range(oh_):
+                    _copy_row(dyw[f, front + s * plane + i * wp :], dy[n0 + s, f, i], ow_)
+        for c in range(c_ if need_dx else 0):
+            g = c // cg
+            acc[:] = 0
+            _axpy_taps(acc, dyw[g * fg : (g + 1) * fg], rows_dx, offs_dx, wc[c], s_ * plane)
+            for s in range(s_):
+                for i in range(h_):
+                    _copy_row(dx[n0 + s, c, i], acc[s * plane + (i + ph) * wp + pw :], w_)
         for f in range(f_):
             g = f // fg
-            acc[:] = b[f]
-            _axpy_taps(acc, xp[g * cg : (g + 1) * cg], rows, offs, wf[f], length)
-            for s in range(s_):
-                yp = y[n0 + s, f]
-                for i in range(oh_):
-                    _copy_row(yp[i], acc[s * plane + i * wp :], ow_)
-    return y
+            d = dyw[f, front:]
+            src = xp[g * cg : (g + 1) * cg]
+            pb_k[f] += _dot_sum(d, length)  # junk columns are zero
+            # dw: dot products of dy_wide with the shifted input planes,
+            # four taps per sweep sharing each load of dy.
+            pw_f = pw_k[f]
+            for t0 in range(0, ntaps, 4):
+                if t0 + 4 <= ntaps:
+                    a0, a1, a2, a3 = _dot4(
+                        d,
+                        src[rows[t0], offs[t0] :], src[rows[t0 + 1], offs[t0 + 1] :],
+                        src[rows[t0 + 2], offs[t0 + 2] :], src[rows[t0 + 3], offs[t0 + 3] :],
+                        length,
+                    )
+                    pw_f[t0] += a0
+                    pw_f[t0 + 1] += a1
+                    pw_f[t0 + 2] += a2
+                    pw_f[t0 + 3] += a3
+                else:
+                    for u in range(t0, ntaps):
+                        pw_f[u] += _dot1(d, src[rows[u], offs[u] :], length)
 
 
 @jit(parallel=True)
@@ -176,7 +245,7 @@ def _conv2d_backward_direct(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, 
     ntaps = cg * kk
     wp = w_ + 2 * pw
     plane = (h_ + 2 * ph) * wp
-    off = _phase_taps(kh_, kw_, 1, 1, dh, dw, wp)[1]
+    off = _phase_taps(kh_, kw_, np.int64(1), np.int64(1), dh, dw, wp)[1]
     front = off[kk - 1]
     # dx_pad[p] = sum_{f, t} w[f, c, t] * dy_wide[f, p - off[t]]: the taps of
     # the full correlation sit at offsets front - off[t] of dy_wide stored
@@ -203,48 +272,8 @@ def _conv2d_backward_direct(dy, x, w, ph, pw, dh, dw, groups, nchunks, need_dx, 
     part_w = np.zeros((nchunks, f_, ntaps), dy.dtype)
     part_b = np.zeros((nchunks, f_), dy.dtype)
     for k in prange(nchunks):
-        xp = np.empty((c_, spb * plane), dy.dtype)
-        dyw = np.empty((f_, front + spb * plane), dy.dtype)
-        acc = np.empty(spb * plane, dy.dtype)
-        for n0 in range(k * chunk, min(n_, (k + 1) * chunk), spb):
-            s_ = min(spb, min(n_, (k + 1) * chunk) - n0)
-            length = (s_ - 1) * plane + (oh_ - 1) * wp + ow_
-            _pad_block(x[n0 : n0 + s_], ph, pw, 0, plane, xp)
-            # dy_wide: dy on the padded grids of width Wp, behind `front` zeros
-            dyw[:] = 0
-            for f in range(f_):
-                for s in range(s_):
-                    for i in range(oh_):
-                        _copy_row(dyw[f, front + s * plane + i * wp :], dy[n0 + s, f, i], ow_)
-            for c in range(c_ if need_dx else 0):
-                g = c // cg
-                acc[:] = 0
-                _axpy_taps(acc, dyw[g * fg : (g + 1) * fg], rows_dx, offs_dx, wc[c], s_ * plane)
-                for s in range(s_):
-                    for i in range(h_):
-                        _copy_row(dx[n0 + s, c, i], acc[s * plane + (i + ph) * wp + pw :], w_)
-            for f in range(f_):
-                g = f // fg
-                d = dyw[f, front:]
-                src = xp[g * cg : (g + 1) * cg]
-                part_b[k, f] += _dot_sum(d, length)  # junk columns are zero
-                # dw: dot products of dy_wide with the shifted input planes,
-                # four taps per sweep sharing each load of dy.
-                pw_f = part_w[k, f]
-                for t0 in range(0, ntaps, 4):
-                    if t0 + 4 <= ntaps:
-                        a0, a1, a2, a3 = _dot4(
-                            d,
-                            src[rows[t0], offs[t0] :], src[rows[t0 + 1], offs[t0 + 1] :],
-                            src[rows[t0 + 2], offs[t0 + 2] :], src[rows[t0 + 3], offs[t0 + 3] :],
-                            length,
-                        )
-                        pw_f[t0] += a0
-                        pw_f[t0 + 1] += a1
-                        pw_f[t0 + 2] += a2
-                        pw_f[t0 + 3] += a3
-                    else:
-                        for u in range(t0, ntaps):
-                            pw_f[u] += _dot1(d, src[rows[u], offs[u] :], length)
+        lo = np.int64(k) * chunk
+        _conv2d_backward_direct_samples(dy, x, wc, rows, offs, rows_dx, offs_dx, dx, part_w[k], part_b[k], lo,
+                                        min(n_, lo + chunk), ph, pw, groups, front, spb, need_dx)
     dwt, db = _sum_chunks(part_w, part_b)
     return dx, dwt.reshape(w.shape), db

@@ -156,44 +156,117 @@ def _row_table(cg, groups, tpl, off, nph, plane, rows_per_group):
     return tab
 
 
-@links_gemm("kernel_block_bt", "pack_a_rows_into")
+@links_gemm("kernel_block_bt")
+@jit(external=True)
+def _conv2d_forward_gemm_samples(x, b, wpk, tab, y, lo, hi, sh, sw, ph, pw, groups, ck, nph, hq, wq, plane, pwide):
+    """Samples ``lo .. hi - 1`` of :func:`_conv2d_forward_gemm` (one task of
+    its parallel loop; an external symbol, so the kernel's parallel loop holds
+    a call instead of this code, see ``_extcall``)."""
+    c_ = x.shape[1]
+    f_, oh_, ow_ = y.shape[1], y.shape[2], y.shape[3]
+    fg = f_ // groups
+    xpf, xp = _rows_with_slack(c_ * nph, plane, x)
+    yw = np.empty((fg, pwide), x.dtype)
+    tile = np.empty((MR, tile_cols(y)), x.dtype)
+    for n in range(lo, hi):
+        _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
+        for g in range(groups):
+            # y_wide = w_g @ col_wide, col_wide's rows read in place
+            for j0 in range(0, pwide, NC):
+                nc = min(NC, pwide - j0)
+                for k0 in range(0, ck, KC):
+                    kc = min(KC, ck - k0)
+                    kernel_block_bt(wpk[g], a_offset(fg, k0), fg, kc, xpf, tab[g], k0, j0, nc, yw, j0, k0 > 0, tile)
+            for fi in range(fg):
+                f = g * fg + fi
+                bv = b[f]
+                for i in range(oh_):
+                    dst = y[n, f, i]
+                    src = yw[fi, i * wq :]
+                    for q in range(ow_):
+                        dst[q] = src[q] + bv
+
+
+@links_gemm("pack_a_rows_into")
 @jit(parallel=True)
 def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchunks):
     n_, c_, h_, w_ = x.shape
     f_, cg, kh_, kw_ = w.shape
-    fg = f_ // groups
     ck = cg * kh_ * kw_
     nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
     tab = _row_table(cg, groups, tpl, off, nph, plane, ck)
     w2 = w.reshape(f_, ck)
-    wpk = _pack_weights(w2, groups, False)
+    wpk = _pack_weights(w2, groups, np.bool_(False))
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
     chunk = (n_ + nchunks - 1) // nchunks
     for t in prange(nchunks):
-        xpf, xp = _rows_with_slack(c_ * nph, plane, x)
-        yw = np.empty((fg, pwide), x.dtype)
-        tile = np.empty((MR, tile_cols(y)), x.dtype)
-        for n in range(t * chunk, min(n_, (t + 1) * chunk)):
-            _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
-            for g in range(groups):
-                # y_wide = w_g @ col_wide, col_wide's rows read in place
-                for j0 in range(0, pwide, NC):
-                    nc = min(NC, pwide - j0)
-                    for k0 in range(0, ck, KC):
-                        kc = min(KC, ck - k0)
-                        kernel_block_bt(wpk[g], a_offset(fg, k0), fg, kc, xpf, tab[g], k0, j0, nc, yw, j0, k0 > 0, tile)
-                for fi in range(fg):
-                    f = g * fg + fi
-                    bv = b[f]
-                    for i in range(oh_):
-                        dst = y[n, f, i]
-                        src = yw[fi, i * wq :]
-                        for q in range(ow_):
-                            dst[q] = src[q] + bv
+        lo = np.int64(t) * chunk
+        _conv2d_forward_gemm_samples(x, b, wpk, tab, y, lo, min(n_, lo + chunk), sh, sw, ph, pw, groups, ck,
+                                     nph, hq, wq, plane, pwide)
     return y
 
 
-@links_gemm("kernel_block_at", "kernel_block_bt", "pack_a_rows_into", "pack_b")
+@links_gemm("kernel_block_at", "kernel_block_bt", "pack_b")
+@jit(external=True)
+def _conv2d_backward_gemm_samples(dy, x, wtpk, tab, dtab, tpl, off, dx, part_wt, part_b, lo, hi,
+                                  sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide, kbw, need_dx):
+    """Samples ``lo .. hi - 1`` of :func:`_conv2d_backward_gemm` into one
+    chunk's partials ``part_wt`` (groups, CK, Fg) and ``part_b`` (F,) (one
+    task of its parallel loop; an external symbol, see ``_extcall``)."""
+    f_, oh_, ow_ = dy.shape[1], dy.shape[2], dy.shape[3]
+    c_ = x.shape[1]
+    cg = c_ // groups
+    fg = f_ // groups
+    ck = part_wt.shape[1]
+    kk = ck // cg
+    p_ = oh_ * ow_
+    mpan = (ck + MR - 1) // MR
+    nkb = (fg + KC - 1) // KC
+    xpf, xp = _rows_with_slack(c_ * nph, plane, dy)
+    dywf, dyw = _rows_with_slack(fg, pwide, dy)  # junk columns stay zero
+    dcol = np.empty((MR, min(NC, pwide)), dy.dtype)
+    dxp = np.empty((cg * nph if need_dx else 0, plane), dy.dtype)
+    bp = b_buffer(kbw, fg, dy)
+    tile = np.empty((MR, tile_cols(dy)), dy.dtype)
+    for n in range(lo, hi):
+        _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
+        for g in range(groups):
+            for fi in range(fg):
+                for i in range(oh_):
+                    _copy_row(dyw[fi, i * wq :], dy[n, g * fg + fi, i], ow_)
+            # dw_g^T += col_wide @ dy_wide^T
+            for k0 in range(0, pwide, kbw):
+                kc = min(kbw, pwide - k0)
+                pack_b(dyw.T, k0, kc, 0, fg, bp)
+                kernel_block_at(xpf, tab[g], k0, ck, kc, bp, fg, part_wt[g], 0, True, tile)
+            if not need_dx:
+                continue
+            # dx: dcol = w_g^T @ dy_wide, MR rows at a time, each row
+            # added at once (while in L1) into its phase plane at its
+            # shift; dcol's junk columns are zero.
+            dxp[:] = 0
+            for j0 in range(0, pwide, NC):
+                nc = min(NC, pwide - j0)
+                for ip in range(mpan):
+                    rows = min(MR, ck - ip * MR)
+                    for kbi in range(nkb):
+                        kc = min(KC, fg - kbi * KC)
+                        a_off = a_offset(ck, kbi * KC) + ip * MR * kc
+                        kernel_block_bt(wtpk[g], a_off, rows, kc, dywf, dtab, kbi * KC, j0, nc, dcol, 0, kbi > 0, tile)
+                    for r in range(rows):
+                        row = ip * MR + r
+                        c = row // kk
+                        k = row - c * kk
+                        dst = dxp[c * nph + tpl[k], off[k] + j0 :]
+                        src = dcol[r]
+                        for q in range(nc):
+                            dst[q] += src[q]
+            _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dx[n, g * cg : (g + 1) * cg])
+        for f in range(f_):
+            part_b[f] += _dot_sum(dy[n, f].ravel(), p_)
+
+
+@links_gemm("pack_a_rows_into")
 @jit(parallel=True)
 def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, need_dx):
     n_, f_, oh_, ow_ = dy.shape
@@ -202,7 +275,6 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     fg = f_ // groups
     kk = kh_ * kw_
     ck = cg * kk
-    p_ = oh_ * ow_
     nph, hq, wq, plane, pwide, tpl, off = _phase_grid(h_, w_, kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_)
     mpan = (ck + MR - 1) // MR
     tab = _row_table(cg, groups, tpl, off, nph, plane, mpan * MR)
@@ -210,8 +282,7 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     for fi in range(fg):
         dtab[fi] = fi * pwide
     w2 = w.reshape(f_, ck)
-    wtpk = _pack_weights(w2, groups, True)
-    nkb = (fg + KC - 1) // KC
+    wtpk = _pack_weights(w2, groups, np.bool_(True))
     dx = np.empty((n_ if need_dx else 0, c_, h_, w_), dy.dtype)
     # Per-chunk partials, summed in chunk order at the end: race-free and
     # independent of the thread count. dw is summed transposed, dw_g^T =
@@ -225,48 +296,10 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     nkw = (pwide + KC - 1) // KC
     kbw = (pwide + nkw - 1) // nkw
     for t in prange(nchunks):
-        xpf, xp = _rows_with_slack(c_ * nph, plane, dy)
-        dywf, dyw = _rows_with_slack(fg, pwide, dy)  # junk columns stay zero
-        dcol = np.empty((MR, min(NC, pwide)), dy.dtype)
-        dxp = np.empty((cg * nph if need_dx else 0, plane), dy.dtype)
-        bp = b_buffer(kbw, fg, dy)
-        tile = np.empty((MR, tile_cols(dy)), dy.dtype)
-        for n in range(t * chunk, min(n_, (t + 1) * chunk)):
-            _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
-            for g in range(groups):
-                for fi in range(fg):
-                    for i in range(oh_):
-                        _copy_row(dyw[fi, i * wq :], dy[n, g * fg + fi, i], ow_)
-                # dw_g^T += col_wide @ dy_wide^T
-                for k0 in range(0, pwide, kbw):
-                    kc = min(kbw, pwide - k0)
-                    pack_b(dyw.T, k0, kc, 0, fg, bp)
-                    kernel_block_at(xpf, tab[g], k0, ck, kc, bp, fg, part_wt[t, g], 0, True, tile)
-                if not need_dx:
-                    continue
-                # dx: dcol = w_g^T @ dy_wide, MR rows at a time, each row
-                # added at once (while in L1) into its phase plane at its
-                # shift; dcol's junk columns are zero.
-                dxp[:] = 0
-                for j0 in range(0, pwide, NC):
-                    nc = min(NC, pwide - j0)
-                    for ip in range(mpan):
-                        rows = min(MR, ck - ip * MR)
-                        for kbi in range(nkb):
-                            kc = min(KC, fg - kbi * KC)
-                            a_off = a_offset(ck, kbi * KC) + ip * MR * kc
-                            kernel_block_bt(wtpk[g], a_off, rows, kc, dywf, dtab, kbi * KC, j0, nc, dcol, 0, kbi > 0, tile)
-                        for r in range(rows):
-                            row = ip * MR + r
-                            c = row // kk
-                            k = row - c * kk
-                            dst = dxp[c * nph + tpl[k], off[k] + j0 :]
-                            src = dcol[r]
-                            for q in range(nc):
-                                dst[q] += src[q]
-                _unpad_phases(dxp, ph, pw, sh, sw, hq, wq, dx[n, g * cg : (g + 1) * cg])
-            for f in range(f_):
-                part_b[t, f] += _dot_sum(dy[n, f].ravel(), p_)
+        lo = np.int64(t) * chunk
+        _conv2d_backward_gemm_samples(dy, x, wtpk, tab, dtab, tpl, off, dx, part_wt[t], part_b[t], lo,
+                                      min(n_, lo + chunk), sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide,
+                                      kbw, need_dx)
     # chunk order, in the transposed layout (contiguous adds), then transposed
     # once. Loops, not `total += part_wt[k]`: an array expression in a
     # parallel kernel compiles as a function of its own (see _config.jit).

@@ -189,10 +189,11 @@ def links_gemm(*entries):
     if unknown:
         raise ValueError(f"links_gemm: no entry points {sorted(unknown)}")
 
-    def decorate(dispatcher):
+    def decorate(fn):
+        dispatcher = getattr(fn, "dispatcher", fn)  # a jit(external=True) helper's own dispatcher
         cache = getattr(dispatcher, "_cache", None)
         if cache is None:  # NUMBA_DISABLE_JIT: a plain function
-            return dispatcher
+            return fn
         load = cache.load_overload
 
         def load_overload(sig, target_context):
@@ -203,7 +204,7 @@ def links_gemm(*entries):
 
         cache.load_overload = load_overload
         dispatcher.gemm_entries = entries
-        return dispatcher
+        return fn
 
     return decorate
 

@@ -175,6 +175,7 @@ def dispatchers() -> dict[str, object]:
         if not modname.startswith("numbanet.kernels.") or mod is None:
             continue
         for attr, obj in vars(mod).items():
+            obj = getattr(obj, "dispatcher", obj)  # a jit(external=True) helper's own dispatcher
             if isinstance(obj, CPUDispatcher) and obj.__module__ == modname:
                 found[f"{modname.rsplit('.', 1)[1]}.{attr}"] = obj
     return found

@@ -41,7 +41,10 @@ def _matmul_block(a, ta, b, tb, c, t, nb):
     The transposes are flags, not views, so that the forward product and both
     backward products are one compiled function: Numba compiles (and LLVM
     optimises the GEMM inside) once per array type, and each operand layout
-    would be another type."""
+    would be another type. Callers pass the flags as ``np.bool_(...)`` and
+    the block numbers as ``np.int64``: a bare ``True``/``False`` or ``0`` is
+    a literal type to Numba, and each combination compiled a product of its
+    own (three, about a second each; prange's index is another type again)."""
     av = a.T if ta else a
     bv = b.T if tb else b
     m_, k_ = av.shape
@@ -73,10 +76,10 @@ def _matmul(a, ta, b, tb, c, threads):
     k_ = a.shape[0] if ta else a.shape[1]
     nb = threads if m_ * k_ * n_ >= AFFINE_PARALLEL_MIN_MACS else 1
     if nb == 1:
-        _matmul_block(a, ta, b, tb, c, 0, 1)
+        _matmul_block(a, ta, b, tb, c, np.int64(0), np.int64(1))
         return c
     for t in prange(nb):
-        _matmul_block(a, ta, b, tb, c, t, nb)
+        _matmul_block(a, ta, b, tb, c, np.int64(t), np.int64(nb))
     return c
 
 
@@ -93,9 +96,9 @@ def _matmul_pair(a1, ta1, b1, tb1, c1, a2, ta2, b2, tb2, c2, threads):
     nb = max(1, threads // 2)
     for t in prange(2 * nb):
         if t < nb:
-            _matmul_block(a1, ta1, b1, tb1, c1, t, nb)
+            _matmul_block(a1, ta1, b1, tb1, c1, np.int64(t), np.int64(nb))
         else:
-            _matmul_block(a2, ta2, b2, tb2, c2, t - nb, nb)
+            _matmul_block(a2, ta2, b2, tb2, c2, np.int64(t) - nb, np.int64(nb))
 
 
 @jit()
@@ -127,7 +130,7 @@ def _affine_forward(x2d, w, b, threads):
     # One dispatch from Python for the product and the bias: at the sizes of
     # the book's small MLPs the call overhead is a large share of the layer.
     y = np.empty((x2d.shape[0], w.shape[1]), x2d.dtype)
-    return _add_bias(_matmul(x2d, False, w, False, y, threads), b)
+    return _add_bias(_matmul(x2d, np.bool_(False), w, np.bool_(False), y, threads), b)
 
 
 @links_gemm("gemm_block")
@@ -137,11 +140,11 @@ def _affine_backward(dy, x2d, w, need_dx, threads):
     dx = np.empty((x2d.shape[0], x2d.shape[1]) if need_dx else (0, 0), x2d.dtype)
     dw = np.empty(w.shape, w.dtype)
     if need_dx and threads >= 2 and dy.size * w.shape[0] >= AFFINE_PARALLEL_MIN_MACS:
-        _matmul_pair(dy, False, w, True, dx, x2d, True, dy, False, dw, threads)
+        _matmul_pair(dy, np.bool_(False), w, np.bool_(True), dx, x2d, np.bool_(True), dy, np.bool_(False), dw, threads)
     else:
         if need_dx:
-            _matmul(dy, False, w, True, dx, threads)
-        _matmul(x2d, True, dy, False, dw, threads)
+            _matmul(dy, np.bool_(False), w, np.bool_(True), dx, threads)
+        _matmul(x2d, np.bool_(True), dy, np.bool_(False), dw, threads)
     return dx, dw, _column_sums(dy)
 
 

@@ -48,7 +48,7 @@ def _ordered_sum(a):
     return total
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, lo, hi):
     # Per channel, one float64 accumulator per plane position, each summed
     # over the samples in order, then the positions summed in order: a fixed
@@ -78,7 +78,7 @@ def _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, lo, hi):
         inv_std[ch] = 1.0 / np.sqrt(sigma2 + eps)
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_forward_stats_columns(x, eps, mean, var, inv_std, lo, hi):
     # x is (N, C): the sums of _batchnorm_forward_stats_channels, each column
     # in row order, columns lo:hi side by side. Every index runs from 0 over
@@ -112,7 +112,7 @@ def _column_blocks(c):
     return (c + BATCHNORM_COLUMNS - 1) // BATCHNORM_COLUMNS
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi):
     n, c, s = x.shape
     for ch in range(lo, hi):
@@ -126,7 +126,7 @@ def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, 
                 yr[k] = (xr[k] - mu) * inv * g + b
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_forward_normalize_columns(x, mean, inv_std, gamma, beta, y, lo, hi):
     mean_, inv_, g_, b_ = mean[lo:hi], inv_std[lo:hi], gamma[lo:hi], beta[lo:hi]
     for i in range(x.shape[0]):
@@ -154,16 +154,16 @@ def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps,
         if s == 1:
             x2 = x.reshape(n, c)
             if serial:
-                _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, 0, c)
+                _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, np.int64(0), c)
             else:
                 for blk in prange(_column_blocks(c)):
-                    lo = blk * BATCHNORM_COLUMNS
+                    lo = np.int64(blk) * BATCHNORM_COLUMNS
                     _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, lo, min(c, lo + BATCHNORM_COLUMNS))
         elif serial:
-            _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, 0, c)
+            _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(0), c)
         else:
             for ch in prange(c):
-                _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, ch, ch + 1)
+                _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(ch), np.int64(ch) + 1)
         # In x's dtype, in this order: the bits of the NumPy expressions
         # keep * running + new * batch.
         keep, new = dt(momentum), dt(1.0 - momentum)
@@ -180,20 +180,20 @@ def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps,
     if s == 1:
         x2, y2 = x.reshape(n, c), y.reshape(n, c)
         if serial:
-            _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, 0, c)
+            _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, np.int64(0), c)
         else:
             for blk in prange(_column_blocks(c)):
-                lo = blk * BATCHNORM_COLUMNS
+                lo = np.int64(blk) * BATCHNORM_COLUMNS
                 _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, lo, min(c, lo + BATCHNORM_COLUMNS))
     elif serial:
-        _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, 0, c)
+        _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(0), c)
     else:
         for ch in prange(c):
-            _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, ch, ch + 1)
+            _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(ch), np.int64(ch) + 1)
     return y, mean, inv_std, new_rm, new_rv
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
     n, c, s = x.shape
     m = n * s
@@ -230,7 +230,7 @@ def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma,
                     dxr[k] = dyr[k] * scale
 
 
-@jit()
+@jit(external=True)
 def _batchnorm_backward_columns(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
     # x, dy, dx are (N, C): the arithmetic of _batchnorm_backward_channels,
     # columns lo:hi side by side (indices from 0, as the forward's).
@@ -275,18 +275,18 @@ def _batchnorm_backward(dy, x, gamma, mean, inv_std, train):
     if s == 1:
         x2, dy2, dx2 = x.reshape(n, c), dy.reshape(n, c), dx.reshape(n, c)
         if x.size < BATCHNORM_PARALLEL_MIN:
-            _batchnorm_backward_columns(dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, 0, c)
+            _batchnorm_backward_columns(dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, np.int64(0), c)
         else:
             for blk in prange(_column_blocks(c)):
-                lo = blk * BATCHNORM_COLUMNS
+                lo = np.int64(blk) * BATCHNORM_COLUMNS
                 _batchnorm_backward_columns(
                     dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, lo, min(c, lo + BATCHNORM_COLUMNS)
                 )
     elif x.size < BATCHNORM_PARALLEL_MIN:
-        _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, 0, c)
+        _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, np.int64(0), c)
     else:
         for ch in prange(c):
-            _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, ch, ch + 1)
+            _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, np.int64(ch), np.int64(ch) + 1)
     return dx, dgamma, dbeta
 
 

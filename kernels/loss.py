@@ -107,7 +107,7 @@ def _softmax_row(x, p):
     return m, np.log(s)
 
 
-@jit()
+@jit(external=True)
 def _index_rows(logits, labels, probs, row_loss, lo, hi):
     for i in range(lo, hi):
         m, lse = _softmax_row(logits[i], probs[i])
@@ -115,7 +115,7 @@ def _index_rows(logits, labels, probs, row_loss, lo, hi):
         row_loss[i] = lse - (logits[i, labels[i]] - m)
 
 
-@jit()
+@jit(external=True)
 def _targets_rows(logits, targets, probs, row_loss, lo, hi):
     k = logits.shape[1]
     for i in range(lo, hi):
@@ -130,7 +130,7 @@ def _targets_rows(logits, targets, probs, row_loss, lo, hi):
         row_loss[i] = acc
 
 
-@jit()
+@jit(external=True)
 def _backward_index_rows(probs, labels, dx, lo, hi):
     k = probs.shape[1]
     inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
@@ -141,7 +141,7 @@ def _backward_index_rows(probs, labels, dx, lo, hi):
         dx[i, labels[i]] = (probs[i, labels[i]] - one) * inv_n
 
 
-@jit()
+@jit(external=True)
 def _backward_targets_rows(probs, targets, dx, lo, hi):
     k = probs.shape[1]
     inv_n = probs.dtype.type(1.0 / max(probs.shape[0], 1))
@@ -196,10 +196,11 @@ def _softmax_cross_entropy(logits, labels):
     probs = np.empty_like(logits)
     row_loss = np.empty(n, np.float64)
     if n * k < LOSS_PARALLEL_MIN:
-        _loss_rows(logits, labels, probs, row_loss, 0, n)
+        # np.int64 bounds on both branches: one compiled helper (see _config.jit)
+        _loss_rows(logits, labels, probs, row_loss, np.int64(0), n)
     else:
         for i in prange(n):
-            _loss_rows(logits, labels, probs, row_loss, i, i + 1)
+            _loss_rows(logits, labels, probs, row_loss, np.int64(i), np.int64(i) + 1)
     return _mean_loss(row_loss), probs
 
 
@@ -208,10 +209,10 @@ def _softmax_cross_entropy_backward(probs, labels):
     n, k = probs.shape
     dx = np.empty_like(probs)
     if n * k < LOSS_BACKWARD_PARALLEL_MIN:
-        _grad_rows(probs, labels, dx, 0, n)
+        _grad_rows(probs, labels, dx, np.int64(0), n)
     else:
         for i in prange(n):
-            _grad_rows(probs, labels, dx, i, i + 1)
+            _grad_rows(probs, labels, dx, np.int64(i), np.int64(i) + 1)
     return dx
 
 

@@ -171,7 +171,7 @@ def _inner_range(out_size, stride, pad, pool, size):
     return lo, hi
 
 
-@jit()
+@jit(external=True)
 def _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Max pooling of the flat (n, c) planes ``lo .. hi - 1`` into ``y`` and ``arg``."""
     n_, c_, h_, w_ = x.shape
@@ -213,10 +213,10 @@ def _maxpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_, planes):
     arg = np.empty((n_, c_, oh_, ow_), np.int64)
     total = n_ * c_
     if planes >= total:
-        _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, 0, total)
+        _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), total)
     else:
         for t in prange((total + planes - 1) // planes):
-            _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, t * planes, min(total, (t + 1) * planes))
+            _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, np.int64(t) * planes, min(total, (np.int64(t) + 1) * planes))
     return y, arg
 
 
@@ -246,7 +246,7 @@ def _unpool_2x2_stride2_row(di, r0, r1, dyi, af, o, ow_):
     return bad
 
 
-@jit()
+@jit(external=True)
 def _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, lo, hi):
     """2x2, stride-2, unpadded windows: ``dx`` of the flat (n, c) planes
     ``lo .. hi - 1`` (every element written), the number of argmax entries
@@ -269,7 +269,7 @@ def _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, lo, hi):
         dxp[2 * oh_:, :] = 0
 
 
-@jit()
+@jit(external=True)
 def _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Any geometry: zero the flat (n, c) planes ``lo .. hi - 1`` of ``dx``
     and add ``dy`` at the argmax taps; entries outside ``[0, pool_h *
@@ -320,16 +320,16 @@ def _maxpool2d_backward(dy, arg, h_, w_, pool_h, pool_w, sh, sw, ph, pw, planes)
     dx = np.empty((n_, c_, h_, w_), dy.dtype)
     if pool_h == 2 and pool_w == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
         if planes >= total:
-            _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, 0, total)
+            _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, np.int64(0), total)
         else:
             for t in prange((total + planes - 1) // planes):
-                _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, t * planes, min(total, (t + 1) * planes))
+                _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, np.int64(t) * planes, min(total, (np.int64(t) + 1) * planes))
     elif planes >= total:
-        _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, 0, total)
+        _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), total)
     else:
         for t in prange((total + planes - 1) // planes):
             _maxpool2d_backward_planes(
-                dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, t * planes, min(total, (t + 1) * planes)
+                dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, np.int64(t) * planes, min(total, (np.int64(t) + 1) * planes)
             )
     return dx, _total(bad)
 
@@ -342,7 +342,7 @@ def _window(o, stride, pad, pool, size):
     return start, max(0, -start), min(pool, size - start)
 
 
-@jit()
+@jit(external=True)
 def _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Average pooling of the flat (n, c) planes ``lo .. hi - 1`` into ``y``."""
     n_, c_, h_, w_ = x.shape
@@ -370,14 +370,14 @@ def _avgpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_, planes):
     y = np.empty((n_, c_, oh_, ow_), x.dtype)
     total = n_ * c_
     if planes >= total:
-        _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, 0, total)
+        _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), total)
     else:
         for t in prange((total + planes - 1) // planes):
-            _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, t * planes, min(total, (t + 1) * planes))
+            _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, np.int64(t) * planes, min(total, (np.int64(t) + 1) * planes))
     return y
 
 
-@jit()
+@jit(external=True)
 def _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Zero the flat (n, c) planes ``lo .. hi - 1`` of ``dx`` and spread
     ``dy / (pool_h * pool_w)`` over their windows."""
@@ -406,10 +406,10 @@ def _avgpool2d_backward(dy, h_, w_, pool_h, pool_w, sh, sw, ph, pw, planes):
     dx = np.empty((n_, c_, h_, w_), dy.dtype)
     total = n_ * c_
     if planes >= total:
-        _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, 0, total)
+        _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), total)
     else:
         for t in prange((total + planes - 1) // planes):
-            _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, t * planes, min(total, (t + 1) * planes))
+            _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, np.int64(t) * planes, min(total, (np.int64(t) + 1) * planes))
     return dx
 
 

@@ -72,6 +72,14 @@ def test_private_numba_apis_are_still_there():
     opts = ParallelOptions(_config._prange_only())
     assert opts.prange and opts.setitem and not (opts.numpy or opts.reduction or opts.inplace_binop)
     assert _config.DEPENDENCIES  # the locators exist for these
+    # _config._load_external_helpers_first and _extcall: a cached kernel's
+    # payload starts with its library's (name, "object", (object code, ...))
+    from numba.core import compiler, codegen
+
+    assert callable(caching.CompileResultCacheImpl.rebuild)
+    assert list(inspect.signature(compiler.CompileResult._rebuild).parameters)[:2] == ["target_context", "libdata"]
+    assert "'object'" in inspect.getsource(codegen.CPUCodeLibrary.serialize_using_object_code)
+    assert callable(codegen.JITCodeLibrary.get_pointer_to_function)
 
 
 def test_every_public_op_is_a_kernel_op():

@@ -683,3 +683,59 @@ def test_parallel_kernels_parallelise_their_prange_loops_only():
     everything = numba.njit(parallel=True)(kernel)  # the default converts all five
     everything(np.arange(5, dtype=np.float32))
     assert len(everything.get_metadata(everything.signatures[0])["parfor_diagnostics"].initial_parfors) > 1
+
+
+_EXTERNAL_HELPER = """
+import json
+import numpy as np
+import numbanet.kernels as K, numbanet.reference as R
+from numbanet.kernels import _extcall, pool
+planes = pool._maxpool2d_forward_planes
+helper, kernel = getattr(planes, "dispatcher", planes), pool._maxpool2d_forward
+rng = np.random.default_rng(0)
+out = {}
+for dt in (np.float32, np.float64):
+    same = True
+    for shape in ((1, 2, 4, 4), (8, 16, 24, 24)):  # below and above POOL_PARALLEL_MIN: both branches
+        x = rng.standard_normal(shape).astype(dt)
+        same &= bool(np.array_equal(K.maxpool2d_forward(x, 2, 2)[0], R.maxpool2d_forward(x, 2, 2)[0]))
+    sigs = [s for s in helper.signatures if s[0].dtype.name == np.dtype(dt).name]
+    ir = kernel.inspect_llvm(next(s for s in kernel.signatures if s[0].dtype.name == np.dtype(dt).name))
+    mangled = helper.overloads[sigs[0]].fndesc.mangled_name
+    out[np.dtype(dt).name] = {
+        "same": same, "signatures": len(sigs),
+        "declared": f'declare i32 @"{_extcall.symbol(helper, sigs[0])}"(' in ir,
+        "defined": any(line.startswith("define") and mangled in line for line in ir.splitlines()),
+    }
+print(json.dumps(out))
+"""
+
+
+@needs_jit
+def test_external_helpers_compile_once_and_are_called_not_linked(tmp_path):
+    """A ``jit(external=True)`` per-chunk helper is compiled once for the
+    serial branch and the ``prange`` loop of its kernel alike (bounds passed
+    as np.int64), and the kernel's LLVM module (its parallel loop's libraries
+    linked in) declares the helper's symbol instead of holding its code.
+    In a fresh cache: Numba inspects only code it compiled."""
+    out = run_python(_EXTERNAL_HELPER, {"NUMBA_CACHE_DIR": str(tmp_path)})
+    for dt, got in out.items():
+        assert got == {"same": True, "signatures": 1, "declared": True, "defined": False}, (dt, got)
+
+
+def test_external_helper_symbols_name_the_helper_and_its_types():
+    # What a cached kernel's machine code says it calls must decode to the
+    # same helper and types (register_symbols_in loads them by it).
+    from numba import types
+
+    from numbanet.kernels import _extcall, batchnorm
+
+    helper = batchnorm._batchnorm_backward_channels
+    argtys = (types.Array(types.float32, 3, "C"), types.int64, types.uint64, types.float64, types.boolean)
+    name = _extcall.symbol(helper.dispatcher, argtys)
+    module, qualname, *codes = name[len(_extcall._PREFIX):].split("$")
+    assert (module, qualname) == ("numbanet.kernels.batchnorm", "_batchnorm_backward_channels")
+    assert tuple(_extcall._decode(c) for c in codes) == argtys
+    assert _extcall._SYMBOL.fullmatch(name.encode())
+    with pytest.raises(numba.core.errors.TypingError, match="aligned writable arrays"):
+        _extcall.symbol(helper.dispatcher, (types.Array(types.float32, 1, "C", readonly=True),))
