@@ -1,4 +1,4 @@
-"""Registry cases for Affine, activations and the softmax cross-entropy loss."""
+"""Registry cases for Affine, activations, the softmax cross-entropy loss and batch normalization."""
 
 from __future__ import annotations
 
@@ -205,5 +205,76 @@ for _name, _shape in {"relu_conv": (100, 30, 24, 24), "relu_book": (100, 50)}.it
             nbytes=lambda dt, _shape=_shape: 5 * int(np.prod(_shape)) * dt.itemsize,
             tol={"float32": 0.0, "float64": 0.0},
             description="relu_forward + relu_backward",
+        )
+    )
+
+
+# --- Batch normalization: training forward + backward ---------------------------
+
+
+def _batchnorm_inputs(shape):
+    def make(dtype, rng):
+        c = shape[1]
+        return {
+            "x": _randn(rng, shape, dtype, scale=2.0),
+            "gamma": rng.uniform(0.5, 1.5, c).astype(dtype),
+            "beta": _randn(rng, (c,), dtype),
+            "running_mean": np.zeros(c, dtype),
+            "running_var": np.ones(c, dtype),
+            "dy": _randn(rng, shape, dtype),
+        }
+
+    return make
+
+
+def _batchnorm_bind(impl, inp):
+    x, gamma, beta, dy = inp["x"], inp["gamma"], inp["beta"], inp["dy"]
+    rm, rv = inp["running_mean"], inp["running_var"]
+
+    def run():
+        y, mean, inv_std, new_rm, new_rv = impl.batchnorm_forward(x, gamma, beta, rm, rv, 0.9, 1e-5, True)
+        dx, dgamma, dbeta = impl.batchnorm_backward(dy, x, gamma, mean, inv_std, True)
+        return y, new_rm, new_rv, dx, dgamma, dbeta
+
+    return run
+
+
+def _batchnorm_torch(inp):
+    import torch
+
+    x = torch.from_numpy(inp["x"]).requires_grad_()
+    gamma = torch.from_numpy(inp["gamma"]).requires_grad_()
+    beta = torch.from_numpy(inp["beta"]).requires_grad_()
+    dy = torch.from_numpy(inp["dy"])
+
+    def run():
+        x.grad = gamma.grad = beta.grad = None
+        rm = torch.from_numpy(inp["running_mean"].copy())
+        rv = torch.from_numpy(inp["running_var"].copy())
+        # torch's momentum is the weight of the batch: numbanet's 0.9 is its 0.1
+        y = torch.nn.functional.batch_norm(x, rm, rv, gamma, beta, training=True, momentum=0.1, eps=1e-5)
+        y.backward(dy)
+        return y, rm, rv, x.grad, gamma.grad, beta.grad
+
+    return run
+
+
+# The book's MultiLayerNetExtend hidden layer (batch 100, 100 features: the
+# per-feature 2-D path) and a conv activation (the per-channel path).
+for _name, _shape in {"batchnorm_book": (100, 100), "batchnorm_conv": (32, 64, 16, 16)}.items():
+    register(
+        Case(
+            name=_name,
+            group="batchnorm",
+            params={"shape": _shape},
+            make_inputs=_batchnorm_inputs(_shape),
+            bind=_batchnorm_bind,
+            torch_bind=_batchnorm_torch,
+            # forward reads x twice (mean, variance) and once more to write y;
+            # backward reads dy and x twice (sums, dx) and writes dx
+            nbytes=lambda dt, _shape=_shape: 8 * int(np.prod(_shape)) * dt.itemsize,
+            # float32: the kernels sum in float64, NumPy in float32 (pairwise)
+            tol={"float32": 1e-5, "float64": 1e-12},
+            description="batchnorm_forward + batchnorm_backward, training",
         )
     )

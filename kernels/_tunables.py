@@ -4,7 +4,8 @@ Each value keeps the measurement that chose it and the command that
 re-measures it. Two kinds:
 
 * read by the Python wrappers (the convolution's strategy choice, its chunk
-  counts, and the convolution and pooling calling-thread thresholds): a
+  counts, the convolution and pooling calling-thread thresholds and the
+  pooling task size): a
   change takes effect on the next call;
 * read inside ``@njit`` code (``CHUNK``, ``PARALLEL_MIN``,
   ``AFFINE_PARALLEL_MIN_MACS`` and the loss and batch-norm thresholds): Numba freezes a global into the compiled
@@ -32,9 +33,9 @@ from __future__ import annotations
 
 __all__ = [
     "DIRECT_MAX_CG", "GEMM_MIN_FG", "BACKWARD_GEMM_MIN_TAPS", "DX_TRANSPOSED_MIN_CG", "CONV_CHUNKS", "CONV_DIRECT_CHUNKS",
-    "CONV_PARALLEL_MIN_MACS", "POOL_PARALLEL_MIN",
+    "CONV_PARALLEL_MIN_MACS", "POOL_PARALLEL_MIN", "POOL_TASK_ELEMENTS",
     "CHUNK", "PARALLEL_MIN", "AFFINE_PARALLEL_MIN_MACS",
-    "LOSS_PARALLEL_MIN", "LOSS_BACKWARD_PARALLEL_MIN", "BATCHNORM_PARALLEL_MIN",
+    "LOSS_PARALLEL_MIN", "LOSS_BACKWARD_PARALLEL_MIN", "BATCHNORM_PARALLEL_MIN", "BATCHNORM_COLUMNS",
 ]
 
 # --- convolution: which strategy (kernels/conv.py: _use_direct) -------------------
@@ -127,6 +128,15 @@ CONV_PARALLEL_MIN_MACS = 1 << 18
 #: Re-measure as the convolution's threshold.
 POOL_PARALLEL_MIN = 16384
 
+#: Input elements per parallel pooling task (whole planes, at least one).
+#: One task per plane cost about 0.5 us a task on one Zen 3 core: 100 x 64 x
+#: 9 x 9 (DeepConvNet's last pool, 6400 planes) took 4.4 ms as 6400 tasks
+#: and 1.3 ms as one loop (shared machine). 16384 elements make 80 tasks of
+#: 100 x 16 x 28 x 28 and 32 of 100 x 64 x 9 x 9: enough to balance two
+#: threads. TO MEASURE quietly: ``numbanet-bench --cases 'pool*,train_step_book*'``
+#: at 2 threads with 4096, 16384 and 65536. Read by the Python wrapper.
+POOL_TASK_ELEMENTS = 16384
+
 # --- elementwise kernels (kernels/activation.py, kernels/optim.py) ----------------
 #
 # Read inside @njit code. Re-measure: ``python -m numbanet.bench.optim_bandwidth``
@@ -182,3 +192,11 @@ LOSS_BACKWARD_PARALLEL_MIN = 32768
 #: 100 x 100 hidden layers run serially). Re-measure with
 #: ``numbanet-bench --cases 'train_step_book_multi*'`` at 1 and 2 threads.
 BATCHNORM_PARALLEL_MIN = 16384
+
+#: Columns of 2-D batch-norm input one task sums side by side (the parallel
+#: loop's unit; no effect on results, each column is summed in row order
+#: either way). 32 float64 accumulators are eight AVX2 vectors, and the
+#: book's 100-wide hidden layers split into four tasks for two threads.
+#: TO MEASURE quietly: ``numbanet-bench --cases 'batchnorm*,train_step_book_multi*'``
+#: at 2 threads with 16, 32 and 64.
+BATCHNORM_COLUMNS = 32

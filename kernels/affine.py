@@ -30,42 +30,75 @@ __all__ = ["affine_forward", "affine_backward"]
 
 
 @links_gemm("gemm_block")
-@jit(parallel=True)
-def _matmul(a, ta, b, tb, c, threads):
-    """``c = op(a) @ op(b)`` with ``op(a) = a.T if ta else a`` (likewise b),
-    for C-contiguous ``a``, ``b`` and ``c``, in row blocks (taller than wide)
-    or column blocks, one per thread. The blocks are cut at multiples of the
-    micro-kernel's tile, and each element's sum runs in the same order in any
-    block, so the result does not depend on the number of blocks.
+@jit()
+def _matmul_block(a, ta, b, tb, c, t, nb):
+    """Block ``t`` of ``nb`` of ``c = op(a) @ op(b)`` (``op(a) = a.T if ta
+    else a``, likewise b; C-contiguous ``a``, ``b`` and ``c``): row blocks
+    (taller than wide) or column blocks, cut at multiples of the
+    micro-kernel's tile. Each element's sum runs in the same order in any
+    block, so the result does not depend on ``nb``.
 
     The transposes are flags, not views, so that the forward product and both
     backward products are one compiled function: Numba compiles (and LLVM
     optimises the GEMM inside) once per array type, and each operand layout
-    would be another type. Callers pass the flags as ``np.bool_(...)``: a
-    bare ``True``/``False`` is a literal type to Numba, and each combination
-    compiled a ``_matmul`` of its own (three, about a second each)."""
+    would be another type. Callers pass the flags as ``np.bool_(...)`` and
+    the block numbers as ``np.int64``: a bare ``True``/``False`` or ``0`` is
+    a literal type to Numba, and each combination compiled a product of its
+    own (three, about a second each; prange's index is another type again)."""
     av = a.T if ta else a
     bv = b.T if tb else b
     m_, k_ = av.shape
     n_ = bv.shape[1]
-    nb = threads if m_ * k_ * n_ >= AFFINE_PARALLEL_MIN_MACS else 1
     if nb == 1:
         gemm_block(av, bv, c, 0, m_, 0, n_, False)
-        return c
+        return
     by_rows = m_ >= n_
     unit = MR if by_rows else tile_cols(c)
     size = m_ if by_rows else n_
     step = ((size + nb - 1) // nb + unit - 1) // unit * unit
     # Blocks as index ranges, not slices: one compiled product for all of them.
+    lo = min(size, t * step)
+    hi = min(size, lo + step)
+    if lo < hi:
+        if by_rows:
+            gemm_block(av, bv, c, lo, hi, 0, n_, False)
+        else:
+            gemm_block(av, bv, c, 0, m_, lo, hi, False)
+
+
+@links_gemm("gemm_block")
+@jit(parallel=True)
+def _matmul(a, ta, b, tb, c, threads):
+    """``c = op(a) @ op(b)`` in one block per thread (:func:`_matmul_block`),
+    or on the calling thread below ``AFFINE_PARALLEL_MIN_MACS``."""
+    m_ = a.shape[1] if ta else a.shape[0]
+    n_ = b.shape[0] if tb else b.shape[1]
+    k_ = a.shape[0] if ta else a.shape[1]
+    nb = threads if m_ * k_ * n_ >= AFFINE_PARALLEL_MIN_MACS else 1
+    if nb == 1:
+        _matmul_block(a, ta, b, tb, c, np.int64(0), np.int64(1))
+        return c
     for t in prange(nb):
-        lo = min(size, t * step)
-        hi = min(size, lo + step)
-        if lo < hi:
-            if by_rows:
-                gemm_block(av, bv, c, lo, hi, 0, n_, False)
-            else:
-                gemm_block(av, bv, c, 0, m_, lo, hi, False)
+        _matmul_block(a, ta, b, tb, c, np.int64(t), np.int64(nb))
     return c
+
+
+@links_gemm("gemm_block")
+@jit(parallel=True)
+def _matmul_pair(a1, ta1, b1, tb1, c1, a2, ta2, b2, tb2, c2, threads):
+    """Two products of one size at once: each in ``threads // 2`` blocks, all
+    the blocks of both in one parallel region. The backward pass's ``dx``
+    and ``dw`` take the same ``N * D * M`` multiply-adds, so at two threads
+    each thread computes one whole product: one start of the pool instead of
+    two, and no operand packed by both threads (split, each product's
+    blocks packed the shared operand twice). Same blocks, same bits as
+    :func:`_matmul`."""
+    nb = max(1, threads // 2)
+    for t in prange(2 * nb):
+        if t < nb:
+            _matmul_block(a1, ta1, b1, tb1, c1, np.int64(t), np.int64(nb))
+        else:
+            _matmul_block(a2, ta2, b2, tb2, c2, np.int64(t) - nb, np.int64(nb))
 
 
 @jit()
@@ -105,9 +138,13 @@ def _affine_forward(x2d, w, b, threads):
 def _affine_backward(dy, x2d, w, need_dx, threads):
     # dx, dw and db in one dispatch (dx is (0, 0) when not needed).
     dx = np.empty((x2d.shape[0], x2d.shape[1]) if need_dx else (0, 0), x2d.dtype)
-    if need_dx:
-        _matmul(dy, np.bool_(False), w, np.bool_(True), dx, threads)
-    dw = _matmul(x2d, np.bool_(True), dy, np.bool_(False), np.empty(w.shape, w.dtype), threads)
+    dw = np.empty(w.shape, w.dtype)
+    if need_dx and threads >= 2 and dy.size * w.shape[0] >= AFFINE_PARALLEL_MIN_MACS:
+        _matmul_pair(dy, np.bool_(False), w, np.bool_(True), dx, x2d, np.bool_(True), dy, np.bool_(False), dw, threads)
+    else:
+        if need_dx:
+            _matmul(dy, np.bool_(False), w, np.bool_(True), dx, threads)
+        _matmul(x2d, np.bool_(True), dy, np.bool_(False), dw, threads)
     return dx, dw, _column_sums(dy)
 
 

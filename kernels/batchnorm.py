@@ -3,11 +3,22 @@
 Statistics are taken over every axis but the channel axis, as PyTorch's
 ``BatchNorm1d``/``BatchNorm2d`` do (not the book's flatten-everything form).
 Both kernels view the input as ``(N, C, S)`` with ``S = H * W`` (``S = 1`` for
-2-D input) and run a parallel loop over channels: each channel's sums are made
-by one thread in a fixed order, so results are bitwise independent of the
-thread count. The sums accumulate in float64 whatever the dtype (deliberate: a
-float32 channel of 100 x 24 x 24 values keeps float32 accuracy); everything
-written out is in the input dtype.
+2-D input); each channel's sums are made by one thread in a fixed order, so
+results are bitwise the same for every thread count:
+
+* planes (``S > 1``): a parallel loop over channels; per channel, one
+  accumulator per plane position summed over the samples, then the positions
+  summed in order. That vectorises across positions, where one running sum
+  is a chain of dependent adds (Numba may not reorder them);
+* 2-D input (``S = 1``, a batch of feature rows): a parallel loop over blocks
+  of columns, each column summed over the rows in order, each row's block
+  read as one contiguous run so the sums vectorise across columns. Column by
+  column, the loop strode ``C`` elements per value and ran several times
+  slower than NumPy.
+
+The sums accumulate in float64 whatever the dtype (deliberate: a float32
+channel of 100 x 24 x 24 values keeps float32 accuracy); everything written
+out is in the input dtype.
 
 The running statistics are not touched in place: :func:`batchnorm_forward`
 returns their updated values, and the caller (the layer) decides to store them.
@@ -24,48 +35,81 @@ from numba import prange
 from . import validate as v
 from ._threads import kernel_op
 from ._config import jit
-from ._tunables import BATCHNORM_PARALLEL_MIN
+from ._tunables import BATCHNORM_COLUMNS, BATCHNORM_PARALLEL_MIN
 
 __all__ = ["batchnorm_forward", "batchnorm_backward"]
 
 
+@jit()
+def _ordered_sum(a):
+    total = 0.0
+    for k in range(a.size):
+        total += a[k]
+    return total
+
+
 @jit(external=True)
 def _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, lo, hi):
+    # Per channel, one float64 accumulator per plane position, each summed
+    # over the samples in order, then the positions summed in order: a fixed
+    # order that vectorises across positions (a single running sum is a
+    # chain of dependent adds, which Numba may not reorder).
     n, c, s = x.shape
     m = n * s
+    acc = np.empty(s)
     for ch in range(lo, hi):
-        acc = 0.0
+        acc[:] = 0.0
         for i in range(n):
+            xr = x[i, ch]
             for k in range(s):
-                acc += x[i, ch, k]
-        mu = acc / m
+                acc[k] += xr[k]
+        mu = _ordered_sum(acc) / m
         # Two passes (mean, then squared deviations): no cancellation when
         # the mean is large compared with the spread.
-        acc2 = 0.0
+        acc[:] = 0.0
         for i in range(n):
+            xr = x[i, ch]
             for k in range(s):
-                d = x[i, ch, k] - mu
-                acc2 += d * d
-        sigma2 = acc2 / m
+                d = xr[k] - mu
+                acc[k] += d * d
+        sigma2 = _ordered_sum(acc) / m
         mean[ch] = mu
         var[ch] = sigma2
         inv_std[ch] = 1.0 / np.sqrt(sigma2 + eps)
 
 
-@jit(parallel=True)
-def _batchnorm_forward_stats(x, eps):
-    """Per-channel mean, biased variance and 1/sqrt(var + eps) of x (N, C, S)."""
-    c = x.shape[1]
-    mean = np.empty(c, x.dtype)
-    var = np.empty(c, x.dtype)
-    inv_std = np.empty(c, x.dtype)
-    if x.size < BATCHNORM_PARALLEL_MIN:
-        # np.int64 bounds on both branches: one compiled helper (see _config.jit)
-        _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(0), c)
-    else:
-        for ch in prange(c):
-            _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(ch), np.int64(ch) + 1)
-    return mean, var, inv_std
+@jit(external=True)
+def _batchnorm_forward_stats_columns(x, eps, mean, var, inv_std, lo, hi):
+    # x is (N, C): the sums of _batchnorm_forward_stats_channels, each column
+    # in row order, columns lo:hi side by side. Every index runs from 0 over
+    # 1-D slices: Numba wraps negative indices, and an offset of unknown
+    # sign (lo) would keep that check in the loop and stop it vectorising.
+    n = x.shape[0]
+    w = hi - lo
+    mu = np.zeros(w)
+    acc2 = np.zeros(w)
+    for i in range(n):
+        xr = x[i][lo:hi]
+        for j in range(w):
+            mu[j] += xr[j]
+    for j in range(w):
+        mu[j] /= n
+    for i in range(n):
+        xr = x[i][lo:hi]
+        for j in range(w):
+            d = xr[j] - mu[j]
+            acc2[j] += d * d
+    mean_, var_, inv_ = mean[lo:hi], var[lo:hi], inv_std[lo:hi]
+    for j in range(w):
+        sigma2 = acc2[j] / n
+        mean_[j] = mu[j]
+        var_[j] = sigma2
+        inv_[j] = 1.0 / np.sqrt(sigma2 + eps)
+
+
+@jit()
+def _column_blocks(c):
+    return (c + BATCHNORM_COLUMNS - 1) // BATCHNORM_COLUMNS
 
 
 @jit(external=True)
@@ -77,38 +121,97 @@ def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, 
         g = gamma[ch]
         b = beta[ch]
         for i in range(n):
+            xr, yr = x[i, ch], y[i, ch]
             for k in range(s):
-                y[i, ch, k] = (x[i, ch, k] - mu) * inv * g + b
+                yr[k] = (xr[k] - mu) * inv * g + b
+
+
+@jit(external=True)
+def _batchnorm_forward_normalize_columns(x, mean, inv_std, gamma, beta, y, lo, hi):
+    mean_, inv_, g_, b_ = mean[lo:hi], inv_std[lo:hi], gamma[lo:hi], beta[lo:hi]
+    for i in range(x.shape[0]):
+        xr, yr = x[i][lo:hi], y[i][lo:hi]
+        for j in range(hi - lo):
+            yr[j] = (xr[j] - mean_[j]) * inv_[j] * g_[j] + b_[j]
 
 
 @jit(parallel=True)
-def _batchnorm_forward_normalize(x, mean, inv_std, gamma, beta):
-    """y = (x - mean) * inv_std * gamma + beta, per channel, in x's dtype."""
-    c = x.shape[1]
+def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, train, unbiased):
+    """The whole forward pass on x (N, C, S), one call: statistics (training)
+    or ``1/sqrt(running_var + eps)`` (inference), the running statistics'
+    update, and ``y = (x - mean) * inv_std * gamma + beta`` in x's dtype.
+    Returns ``y, mean, inv_std, new_running_mean, new_running_var`` (the last
+    two only meaningful in training)."""
+    n, c, s = x.shape
+    dt = x.dtype.type
+    mean = np.empty(c, x.dtype)
+    var = np.empty(c, x.dtype)
+    inv_std = np.empty(c, x.dtype)
+    new_rm = np.empty(c, x.dtype)
+    new_rv = np.empty(c, x.dtype)
+    serial = x.size < BATCHNORM_PARALLEL_MIN
+    if train:
+        if s == 1:
+            x2 = x.reshape(n, c)
+            if serial:
+                _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, np.int64(0), c)
+            else:
+                for blk in prange(_column_blocks(c)):
+                    lo = np.int64(blk) * BATCHNORM_COLUMNS
+                    _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, lo, min(c, lo + BATCHNORM_COLUMNS))
+        elif serial:
+            _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(0), c)
+        else:
+            for ch in prange(c):
+                _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(ch), np.int64(ch) + 1)
+        # In x's dtype, in this order: the bits of the NumPy expressions
+        # keep * running + new * batch.
+        keep, new = dt(momentum), dt(1.0 - momentum)
+        m = n * s
+        for j in range(c):
+            new_rm[j] = keep * running_mean[j] + new * mean[j]
+            batch_var = var[j] * dt(m / (m - 1)) if unbiased else var[j]
+            new_rv[j] = keep * running_var[j] + new * batch_var
+    else:
+        for j in range(c):
+            mean[j] = running_mean[j]
+            inv_std[j] = dt(1) / np.sqrt(running_var[j] + dt(eps))
     y = np.empty_like(x)
-    if x.size < BATCHNORM_PARALLEL_MIN:
+    if s == 1:
+        x2, y2 = x.reshape(n, c), y.reshape(n, c)
+        if serial:
+            _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, np.int64(0), c)
+        else:
+            for blk in prange(_column_blocks(c)):
+                lo = np.int64(blk) * BATCHNORM_COLUMNS
+                _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, lo, min(c, lo + BATCHNORM_COLUMNS))
+    elif serial:
         _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(0), c)
     else:
         for ch in prange(c):
             _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(ch), np.int64(ch) + 1)
-    return y
+    return y, mean, inv_std, new_rm, new_rv
 
 
 @jit(external=True)
 def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
     n, c, s = x.shape
     m = n * s
+    acc_dy = np.empty(s)
+    acc_dy_xhat = np.empty(s)
     for ch in range(lo, hi):
         mu = mean[ch]
         inv = inv_std[ch]
-        sum_dy = 0.0
-        sum_dy_xhat = 0.0
+        # the forward's summation order: per position over samples, then positions
+        acc_dy[:] = 0.0
+        acc_dy_xhat[:] = 0.0
         for i in range(n):
+            xr, dyr = x[i, ch], dy[i, ch]
             for k in range(s):
-                sum_dy += dy[i, ch, k]
-                sum_dy_xhat += dy[i, ch, k] * ((x[i, ch, k] - mu) * inv)
-        dbeta[ch] = sum_dy
-        dgamma[ch] = sum_dy_xhat
+                acc_dy[k] += dyr[k]
+                acc_dy_xhat[k] += dyr[k] * ((xr[k] - mu) * inv)
+        dbeta[ch] = _ordered_sum(acc_dy)
+        dgamma[ch] = _ordered_sum(acc_dy_xhat)
         scale = gamma[ch] * inv
         if train:
             # dx = gamma*inv/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)), written
@@ -116,22 +219,70 @@ def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma,
             a = dbeta[ch] * (scale / x.dtype.type(m))
             b = dgamma[ch] * (scale / x.dtype.type(m))
             for i in range(n):
+                xr, dyr, dxr = x[i, ch], dy[i, ch], dx[i, ch]
                 for k in range(s):
-                    xhat = (x[i, ch, k] - mu) * inv
-                    dx[i, ch, k] = dy[i, ch, k] * scale - (a + xhat * b)
+                    xhat = (xr[k] - mu) * inv
+                    dxr[k] = dyr[k] * scale - (a + xhat * b)
         else:
             for i in range(n):
+                dyr, dxr = dy[i, ch], dx[i, ch]
                 for k in range(s):
-                    dx[i, ch, k] = dy[i, ch, k] * scale
+                    dxr[k] = dyr[k] * scale
+
+
+@jit(external=True)
+def _batchnorm_backward_columns(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
+    # x, dy, dx are (N, C): the arithmetic of _batchnorm_backward_channels,
+    # columns lo:hi side by side (indices from 0, as the forward's).
+    n = x.shape[0]
+    dt = x.dtype.type
+    w = hi - lo
+    mean_, inv_ = mean[lo:hi], inv_std[lo:hi]
+    sum_dy = np.zeros(w)
+    sum_dy_xhat = np.zeros(w)
+    for i in range(n):
+        xr, dyr = x[i][lo:hi], dy[i][lo:hi]
+        for j in range(w):
+            sum_dy[j] += dyr[j]
+            sum_dy_xhat[j] += dyr[j] * ((xr[j] - mean_[j]) * inv_[j])
+    dgamma_, dbeta_, gamma_ = dgamma[lo:hi], dbeta[lo:hi], gamma[lo:hi]
+    scale = np.empty(w, x.dtype)
+    a = np.empty(w, x.dtype)
+    b = np.empty(w, x.dtype)
+    for j in range(w):
+        dbeta_[j] = sum_dy[j]
+        dgamma_[j] = sum_dy_xhat[j]
+        scale[j] = gamma_[j] * inv_[j]
+        a[j] = dbeta_[j] * (scale[j] / dt(n))
+        b[j] = dgamma_[j] * (scale[j] / dt(n))
+    for i in range(n):
+        xr, dyr, dxr = x[i][lo:hi], dy[i][lo:hi], dx[i][lo:hi]
+        if train:
+            for j in range(w):
+                xhat = (xr[j] - mean_[j]) * inv_[j]
+                dxr[j] = dyr[j] * scale[j] - (a[j] + xhat * b[j])
+        else:
+            for j in range(w):
+                dxr[j] = dyr[j] * scale[j]
 
 
 @jit(parallel=True)
 def _batchnorm_backward(dy, x, gamma, mean, inv_std, train):
-    c = x.shape[1]
+    n, c, s = x.shape
     dx = np.empty_like(x)
     dgamma = np.empty(c, x.dtype)
     dbeta = np.empty(c, x.dtype)
-    if x.size < BATCHNORM_PARALLEL_MIN:
+    if s == 1:
+        x2, dy2, dx2 = x.reshape(n, c), dy.reshape(n, c), dx.reshape(n, c)
+        if x.size < BATCHNORM_PARALLEL_MIN:
+            _batchnorm_backward_columns(dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, np.int64(0), c)
+        else:
+            for blk in prange(_column_blocks(c)):
+                lo = np.int64(blk) * BATCHNORM_COLUMNS
+                _batchnorm_backward_columns(
+                    dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, lo, min(c, lo + BATCHNORM_COLUMNS)
+                )
+    elif x.size < BATCHNORM_PARALLEL_MIN:
         _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, np.int64(0), c)
     else:
         for ch in prange(c):
@@ -147,6 +298,17 @@ def _as_ncs(fn, name, x):
 
 
 def _per_channel(fn, c, dtype, **arrays):
+    # The common call (writable C-contiguous vectors of x's dtype and length,
+    # what float_array would return as they are) returns at once; anything
+    # else takes the checks, which copy, convert or raise.
+    ok = True
+    for a in arrays.values():
+        if not (type(a) is np.ndarray and a.dtype == dtype and a.shape == (c,)
+                and a.flags.c_contiguous and a.flags.writeable):
+            ok = False
+            break
+    if ok:
+        return list(arrays.values())
     out = []
     for name, a in arrays.items():
         a = v.float_array(fn, name, a, 1)
@@ -159,6 +321,8 @@ def _per_channel(fn, c, dtype, **arrays):
 
 
 def _float_param(fn, name, value, lo, hi, *, lo_open=False):
+    if type(value) is float and (lo < value if lo_open else lo <= value) and value <= hi:
+        return value  # the common case, without the numbers.Real check (an ABC: slow)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
@@ -230,23 +394,17 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
     eps = _float_param(fn, "eps", eps, 0.0, np.inf, lo_open=True)
     train = _bool_param(fn, "train", train)
     unbiased = _bool_param(fn, "unbiased", unbiased)
-    dt = x.dtype.type
-    if train:
-        m = n * s
-        if m < (2 if unbiased else 1):
-            raise ValueError(
-                f"{fn}: training needs {'more than 1 value' if unbiased else 'a value'} per channel "
-                f"to estimate {'an unbiased' if unbiased else 'a'} variance, got x of shape {x.shape}"
-            )
-        mean, var, inv_std = _batchnorm_forward_stats(x3, dt(eps))
-        keep, new = dt(momentum), dt(1.0 - momentum)
-        new_rm = keep * running_mean + new * mean
-        new_rv = keep * running_var + new * (var * dt(m / (m - 1)) if unbiased else var)
-    else:
-        mean = running_mean
-        inv_std = dt(1) / np.sqrt(running_var + dt(eps))
-        new_rm, new_rv = running_mean, running_var
-    y = _batchnorm_forward_normalize(x3, mean, inv_std, gamma, beta)
+    if train and n * s < (2 if unbiased else 1):
+        raise ValueError(
+            f"{fn}: training needs {'more than 1 value' if unbiased else 'a value'} per channel "
+            f"to estimate {'an unbiased' if unbiased else 'a'} variance, got x of shape {x.shape}"
+        )
+    eps = x.dtype.type(eps)  # added in x's dtype, as NumPy's running_var + eps
+    y, mean, inv_std, new_rm, new_rv = _batchnorm_forward(
+        x3, gamma, beta, running_mean, running_var, momentum, eps, train, unbiased
+    )
+    if not train:
+        mean, new_rm, new_rv = running_mean, running_mean, running_var
     return y.reshape(x.shape), mean, inv_std, new_rm, new_rv
 
 

@@ -108,6 +108,24 @@ def test_affine_products_do_not_depend_on_how_they_are_split(shape):
     np.testing.assert_allclose(one, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [2, 3, 4, 6])
+def test_affine_backward_pair_matches_the_products_one_by_one(threads):
+    """The backward pass's dx and dw computed at once (each product in
+    ``threads // 2`` blocks, one parallel region) are bitwise the products
+    computed one at a time on one thread."""
+    from numbanet.kernels.affine import _matmul, _matmul_pair
+
+    n, d, m = 129, 257, 65
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, d))
+    w = rng.standard_normal((d, m))
+    dy = rng.standard_normal((n, m))
+    dx, dw = np.empty((n, d)), np.empty((d, m))
+    _matmul_pair(dy, False, w, True, dx, x, True, dy, False, dw, threads)
+    assert np.array_equal(dx, _matmul(dy, False, w, True, np.empty((n, d)), 1))
+    assert np.array_equal(dw, _matmul(x, True, dy, False, np.empty((d, m)), 1))
+
+
 @pytest.mark.parametrize(
     "args,exc,match",
     [

@@ -65,6 +65,32 @@ def test_maxpool_2x2_stride2_matches_reference(K, R, hw, pad, dt):
                                   R.maxpool2d_backward(dy, argr, x.shape, 2, 2, 2, pad))
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_maxpool_2x2_stride2_signed_zeros_and_nan_payloads_bitwise(K, R, dt):
+    """The 2x2 path finds the tap by its bits: tied zeros of either sign keep
+    the first tap and its sign, of two NaNs the first is returned (its own
+    payload), and dx is +0.0 off the argmax taps, bit for bit as the
+    reference."""
+    itype = np.int32 if dt == np.float32 else np.int64
+    nan2 = (np.array(np.nan, dt).view(itype) | 1).view(dt)  # another NaN payload
+    windows = [
+        [-0.0, 0.0, 0.0, -0.0], [0.0, -0.0, -0.0, 0.0], [-0.0, -0.0, 0.0, 0.0], [-1.0, -0.0, -2.0, 0.0],
+        [1.0, np.nan, nan2, 1.0], [1.0, nan2, np.nan, 2.0], [-np.inf, -np.inf, -np.inf, -np.inf],
+        [2.0, 3.0, 3.0, -0.0],
+    ]
+    x = np.zeros((1, 1, 2, 2 * len(windows)), dt)
+    for i, (a, b, c, d) in enumerate(windows):
+        x[0, 0, 0, 2 * i:2 * i + 2] = a, b
+        x[0, 0, 1, 2 * i:2 * i + 2] = c, d
+    y, arg = K.maxpool2d_forward(x, 2, 2, 2, 0)
+    yr, argr = R.maxpool2d_forward(x, 2, 2, 2, 0)
+    np.testing.assert_array_equal(y.view(itype), yr.view(itype))
+    np.testing.assert_array_equal(arg, argr)
+    dy = -np.arange(1.0, len(windows) + 1, dtype=dt).reshape(y.shape)
+    dx = K.maxpool2d_backward(dy, arg, x.shape, 2, 2, 2, 0)
+    np.testing.assert_array_equal(dx.view(itype), R.maxpool2d_backward(dy, argr, x.shape, 2, 2, 2, 0).view(itype))
+
+
 def test_maxpool_argmax_layout_and_padding(K):
     x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # all negative: zero padding would win
     y, arg = K.maxpool2d_forward(x, 2, 2, 2, 1)
@@ -203,34 +229,41 @@ def test_pool_bad_input(K, call, exc, match):
     ((2, 3, 9, 7), 3, 2, (2, 1), (1, 0)),  # overlapping, padded, odd edges
 ])
 def test_pool_calling_thread_branch_same_bits(K, monkeypatch, dtype, xs, kh, kw, stride, pad):
-    """Below POOL_PARALLEL_MIN input elements the kernels loop over the planes
-    on the calling thread: bitwise the same results as one task per plane,
-    and the wrappers do pass ``serial`` for small inputs only."""
+    """Below POOL_PARALLEL_MIN input elements the kernels loop over all the
+    planes on the calling thread; above it each task takes the planes of
+    POOL_TASK_ELEMENTS elements. Bitwise the same results either way (one
+    loop, one plane a task, four planes a task with a shorter last task),
+    and the wrappers pass the planes per task the tunables ask for."""
     from numbanet.kernels import _tunables
     from numbanet.kernels import pool as kpool
 
     x, rng = _data(7, xs, dtype, ties=True)
-    flags = []
+    n_planes, plane = xs[0] * xs[1], xs[2] * xs[3]
+    planes = []
     for name in ("_maxpool2d_forward", "_maxpool2d_backward", "_avgpool2d_forward", "_avgpool2d_backward"):
         real = getattr(kpool, name)
 
         def spy(*args, _real=real):
-            flags.append(args[-1])  # the kernel's `serial` argument
+            planes.append(args[-1])  # the kernel's `planes` argument
             return _real(*args)
 
         monkeypatch.setattr(kpool, name, spy)
 
-    def run(threshold):
+    def run(threshold, task_elements):
         monkeypatch.setattr(_tunables, "POOL_PARALLEL_MIN", threshold)
-        flags.clear()
+        monkeypatch.setattr(_tunables, "POOL_TASK_ELEMENTS", task_elements)
+        planes.clear()
         y, arg = K.maxpool2d_forward(x, kh, kw, stride, pad)
         dy = np.cos(y) + 2
         out = (y, arg, K.maxpool2d_backward(dy, arg, xs, kh, kw, stride, pad),
                K.avgpool2d_forward(x, kh, kw, stride, pad), K.avgpool2d_backward(dy, xs, kh, kw, stride, pad))
-        return out, list(flags)
+        return out, list(planes)
 
-    parallel, flags_parallel = run(0)
-    serial, flags_serial = run(2**62)
-    assert flags_serial == [True] * 4 and flags_parallel == [False] * 4
-    for a, b in zip(serial, parallel):
-        assert np.array_equal(a, b)
+    serial, planes_serial = run(2**62, 1)
+    assert planes_serial == [n_planes] * 4
+    for task_elements, per_task in ((1, 1), (4 * plane, 4)):
+        assert n_planes % per_task or per_task == 1  # the 4-plane run has a shorter last task
+        parallel, planes_parallel = run(0, task_elements)
+        assert planes_parallel == [per_task] * 4
+        for a, b in zip(serial, parallel):
+            assert np.array_equal(a, b)
