@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Case, randn as _randn, register
+from .registry import Case, randn as _randn, register, torch_inputs
 
 
 
@@ -38,10 +38,7 @@ def _affine_bind(impl, inp):
 def _affine_torch(inp):
     import torch
 
-    x = torch.from_numpy(inp["x"]).requires_grad_()
-    w = torch.from_numpy(inp["w"]).requires_grad_()
-    b = torch.from_numpy(inp["b"]).requires_grad_()
-    dy = torch.from_numpy(inp["dy"])
+    x, w, b, dy = torch_inputs(inp, "x", "w", "b", "dy", grad=("x", "w", "b"))
 
     def run():
         x.grad = w.grad = b.grad = None
@@ -242,10 +239,7 @@ def _batchnorm_bind(impl, inp):
 def _batchnorm_torch(inp):
     import torch
 
-    x = torch.from_numpy(inp["x"]).requires_grad_()
-    gamma = torch.from_numpy(inp["gamma"]).requires_grad_()
-    beta = torch.from_numpy(inp["beta"]).requires_grad_()
-    dy = torch.from_numpy(inp["dy"])
+    x, gamma, beta, dy = torch_inputs(inp, "x", "gamma", "beta", "dy", grad=("x", "gamma", "beta"))
 
     def run():
         x.grad = gamma.grad = beta.grad = None

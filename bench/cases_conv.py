@@ -10,7 +10,7 @@ import numpy as np
 
 from numbanet.reference.geometry import out_size
 
-from .registry import Case, randn as _randn, register
+from .registry import Case, randn as _randn, register, torch_inputs
 
 
 
@@ -54,10 +54,7 @@ def _conv_torch(inp):
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(inp["x"]).requires_grad_()
-    w = torch.from_numpy(inp["w"]).requires_grad_()
-    b = torch.from_numpy(inp["b"]).requires_grad_()
-    dy = torch.from_numpy(inp["dy"])
+    x, w, b, dy = torch_inputs(inp, "x", "w", "b", "dy", grad=("x", "w", "b"))
     hp = dict(stride=inp["stride"], padding=inp["pad"], groups=inp["groups"])
 
     def run():

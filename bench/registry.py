@@ -118,6 +118,15 @@ def get(name: str) -> Case:
         raise KeyError(f"no benchmark case {name!r}; known: {sorted(_REGISTRY)}") from None
 
 
+def torch_inputs(inp, *names, grad=()):
+    """PyTorch tensors sharing memory with the arrays ``inp[name]``, in the
+    order of ``names``; those named in ``grad`` require gradients (the
+    leaves a ``torch_bind``'s backward pass fills)."""
+    import torch
+
+    return [torch.from_numpy(inp[n]).requires_grad_(n in grad) for n in names]
+
+
 def flatten_outputs(out) -> list[np.ndarray]:
     """Outputs of a workload as a flat list of arrays (scalars become 0-D)."""
     if isinstance(out, dict):
