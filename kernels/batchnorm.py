@@ -107,9 +107,18 @@ def _batchnorm_forward_stats_columns(x, eps, mean, var, inv_std, lo, hi):
         inv_[j] = 1.0 / np.sqrt(sigma2 + eps)
 
 
-@jit()
+@jit(inline=True)
 def _column_blocks(c):
+    """How many blocks of ``BATCHNORM_COLUMNS`` columns cover ``c``."""
     return (c + BATCHNORM_COLUMNS - 1) // BATCHNORM_COLUMNS
+
+
+@jit(inline=True)
+def _column_block(blk, c):
+    """The columns ``[lo, hi)`` of block ``blk`` (int64 bounds: one signature
+    of the per-block helpers, see ``_config.jit``)."""
+    lo = np.int64(blk) * BATCHNORM_COLUMNS
+    return lo, min(c, lo + BATCHNORM_COLUMNS)
 
 
 @jit(external=True)
@@ -157,8 +166,8 @@ def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps,
                 _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, np.int64(0), c)
             else:
                 for blk in prange(_column_blocks(c)):
-                    lo = np.int64(blk) * BATCHNORM_COLUMNS
-                    _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, lo, min(c, lo + BATCHNORM_COLUMNS))
+                    lo, hi = _column_block(blk, c)
+                    _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, lo, hi)
         elif serial:
             _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(0), c)
         else:
@@ -183,8 +192,8 @@ def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps,
             _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, np.int64(0), c)
         else:
             for blk in prange(_column_blocks(c)):
-                lo = np.int64(blk) * BATCHNORM_COLUMNS
-                _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, lo, min(c, lo + BATCHNORM_COLUMNS))
+                lo, hi = _column_block(blk, c)
+                _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, lo, hi)
     elif serial:
         _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(0), c)
     else:
@@ -278,9 +287,9 @@ def _batchnorm_backward(dy, x, gamma, mean, inv_std, train):
             _batchnorm_backward_columns(dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, np.int64(0), c)
         else:
             for blk in prange(_column_blocks(c)):
-                lo = np.int64(blk) * BATCHNORM_COLUMNS
+                lo, hi = _column_block(blk, c)
                 _batchnorm_backward_columns(
-                    dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, lo, min(c, lo + BATCHNORM_COLUMNS)
+                    dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, lo, hi
                 )
     elif x.size < BATCHNORM_PARALLEL_MIN:
         _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, np.int64(0), c)

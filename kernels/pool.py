@@ -171,6 +171,20 @@ def _inner_range(out_size, stride, pad, pool, size):
     return lo, hi
 
 
+@jit(inline=True)
+def _tasks(planes, total):
+    """How many tasks pool ``total`` planes, ``planes`` a task."""
+    return (total + planes - 1) // planes
+
+
+@jit(inline=True)
+def _task_planes(t, planes, total):
+    """The planes ``[lo, hi)`` of task ``t`` (int64 bounds: one signature
+    of the per-plane helpers, see ``_config.jit``)."""
+    lo = np.int64(t) * planes
+    return lo, min(total, lo + planes)
+
+
 @jit(external=True)
 def _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, lo, hi):
     """Max pooling of the flat (n, c) planes ``lo .. hi - 1`` into ``y`` and ``arg``."""
@@ -215,8 +229,9 @@ def _maxpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_, planes):
     if planes >= total:
         _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), total)
     else:
-        for t in prange((total + planes - 1) // planes):
-            _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, np.int64(t) * planes, min(total, (np.int64(t) + 1) * planes))
+        for t in prange(_tasks(planes, total)):
+            lo, hi = _task_planes(t, planes, total)
+            _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, lo, hi)
     return y, arg
 
 
@@ -322,15 +337,15 @@ def _maxpool2d_backward(dy, arg, h_, w_, pool_h, pool_w, sh, sw, ph, pw, planes)
         if planes >= total:
             _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, np.int64(0), total)
         else:
-            for t in prange((total + planes - 1) // planes):
-                _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, np.int64(t) * planes, min(total, (np.int64(t) + 1) * planes))
+            for t in prange(_tasks(planes, total)):
+                lo, hi = _task_planes(t, planes, total)
+                _maxpool2d_backward_2x2_planes(dy, arg, dx, bad, lo, hi)
     elif planes >= total:
         _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), total)
     else:
-        for t in prange((total + planes - 1) // planes):
-            _maxpool2d_backward_planes(
-                dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, np.int64(t) * planes, min(total, (np.int64(t) + 1) * planes)
-            )
+        for t in prange(_tasks(planes, total)):
+            lo, hi = _task_planes(t, planes, total)
+            _maxpool2d_backward_planes(dy, arg, dx, bad, pool_h, pool_w, sh, sw, ph, pw, lo, hi)
     return dx, _total(bad)
 
 
@@ -372,8 +387,9 @@ def _avgpool2d_forward(x, pool_h, pool_w, sh, sw, ph, pw, oh_, ow_, planes):
     if planes >= total:
         _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), total)
     else:
-        for t in prange((total + planes - 1) // planes):
-            _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, np.int64(t) * planes, min(total, (np.int64(t) + 1) * planes))
+        for t in prange(_tasks(planes, total)):
+            lo, hi = _task_planes(t, planes, total)
+            _avgpool2d_forward_planes(x, y, pool_h, pool_w, sh, sw, ph, pw, lo, hi)
     return y
 
 
@@ -408,8 +424,9 @@ def _avgpool2d_backward(dy, h_, w_, pool_h, pool_w, sh, sw, ph, pw, planes):
     if planes >= total:
         _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, np.int64(0), total)
     else:
-        for t in prange((total + planes - 1) // planes):
-            _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, np.int64(t) * planes, min(total, (np.int64(t) + 1) * planes))
+        for t in prange(_tasks(planes, total)):
+            lo, hi = _task_planes(t, planes, total)
+            _avgpool2d_backward_planes(dy, dx, pool_h, pool_w, sh, sw, ph, pw, lo, hi)
     return dx
 
 
