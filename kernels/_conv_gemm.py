@@ -314,7 +314,8 @@ def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchu
     wpk = _pack_weights(w2, groups, np.bool_(False))
     y = np.empty((n_, f_, oh_, ow_), x.dtype)
     for t in prange(nchunks):
-        _conv2d_forward_gemm_samples(x, b, wpk, tab, y, _chunk_start(n_, nchunks, t), _chunk_start(n_, nchunks, t + 1),
+        t0 = np.int64(t)  # prange's index is uint64, t + 1 int64: one _chunk_start for both
+        _conv2d_forward_gemm_samples(x, b, wpk, tab, y, _chunk_start(n_, nchunks, t0), _chunk_start(n_, nchunks, t0 + 1),
                                      sh, sw, ph, pw, groups, ck, nph, hq, wq, plane, pwide)
     return y
 
@@ -347,11 +348,12 @@ def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, 
     dcol = np.empty((MR, ncx), dy.dtype)
     dxp = np.empty((cg * nph if ncx else 0, plane), dy.dtype)
     dxw = np.empty((cg if need_dx and unit else 0, pwx), dy.dtype)
-    bp = b_buffer(kbw, fg, dy)
+    bp = b_buffer(kbw, fg, dcol)  # a 2-D array of dy's dtype: the GEMM's own b_buffer signature
     tile = np.empty((MR, tile_cols(dy)), dy.dtype)
     for n in range(lo, hi):
         _pad_phases(x[n], ph, pw, sh, sw, hq, wq, xp)
-        _pad_phases(dy[n], a0, b0, 1, 1, dplane // wq, wq, dyz)
+        # strides as int64, not literal 1s: one compiled _pad_phases for both calls
+        _pad_phases(dy[n], a0, b0, np.int64(1), np.int64(1), dplane // wq, wq, dyz)
         for g in range(groups):
             # dw_g^T (+)= col_wide @ dy_wide^T
             for k0 in range(0, pwide, kbw):
@@ -439,8 +441,9 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     nkw = (pwide + KC - 1) // KC
     kbw = (pwide + nkw - 1) // nkw
     for t in prange(nchunks):
+        t0 = np.int64(t)
         _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, dx, part_wt[t], part_b[t],
-                                      _chunk_start(n_, nchunks, t), _chunk_start(n_, nchunks, t + 1), sh, sw, ph, pw,
+                                      _chunk_start(n_, nchunks, t0), _chunk_start(n_, nchunks, t0 + 1), sh, sw, ph, pw,
                                       groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx, unit)
     db = np.empty(f_, dy.dtype)
     for f in range(f_):
