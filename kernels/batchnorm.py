@@ -108,21 +108,17 @@ def _batchnorm_forward_stats_columns(x, eps, mean, var, inv_std, lo, hi):
 
 
 @jit(inline=True)
-def _tasks(c, columns):
-    """The tasks of a parallel pass: blocks of ``BATCHNORM_COLUMNS`` columns
-    (``columns``, 2-D input) or one channel each."""
-    return (c + BATCHNORM_COLUMNS - 1) // BATCHNORM_COLUMNS if columns else c
+def _column_blocks(c):
+    """How many blocks of ``BATCHNORM_COLUMNS`` columns cover ``c``."""
+    return (c + BATCHNORM_COLUMNS - 1) // BATCHNORM_COLUMNS
 
 
 @jit(inline=True)
-def _task_bounds(t, c, columns):
-    """The columns or channels ``[lo, hi)`` of task ``t`` (int64 bounds: one
-    signature of the per-task helpers, see ``_config.jit``)."""
-    if columns:
-        lo = np.int64(t) * BATCHNORM_COLUMNS
-        return lo, min(c, lo + BATCHNORM_COLUMNS)
-    lo = np.int64(t)
-    return lo, lo + 1
+def _column_block(blk, c):
+    """The columns ``[lo, hi)`` of block ``blk`` (int64 bounds: one signature
+    of the per-block helpers, see ``_config.jit``)."""
+    lo = np.int64(blk) * BATCHNORM_COLUMNS
+    return lo, min(c, lo + BATCHNORM_COLUMNS)
 
 
 @jit(external=True)
@@ -148,35 +144,13 @@ def _batchnorm_forward_normalize_columns(x, mean, inv_std, gamma, beta, y, lo, h
             yr[j] = (xr[j] - mean_[j]) * inv_[j] * g_[j] + b_[j]
 
 
-@jit(inline=True)
-def _stats_task(columns, x, x2, eps, mean, var, inv_std, lo, hi):
-    if columns:
-        _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, lo, hi)
-    else:
-        _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, lo, hi)
-
-
-@jit(inline=True)
-def _normalize_task(columns, x, x2, mean, inv_std, gamma, beta, y, y2, lo, hi):
-    if columns:
-        _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, lo, hi)
-    else:
-        _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi)
-
-
 @jit(parallel=True)
 def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, train, unbiased):
     """The whole forward pass on x (N, C, S), one call: statistics (training)
     or ``1/sqrt(running_var + eps)`` (inference), the running statistics'
     update, and ``y = (x - mean) * inv_std * gamma + beta`` in x's dtype.
     Returns ``y, mean, inv_std, new_running_mean, new_running_var`` (the last
-    two only meaningful in training).
-
-    One parallel loop per pass whose tasks are column blocks (S = 1) or
-    channels, the layout chosen in its body: each ``prange`` loop compiles as
-    three libraries of its own (about 1 s each), so a loop per layout cost
-    twice that. Below ``BATCHNORM_PARALLEL_MIN`` the same helpers run on the
-    calling thread, no parallel region."""
+    two only meaningful in training)."""
     n, c, s = x.shape
     dt = x.dtype.type
     mean = np.empty(c, x.dtype)
@@ -184,16 +158,21 @@ def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps,
     inv_std = np.empty(c, x.dtype)
     new_rm = np.empty(c, x.dtype)
     new_rv = np.empty(c, x.dtype)
-    columns = s == 1
-    x2 = x.reshape(n, c * s)  # (N, C) where columns
     serial = x.size < BATCHNORM_PARALLEL_MIN
     if train:
-        if serial:
-            _stats_task(columns, x, x2, eps, mean, var, inv_std, np.int64(0), np.int64(c))
+        if s == 1:
+            x2 = x.reshape(n, c)
+            if serial:
+                _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, np.int64(0), c)
+            else:
+                for blk in prange(_column_blocks(c)):
+                    lo, hi = _column_block(blk, c)
+                    _batchnorm_forward_stats_columns(x2, eps, mean, var, inv_std, lo, hi)
+        elif serial:
+            _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(0), c)
         else:
-            for t in prange(_tasks(c, columns)):
-                lo, hi = _task_bounds(t, c, columns)
-                _stats_task(columns, x, x2, eps, mean, var, inv_std, lo, hi)
+            for ch in prange(c):
+                _batchnorm_forward_stats_channels(x, eps, mean, var, inv_std, np.int64(ch), np.int64(ch) + 1)
         # In x's dtype, in this order: the bits of the NumPy expressions
         # keep * running + new * batch.
         keep, new = dt(momentum), dt(1.0 - momentum)
@@ -207,13 +186,19 @@ def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps,
             mean[j] = running_mean[j]
             inv_std[j] = dt(1) / np.sqrt(running_var[j] + dt(eps))
     y = np.empty_like(x)
-    y2 = y.reshape(n, c * s)
-    if serial:
-        _normalize_task(columns, x, x2, mean, inv_std, gamma, beta, y, y2, np.int64(0), np.int64(c))
+    if s == 1:
+        x2, y2 = x.reshape(n, c), y.reshape(n, c)
+        if serial:
+            _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, np.int64(0), c)
+        else:
+            for blk in prange(_column_blocks(c)):
+                lo, hi = _column_block(blk, c)
+                _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, lo, hi)
+    elif serial:
+        _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(0), c)
     else:
-        for t in prange(_tasks(c, columns)):
-            lo, hi = _task_bounds(t, c, columns)
-            _normalize_task(columns, x, x2, mean, inv_std, gamma, beta, y, y2, lo, hi)
+        for ch in prange(c):
+            _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(ch), np.int64(ch) + 1)
     return y, mean, inv_std, new_rm, new_rv
 
 
@@ -290,31 +275,28 @@ def _batchnorm_backward_columns(dy, x, gamma, mean, inv_std, train, dx, dgamma, 
                 dxr[j] = dyr[j] * scale[j]
 
 
-@jit(inline=True)
-def _backward_task(columns, dy, x, dy2, x2, gamma, mean, inv_std, train, dx, dx2, dgamma, dbeta, lo, hi):
-    if columns:
-        _batchnorm_backward_columns(dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, lo, hi)
-    else:
-        _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi)
-
-
 @jit(parallel=True)
 def _batchnorm_backward(dy, x, gamma, mean, inv_std, train):
-    """dx, dgamma, dbeta of the forward pass; one parallel loop for both
-    layouts (see :func:`_batchnorm_forward`)."""
     n, c, s = x.shape
     dx = np.empty_like(x)
     dgamma = np.empty(c, x.dtype)
     dbeta = np.empty(c, x.dtype)
-    columns = s == 1
-    x2, dy2, dx2 = x.reshape(n, c * s), dy.reshape(n, c * s), dx.reshape(n, c * s)
-    if x.size < BATCHNORM_PARALLEL_MIN:
-        _backward_task(columns, dy, x, dy2, x2, gamma, mean, inv_std, train, dx, dx2, dgamma, dbeta,
-                       np.int64(0), np.int64(c))
+    if s == 1:
+        x2, dy2, dx2 = x.reshape(n, c), dy.reshape(n, c), dx.reshape(n, c)
+        if x.size < BATCHNORM_PARALLEL_MIN:
+            _batchnorm_backward_columns(dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, np.int64(0), c)
+        else:
+            for blk in prange(_column_blocks(c)):
+                lo, hi = _column_block(blk, c)
+                _batchnorm_backward_columns(
+                    dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, lo, hi
+                )
+    elif x.size < BATCHNORM_PARALLEL_MIN:
+        _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, np.int64(0), c)
     else:
-        for t in prange(_tasks(c, columns)):
-            lo, hi = _task_bounds(t, c, columns)
-            _backward_task(columns, dy, x, dy2, x2, gamma, mean, inv_std, train, dx, dx2, dgamma, dbeta, lo, hi)
+        for ch in prange(c):
+            lo = np.int64(ch)
+            _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, lo + 1)
     return dx, dgamma, dbeta
 
 

@@ -307,7 +307,9 @@ def _arrays(fn, param, grad, *states):
         return fast, ()
     p = v.inplace_array(fn, "param", param)
     g = grad
-    if not (isinstance(g, np.ndarray) and g.dtype == p.dtype and g.shape == p.shape):
+    # A read-only grad goes through float_array too, which copies it: passed
+    # as it is, it would compile a read-only specialisation of the step kernel.
+    if not (isinstance(g, np.ndarray) and g.dtype == p.dtype and g.shape == p.shape and g.flags.writeable):
         g = v.float_array(fn, "grad", g)
         v.same_dtype(fn, param=p, grad=g)
         v.shape(fn, "grad", g, p.shape, "the shape of param")

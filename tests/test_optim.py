@@ -667,3 +667,22 @@ def test_parallel_path_matches_reference_and_is_thread_independent(case, dtype, 
     close(results[-1], want, TOL[dtype])
     for r in results[:-1]:
         np.testing.assert_array_equal(r, results[-1])
+
+
+def test_a_read_only_grad_is_copied_not_compiled_for():
+    """A read-only grad takes the general path, which copies it (as
+    validate.float_array copies every read-only input): passed through, it
+    would compile a read-only specialisation of each step kernel, one more
+    compile per optimizer and dtype that warmup does not foresee."""
+    import numba
+
+    from numbanet.kernels import optim
+
+    p, g = np.ones(5), np.full(5, 0.5)
+    g.flags.writeable = False
+    K.sgd_step(p, g, lr=0.1)
+    np.testing.assert_allclose(p, 0.95)
+    if numba.config.DISABLE_JIT:
+        return
+    args = [a for sig in optim._sgd_step.signatures for a in sig if isinstance(a, numba.types.Array)]
+    assert args and all(a.mutable for a in args)
