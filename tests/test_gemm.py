@@ -373,9 +373,6 @@ def tile_runs(tmp_path_factory):
     return done
 
 
-# one xdist worker runs them all: tile_runs (every tile compiled in a fresh
-# process) would otherwise run again in each worker that gets one
-@pytest.mark.xdist_group("gemm_tiles")
 @pytest.mark.parametrize("name", sorted(_gemm.TILES))
 def test_every_tile_computes_the_product(tile_runs, name):
     """Each tile's kernels against NumPy, in a fresh process (and cache):

@@ -14,10 +14,6 @@ import pytest
 
 pytest.importorskip("sklearn")  # the digits
 
-# One pytest-xdist worker runs this file: the uninterrupted reference runs
-# (the module-scoped `reference`) are shared by its tests.
-pytestmark = pytest.mark.xdist_group("mpi_launch")
-
 TRAIN = [sys.executable, "-m", "numbanet.nets", "--network", "convnet", "--epochs", "3", "--threads", "1",
          "--quiet", "--checkpoint-every", "4"]
 
