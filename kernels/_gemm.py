@@ -20,8 +20,8 @@ Structure (the BLIS/GotoBLAS scheme, kept small):
 * :func:`gemm` packs A (``MR`` rows at a time) and B (``NR`` columns at a
   time) into contiguous panels of ``KC`` steps and runs the micro-kernel
   over every tile. A ragged tile (the last rows or columns of C) is an edge
-  variant of it: as few vectors per row as its columns need, its last
-  vector stored masked, its missing rows not stored, the same FMA chain per
+  variant of it: as few vectors per row as its columns need, a partial
+  last vector stored lane by lane, its missing rows not stored, the same FMA chain per
   element (no scratch tile and copy: at the book's 100 x 784 x 50, 4-8%).
   :func:`gemm_block` does one block of it, given as index ranges. Two
   shortcuts skip packing where it costs more than it saves, both chosen from
@@ -334,7 +334,7 @@ def _emit(builder, fty, tile, kc_v, a_source, b_row, c_ptr, ldc_v, acc_flag, edg
 
     ``edge = (rows, cols)`` (int64 values) makes it an edge tile: only C's
     rows ``r < rows`` and columns ``j < cols`` are read and written (rows
-    skipped by a branch, columns by masked vector loads and stores), so a
+    skipped by a branch, a row's partial last vector written lane by lane), so a
     ragged tile needs no scratch tile and copy. The sums are the full tile's:
     the lanes past ``cols`` (B's zero padding) and rows past ``rows`` are
     computed and dropped."""
@@ -362,18 +362,11 @@ def _emit(builder, fty, tile, kc_v, a_source, b_row, c_ptr, ldc_v, acc_flag, edg
             for acc, bv in zip(accs[r], bvs):
                 builder.store(builder.call(fma, [av, bv, builder.load(acc)]), acc)
     keep = builder.icmp_unsigned("!=", acc_flag, ir.Constant(acc_flag.type, 0))
-    plain_load = lambda p, h: builder.load(p, align=4)  # noqa: E731
-    plain_store = lambda v, p, h: builder.store(v, p, align=4)  # noqa: E731
-    load, store = plain_load, plain_store
     if edge is not None:
+        # Only the last vector of a row may be partial: an edge tile has as
+        # few vectors as its columns need.
         rows_v, cols_v = edge
-        # Only the last vector of a row may be partial (an edge tile has as
-        # few vectors as its columns need): masked accesses cost several
-        # times a plain one on Zen 3, so the others stay plain.
-        last = tile.nv - 1
-        mload, mstore = _masked_access(builder, vty, last, cols_v)
-        load = lambda p, h: mload(p) if h == last else plain_load(p, h)  # noqa: E731
-        store = lambda v, p, h: mstore(v, p) if h == last else plain_store(v, p, h)  # noqa: E731
+        partial = _partial_store(builder, vty, tile.nv - 1, cols_v, keep)
     for r in range(tile.mr):
         row_ctx = builder.if_then(builder.icmp_signed("<", ir.Constant(i64, r), rows_v)) if edge else _nothing()
         with row_ctx:
@@ -381,10 +374,13 @@ def _emit(builder, fty, tile, kc_v, a_source, b_row, c_ptr, ldc_v, acc_flag, edg
             for h, acc in enumerate(accs[r]):
                 p = builder.bitcast(builder.gep(row, [ir.Constant(i64, h * lanes)]), vty.as_pointer())
                 total = builder.load(acc)
+                if edge is not None and h == tile.nv - 1:
+                    partial(total, p)
+                    continue
                 with builder.if_then(keep):
-                    store(builder.fadd(load(p, h), total), p, h)
+                    builder.store(builder.fadd(builder.load(p, align=4), total), p, align=4)
                 with builder.if_then(builder.not_(keep)):
-                    store(total, p, h)
+                    builder.store(total, p, align=4)
 
 
 class _nothing:
@@ -395,34 +391,44 @@ class _nothing:
         return False
 
 
-def _masked_access(builder, vty, h, cols_v):
-    """``load(p)`` and ``store(v, p)`` of the ``h``-th vector of a C row
-    that touch only its lanes below column ``cols_v`` (``llvm.masked.load``
-    / ``store``: AVX2's ``vmaskmov``; targets without them scalarise them).
-    Built where they dominate every row's (conditional) store."""
+def _partial_store(builder, vty, h, cols_v, keep):
+    """``store(total, p)``: the ``h``-th vector ``total`` of a C row added to
+    (``keep``) or stored over C at ``p``, only its lanes below column
+    ``cols_v``: whole if they all are, else one scalar at a time. Masked
+    vector loads and stores (``llvm.masked.load``/``store``, AVX2's
+    ``vmaskmov``) were slower on Zen 3 where the product is short in k
+    (784 x 1 x 50 float32: 0.85x the scratch tile they replaced); the lanes'
+    sums are the same either way."""
+    i32, i64 = ir.IntType(32), ir.IntType(64)
     lanes = vty.count
-    i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
-    mty = ir.VectorType(i1, lanes)
-    suffix = "v%d%s.p0" % (lanes, "f32" if isinstance(vty.element, ir.FloatType) else "f64")
-    mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
-                                           "llvm.masked.load." + suffix)
-    mstore = cgutils.get_or_insert_function(builder.module,
-                                            ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
-                                            "llvm.masked.store." + suffix)
-    ity = ir.VectorType(i64, lanes)
-    cols = builder.insert_element(ir.Constant(ity, None), cols_v, ir.Constant(i32, 0))
-    cols = builder.shuffle_vector(cols, ir.Constant(ity, None), ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
-    mask = builder.icmp_signed("<", ir.Constant(ity, [h * lanes + j for j in range(lanes)]), cols)
-    align = ir.Constant(i32, 4)
-    zero = ir.Constant(vty, [0.0] * lanes)
 
-    def load(p):
-        return builder.call(mload, [p, align, mask, zero])
+    def whole(total, p):
+        with builder.if_else(keep) as (add, over):
+            with add:
+                builder.store(builder.fadd(builder.load(p, align=4), total), p, align=4)
+            with over:
+                builder.store(total, p, align=4)
 
-    def store(v, p):
-        builder.call(mstore, [v, p, align, mask])
+    def store(total, p):
+        with builder.if_else(builder.icmp_signed(">=", cols_v, ir.Constant(i64, (h + 1) * lanes))) as (full, part):
+            with full:  # a row remainder's tile: its columns are whole
+                whole(total, p)
+            with part:
+                lane_by_lane(total, p)
 
-    return load, store
+    def lane_by_lane(total, p):
+        base = builder.bitcast(p, vty.element.as_pointer())
+        for j in range(lanes):
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, h * lanes + j), cols_v), likely=True):
+                q = builder.gep(base, [ir.Constant(i64, j)])
+                v = builder.extract_element(total, ir.Constant(i32, j))
+                with builder.if_else(keep) as (add, over):
+                    with add:
+                        builder.store(builder.fadd(builder.load(q, align=4), v), q, align=4)
+                    with over:
+                        builder.store(v, q, align=4)
+
+    return store
 
 
 def _emit_tile(builder, fty, kc_v, a_source, b_row, c_ptr, ldc_v, acc_flag, rows_v, cols_v):
@@ -654,7 +660,7 @@ def pack_b(b, k0, kc, j0, nc, bp):
 def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
     """``c[:, j0:j0+nc] (+)= A_block @ B_block`` for one packed ``kc`` block:
     A from ``ap`` at ``a_off`` (M rows), B from ``bp`` (``nc`` columns).
-    ``tile`` is unused (ragged tiles are stored masked), as in
+    ``tile`` is unused (ragged tiles store only their valid part), as in
     :func:`kernel_block_bt` and :func:`kernel_block_at`: kept so that their C
     entry points (``_gemm_ext``) and callers keep their signatures."""
     _kernel_block_a(ap, a_off, MR * kc, MR, m_, kc, bp, nc, c, 0, j0, add)
