@@ -8,8 +8,11 @@ The exponentials dominate. LLVM cannot vectorise a call to ``exp``, so for
 float32 the kernels use :func:`_exp_nonpositive`, an inlined polynomial that
 vectorises (max error 1.02 ulp over the normal range, measured against a
 float64 ``exp``: 1.013 ulp on tests/test_loss.py's million points, where
-NumPy's float32 ``exp`` is 2.31 ulp). Softmax only ever needs
-``exp(x - max) <= 1``. float64 keeps ``np.exp``.
+NumPy's float32 ``exp`` is 2.31 ulp), and for float64 its float64 twin (0.991
+ulp against x86's 80-bit ``exp`` on three million points; NumPy's float64
+``exp`` is 0.506 ulp there). Softmax only ever needs ``exp(x - max) <= 1``.
+The float64 polynomial made softmax cross-entropy 2.2x faster at 100 x 1000
+(1 thread, Zen 3: 1065 -> 484 us), where libm's scalar ``exp`` dominated.
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ def _int_bits_as_float32(typingctx, bits):
     return types.float32(bits), codegen
 
 
+@intrinsic
+def _int_bits_as_float64(typingctx, bits):
+    """Reinterpret a 64-bit integer as a float64 (a bitcast)."""
+    if not (isinstance(bits, types.Integer) and bits.bitwidth == 64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(bits), codegen
+
+
 def _exp_nonpositive(v):
     """``exp(v)`` for ``v <= 0`` (or NaN); compiled through the overload below.
 
@@ -51,8 +66,39 @@ def _exp_nonpositive(v):
     return np.exp(v)
 
 
+def _exp_f64(v):
+    # v = k ln2 + r with |r| <= ln2 / 2: ln2 split in two (fdlibm's ln2_hi has
+    # 32 significant bits, so k ln2_hi is exact for |k| < 2**21), exp(r) by
+    # its Taylor series to r**13 (the first term left out is below 0.02 ulp
+    # at |r| = ln2 / 2), summed as 1 + (r + r**2 q(r)) so that the rounding
+    # of the small terms barely reaches the result; 2**k built in the
+    # exponent bits. Below -708.39 the result is subnormal or zero in
+    # float64: return 0 (an absolute error under 2.3e-308). NaN maps to 0, as
+    # for float32.
+    f = np.float64
+    vc = max(v, f(-708.39))
+    k = np.floor(vc * f(1.4426950408889634) + f(0.5))
+    r = (vc - k * f(6.93147180369123816490e-01)) - k * f(1.90821492927058770002e-10)
+    q = f(1.0 / 6227020800.0)
+    q = q * r + f(1.0 / 479001600.0)
+    q = q * r + f(1.0 / 39916800.0)
+    q = q * r + f(1.0 / 3628800.0)
+    q = q * r + f(1.0 / 362880.0)
+    q = q * r + f(1.0 / 40320.0)
+    q = q * r + f(1.0 / 5040.0)
+    q = q * r + f(1.0 / 720.0)
+    q = q * r + f(1.0 / 120.0)
+    q = q * r + f(1.0 / 24.0)
+    q = q * r + f(1.0 / 6.0)
+    q = q * r + f(0.5)
+    e = (f(1.0) + (r + (r * r) * q)) * _int_bits_as_float64((np.int64(k) + 1023) << 52)
+    return e if v >= f(-708.39) else f(0.0)
+
+
 @overload(_exp_nonpositive, jit_options={"fastmath": set(FASTMATH_ORDERED)})
 def _exp_nonpositive_impl(v):
+    if v == types.float64:
+        return _exp_f64
     if v != types.float32:
         return lambda v: np.exp(v)
 

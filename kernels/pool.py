@@ -149,18 +149,45 @@ def _max_window(xp, h0, w0, pool_h, pool_w):
 
 
 @jit()
-def _max_window_inside(xp, h0, w0, pool_h, pool_w):
-    """:func:`_max_window` for a window inside the input (no padding checks)."""
-    best = xp[h0, w0]
-    k = 0
+def _max_row(xf, r0, w_, sw, pool_h, pool_w, yf, af, o, n):
+    """Row of ``n`` windows of any size and stride lying inside the input:
+    window ``q``'s tap ``(i, j)`` is ``xf[r0 + i * w_ + j + q * sw]`` (flat
+    ``x``), its maximum and tap go to ``yf[o + q]`` and ``af[o + q]``.
+    Offsets unsigned (no negative-index wraparound).
+
+    Tap by tap over the whole row, each tap a branch-free pass over the
+    windows (a select by the rule of :func:`_max_window`: the first NaN
+    wins, else the first of the largest), so LLVM vectorises across windows
+    and nothing depends on which tap wins. Window by window, with a branch
+    per tap, 3x3 windows took 57 ns each (32 x 64 x 32 x 32 float32, stride
+    2, one Zen 3 core), mispredicted branches on real data."""
+    for q in range(n):  # tap (0, 0) starts every window
+        yf[o + q] = xf[r0 + q * sw]
+        af[o + q] = 0
     for i in range(pool_h):
-        xr = xp[h0 + i, w0:]
         for j in range(pool_w):
-            val = xr[j]
-            if best == best and not (val <= best):
-                best = val
-                k = i * pool_w + j
-    return best, k
+            tap = i * pool_w + j
+            if tap == 0:
+                continue
+            base = r0 + uint64(i) * w_ + uint64(j)
+            # stride 1 as a constant: LLVM vectorises the loop only with a
+            # known stride
+            if sw == 1:
+                _max_tap(xf, base, uint64(1), yf, af, o, n, tap)
+            else:
+                _max_tap(xf, base, sw, yf, af, o, n, tap)
+
+
+@jit(inline=True)
+def _max_tap(xf, base, sw, yf, af, o, n, tap):
+    """One tap's pass of :func:`_max_row` over its ``n`` windows."""
+    for q in range(n):
+        val = xf[base + q * sw]
+        best = yf[o + q]
+        # `&` rather than `and`: no branch
+        take = (best == best) & (not (val <= best))
+        yf[o + q] = val if take else best
+        af[o + q] = tap if take else af[o + q]
 
 
 @jit()
@@ -204,19 +231,18 @@ def _maxpool2d_forward_planes(x, y, arg, pool_h, pool_w, sh, sw, ph, pw, lo, hi)
         ap = arg[n, c]
         for oh in range(oh_):
             h0 = oh * sh - ph
-            lo_w, hi_w = 0, 0  # windows [lo_w, hi_w) done by the fast path
-            if fast and oh_lo <= oh < oh_hi and ow_lo < ow_hi:
+            lo_w, hi_w = 0, 0  # windows [lo_w, hi_w) lie inside the input: done by rows
+            if oh_lo <= oh < oh_hi and ow_lo < ow_hi:
                 lo_w, hi_w = ow_lo, ow_hi
-                r0 = uint64((t * h_ + h0) * w_ + ow_lo * 2 - pw)
-                _max_2x2_stride2_row(xf, r0, r0 + uint64(w_), yf, af,
-                                     uint64((t * oh_ + oh) * ow_), lo_w, hi_w)
-            inside = oh_lo <= oh < oh_hi
-            for ow in range(ow_):
-                if lo_w <= ow < hi_w:
-                    continue
-                if inside and ow_lo <= ow < ow_hi:
-                    yp[oh, ow], ap[oh, ow] = _max_window_inside(xp, h0, ow * sw - pw, pool_h, pool_w)
+                r0 = uint64((t * h_ + h0) * w_ + ow_lo * sw - pw)
+                if fast:
+                    _max_2x2_stride2_row(xf, r0, r0 + uint64(w_), yf, af,
+                                         uint64((t * oh_ + oh) * ow_), lo_w, hi_w)
                 else:
+                    _max_row(xf, r0, uint64(w_), uint64(sw), pool_h, pool_w, yf, af,
+                             uint64((t * oh_ + oh) * ow_ + lo_w), uint64(hi_w - lo_w))
+            for ow in range(ow_):
+                if not lo_w <= ow < hi_w:
                     yp[oh, ow], ap[oh, ow] = _max_window(xp, h0, ow * sw - pw, pool_h, pool_w)
 
 

@@ -91,6 +91,29 @@ def test_maxpool_2x2_stride2_signed_zeros_and_nan_payloads_bitwise(K, R, dt):
     np.testing.assert_array_equal(dx.view(itype), R.maxpool2d_backward(dy, argr, x.shape, 2, 2, 2, 0).view(itype))
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("kh, kw, stride, pad", [
+    (3, 3, 2, 1), (3, 3, 1, 1), (3, 3, 2, 0), (2, 3, (1, 2), 0), (3, 2, 3, (1, 0)), (5, 5, 2, 2), (1, 4, (2, 1), 0),
+])
+def test_maxpool_window_rows_match_reference_bitwise(K, R, kh, kw, stride, pad, dt):
+    """The tap-by-tap rows of windows of any size (strides 1, 2 and other):
+    ties, signed zeros, NaN of two payloads and -inf included, the maximum's
+    bits and the argmax identical to the reference's first-NaN, else
+    first-of-the-largest rule, on rows long enough to vectorise."""
+    itype = np.int32 if dt == np.float32 else np.int64
+    rng = np.random.default_rng(kh * 100 + kw)
+    x = rng.integers(-2, 2, (2, 3, 13, 70)).astype(dt)
+    x[x == 0] = np.where(rng.random((x == 0).sum()) < 0.5, -0.0, 0.0)
+    nan2 = (np.array(np.nan, dt).view(itype) | 1).view(dt)
+    x.flat[rng.choice(x.size, x.size // 29, replace=False)] = np.nan
+    x.flat[rng.choice(x.size, x.size // 31, replace=False)] = nan2
+    x.flat[rng.choice(x.size, x.size // 13, replace=False)] = -np.inf
+    y, arg = K.maxpool2d_forward(x, kh, kw, stride, pad)
+    yr, argr = R.maxpool2d_forward(x, kh, kw, stride, pad)
+    np.testing.assert_array_equal(y.view(itype), yr.view(itype))
+    np.testing.assert_array_equal(arg, argr)
+
+
 def test_maxpool_argmax_layout_and_padding(K):
     x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # all negative: zero padding would win
     y, arg = K.maxpool2d_forward(x, 2, 2, 2, 1)
