@@ -18,14 +18,18 @@ Structure (the BLIS/GotoBLAS scheme, kept small):
   IR (:func:`_emit`) because Numba's loop vectoriser would keep the
   accumulators in memory.
 * :func:`gemm` packs A (``MR`` rows at a time) and B (``NR`` columns at a
-  time) into contiguous panels of ``KC`` steps, runs the micro-kernel over
-  every full tile and finishes ragged edges through a small tile buffer.
+  time) into contiguous panels of ``KC`` steps and runs the micro-kernel
+  over every tile. A ragged tile (the last rows or columns of C) is an edge
+  variant of it: as few vectors per row as its columns need, a partial
+  last vector stored lane by lane, its missing rows not stored, the same FMA chain per
+  element (no scratch tile and copy: at the book's 100 x 784 x 50, 4-8%).
   :func:`gemm_block` does one block of it, given as index ranges. Two
   shortcuts skip packing where it costs more than it saves, both chosen from
   the whole product's shape and layouts (never the block), so a product's
   bits do not depend on how it is split: a row-major A is read in place when
   C is at most ``A_IN_PLACE_MAX_N`` columns wide (same micro-kernel, same
-  bits as packing it), and an A of fewer than ``MR`` rows with row-major B
+  bits as packing it), a column-major A too (each ``k`` step of a row panel
+  is already ``MR`` contiguous elements; Affine's ``x.T @ dy``), and an A of fewer than ``MR`` rows with row-major B
   (a batch of one) is a plain k-ordered sum of B's rows, no tiles.
 * :func:`kernel_block_bt` and :func:`kernel_block_at` read B's (or A's) rows
   in place, unpacked, through a table of row offsets into a flat array: the
@@ -238,67 +242,72 @@ def tile_cols(a):
     return NV * (VECTOR_BYTES // a.itemsize)
 
 
-def _c_block(c, c_off, ldc, total, accumulate):
+def _c_block(c, c_off, ldc, total, accumulate, rows, cols):
     i0, j0 = divmod(c_off, ldc)
-    block = c[i0 : i0 + MR, j0 : j0 + total.shape[1]]
-    total = total.astype(c.dtype)
+    block = c[i0 : i0 + rows, j0 : j0 + cols]
+    total = total[:rows, :cols].astype(c.dtype)
     block[...] = block + total if accumulate else total
 
 
-def _microkernel(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
-    """``C[r, j] = (C[r, j] if accumulate else 0) + sum_k ap[a_off + k*MR + r] *
-    bp[b_off + k*NR + j]`` for ``r < MR``, ``j < NR``; ``C`` starts at flat
-    offset ``c_off`` of the 2-D ``c`` (row stride ``ldc`` elements).
+def _microkernel(kc, ap, a_off, a_k, bp, b_off, c, c_off, ldc, accumulate, rows, cols):
+    """``C[r, j] = (C[r, j] if accumulate else 0) + sum_k ap[a_off + k*a_k + r] *
+    bp[b_off + k*NR + j]`` (``a_k = MR`` for a panel packed by :func:`pack_a`,
+    a column-major A's column stride to read it in place) for ``r < rows <= MR``, ``j < cols <= NR``; ``C``
+    starts at flat offset ``c_off`` of the 2-D ``c`` (row stride ``ldc``
+    elements). Only those ``rows x cols`` elements of C are read or written:
+    a full tile is the register-blocked kernel, a ragged one an edge variant
+    of it (:func:`_emit_tile`). Each element's sum is the same FMA chain in
+    both, so an element's bits do not depend on the tile it falls in.
 
     Compiled code gets the LLVM version through the overload below; this
     NumPy body (and those of the two variants below) runs only with
     ``NUMBA_DISABLE_JIT=1`` (coverage, debugging).
     """
     nr_ = NV * (VECTOR_BYTES // c.itemsize)
-    a = ap[a_off : a_off + kc * MR].reshape(kc, MR)
+    a = np.stack([ap[a_off + k * a_k :][:MR] for k in range(kc)]) if kc else np.zeros((0, MR), ap.dtype)
     b = bp[b_off : b_off + kc * nr_].reshape(kc, nr_)
-    _c_block(c, c_off, ldc, a.T @ b, accumulate)
+    _c_block(c, c_off, ldc, a.T @ b, accumulate, rows, cols)
 
 
-def _microkernel_bt(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
+def _microkernel_bt(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate, rows, cols):
     """:func:`_microkernel` with B read in place, unpacked: row ``k`` of the
     tile is ``b[btab[t0 + k] + b_col :][:NR]`` of the flat array ``b`` (an
     implicit im2col matrix: each row a run of some input plane)."""
     nr_ = NV * (VECTOR_BYTES // c.itemsize)
     a = ap[a_off : a_off + kc * MR].reshape(kc, MR)
-    rows = np.stack([b[btab[t0 + k] + b_col :][:nr_] for k in range(kc)]) if kc else np.zeros((0, nr_), b.dtype)
-    _c_block(c, c_off, ldc, a.T @ rows, accumulate)
+    b_rows = np.stack([b[btab[t0 + k] + b_col :][:nr_] for k in range(kc)]) if kc else np.zeros((0, nr_), b.dtype)
+    _c_block(c, c_off, ldc, a.T @ b_rows, accumulate, rows, cols)
 
 
-def _microkernel_at(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
+def _microkernel_at(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate, rows, cols):
     """:func:`_microkernel` with A read in place, unpacked: row ``r`` of the
     tile is ``a[atab[r0 + r] + a_col :][:kc]`` of the flat array ``a``."""
     nr_ = NV * (VECTOR_BYTES // c.itemsize)
-    rows = np.stack([a[atab[r0 + r] + a_col :][:kc] for r in range(MR)])
+    a_rows = np.stack([a[atab[r0 + r] + a_col :][:kc] for r in range(MR)])
     b = bp[b_off : b_off + kc * nr_].reshape(kc, nr_)
-    _c_block(c, c_off, ldc, rows @ b, accumulate)
+    _c_block(c, c_off, ldc, a_rows @ b, accumulate, rows, cols)
 
 
 @overload(_microkernel)
-def _microkernel_impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
-    def impl(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
-        _microkernel_ir(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate)
+def _microkernel_impl(kc, ap, a_off, a_k, bp, b_off, c, c_off, ldc, accumulate, rows, cols):
+    def impl(kc, ap, a_off, a_k, bp, b_off, c, c_off, ldc, accumulate, rows, cols):
+        _microkernel_ir(kc, ap, a_off, a_k, bp, b_off, c, c_off, ldc, accumulate, rows, cols)
 
     return impl
 
 
 @overload(_microkernel_bt)
-def _microkernel_bt_impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
-    def impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
-        _microkernel_bt_ir(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate)
+def _microkernel_bt_impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate, rows, cols):
+    def impl(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate, rows, cols):
+        _microkernel_bt_ir(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate, rows, cols)
 
     return impl
 
 
 @overload(_microkernel_at)
-def _microkernel_at_impl(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
-    def impl(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
-        _microkernel_at_ir(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate)
+def _microkernel_at_impl(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate, rows, cols):
+    def impl(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate, rows, cols):
+        _microkernel_at_ir(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate, rows, cols)
 
     return impl
 
@@ -313,12 +322,22 @@ def _float_arrays(*arrays):
     return dt
 
 
-def _emit(builder, fty, tile, kc_v, a_scalar, b_row, c_ptr, ldc_v, acc_flag):
+def _emit(builder, fty, tile, kc_v, a_source, b_row, c_ptr, ldc_v, acc_flag, edge=None):
     """The micro-kernel's body for ``tile`` and float type ``fty``:
-    ``a_scalar(k, r)`` gives A's element, and ``b_row(k)`` a pointer to the NR
+    ``a_source()``, called once where the body starts, returns ``a_scalar``,
+    and ``a_scalar(k, r)`` gives A's element (so what it precomputes, e.g.
+    row pointers, belongs to this body alone: shared by the full and edge
+    bodies, it was held across all of them and one loop bound spilled), and ``b_row(k)`` a pointer to the NR
     elements of B's row ``k``; ``MR * NV`` vector accumulators held in
     registers across the ``k`` loop, one FMA each per ``k``, then added to (or
-    stored over) the tile of C at ``c_ptr`` (row stride ``ldc_v`` elements)."""
+    stored over) the tile of C at ``c_ptr`` (row stride ``ldc_v`` elements).
+
+    ``edge = (rows, cols)`` (int64 values) makes it an edge tile: only C's
+    rows ``r < rows`` and columns ``j < cols`` are read and written (rows
+    skipped by a branch, a row's partial last vector written lane by lane), so a
+    ragged tile needs no scratch tile and copy. The sums are the full tile's:
+    the lanes past ``cols`` (B's zero padding) and rows past ``rows`` are
+    computed and dropped."""
     bits = 32 if isinstance(fty, ir.FloatType) else 64
     lanes = tile.lanes(bits // 8)
     vty = ir.VectorType(fty, lanes)
@@ -331,6 +350,7 @@ def _emit(builder, fty, tile, kc_v, a_scalar, b_row, c_ptr, ldc_v, acc_flag):
         "llvm.%s.v%df%d" % ("fma" if tile.fused else "fmuladd", lanes, bits),
     )
     splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+    a_scalar = a_source()
     with cgutils.for_range(builder, kc_v) as loop:
         k = loop.index
         bk = b_row(k)
@@ -342,25 +362,122 @@ def _emit(builder, fty, tile, kc_v, a_scalar, b_row, c_ptr, ldc_v, acc_flag):
             for acc, bv in zip(accs[r], bvs):
                 builder.store(builder.call(fma, [av, bv, builder.load(acc)]), acc)
     keep = builder.icmp_unsigned("!=", acc_flag, ir.Constant(acc_flag.type, 0))
+    if edge is not None:
+        # Only the last vector of a row may be partial: an edge tile has as
+        # few vectors as its columns need.
+        rows_v, cols_v = edge
+        partial = _partial_store(builder, vty, tile.nv - 1, cols_v, keep)
     for r in range(tile.mr):
-        row = builder.gep(c_ptr, [builder.mul(ir.Constant(i64, r), ldc_v)])
-        for h, acc in enumerate(accs[r]):
-            p = builder.bitcast(builder.gep(row, [ir.Constant(i64, h * lanes)]), vty.as_pointer())
-            total = builder.load(acc)
-            with builder.if_then(keep):
+        row_ctx = builder.if_then(builder.icmp_signed("<", ir.Constant(i64, r), rows_v)) if edge else _nothing()
+        with row_ctx:
+            row = builder.gep(c_ptr, [builder.mul(ir.Constant(i64, r), ldc_v)])
+            for h, acc in enumerate(accs[r]):
+                p = builder.bitcast(builder.gep(row, [ir.Constant(i64, h * lanes)]), vty.as_pointer())
+                total = builder.load(acc)
+                if edge is not None and h == tile.nv - 1:
+                    partial(total, p)
+                    continue
+                with builder.if_then(keep):
+                    builder.store(builder.fadd(builder.load(p, align=4), total), p, align=4)
+                with builder.if_then(builder.not_(keep)):
+                    builder.store(total, p, align=4)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _partial_store(builder, vty, h, cols_v, keep):
+    """``store(total, p)``: the ``h``-th vector ``total`` of a C row added to
+    (``keep``) or stored over C at ``p``, only its lanes below column
+    ``cols_v``: whole if they all are, else one scalar at a time. Masked
+    vector loads and stores (``llvm.masked.load``/``store``, AVX2's
+    ``vmaskmov``) were slower on Zen 3 where the product is short in k
+    (784 x 1 x 50 float32: 0.85x the scratch tile they replaced); the lanes'
+    sums are the same either way."""
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    lanes = vty.count
+
+    def whole(total, p):
+        with builder.if_else(keep) as (add, over):
+            with add:
                 builder.store(builder.fadd(builder.load(p, align=4), total), p, align=4)
-            with builder.if_then(builder.not_(keep)):
+            with over:
                 builder.store(total, p, align=4)
+
+    def store(total, p):
+        with builder.if_else(builder.icmp_signed(">=", cols_v, ir.Constant(i64, (h + 1) * lanes))) as (full, part):
+            with full:  # a row remainder's tile: its columns are whole
+                whole(total, p)
+            with part:
+                lane_by_lane(total, p)
+
+    def lane_by_lane(total, p):
+        base = builder.bitcast(p, vty.element.as_pointer())
+        for j in range(lanes):
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, h * lanes + j), cols_v), likely=True):
+                q = builder.gep(base, [ir.Constant(i64, j)])
+                v = builder.extract_element(total, ir.Constant(i32, j))
+                with builder.if_else(keep) as (add, over):
+                    with add:
+                        builder.store(builder.fadd(builder.load(q, align=4), v), q, align=4)
+                    with over:
+                        builder.store(v, q, align=4)
+
+    return store
+
+
+def _emit_tile(builder, fty, kc_v, a_source, b_row, c_ptr, ldc_v, acc_flag, rows_v, cols_v):
+    """:func:`_emit` for :data:`TILE` when ``rows == MR`` and ``cols == NR``,
+    else an edge tile of as few vectors per row as ``cols`` needs (a column
+    remainder of 2 costs one vector's FMAs, not ``NV``'s). Same FMA chain per
+    element either way."""
+    import dataclasses
+
+    i64 = ir.IntType(64)
+    itemsize = 4 if isinstance(fty, ir.FloatType) else 8
+    lanes = TILE.lanes(itemsize)
+    args = (kc_v, a_source, b_row, c_ptr, ldc_v, acc_flag)
+
+    def edges(nv):
+        tile = dataclasses.replace(TILE, nv=nv)
+        if nv == TILE.nv:
+            _emit(builder, fty, tile, *args, edge=(rows_v, cols_v))
+            return
+        with builder.if_else(builder.icmp_signed("<=", cols_v, ir.Constant(i64, nv * lanes))) as (narrow, wider):
+            with narrow:
+                _emit(builder, fty, tile, *args, edge=(rows_v, cols_v))
+            with wider:
+                edges(nv + 1)
+
+    full = builder.and_(builder.icmp_signed("==", rows_v, ir.Constant(i64, TILE.mr)),
+                        builder.icmp_signed("==", cols_v, ir.Constant(i64, TILE.nr(itemsize))))
+    with builder.if_else(full) as (whole, ragged):
+        with whole:
+            _emit(builder, fty, TILE, *args)
+        with ragged:
+            edges(1)
 
 
 def _data(context, builder, sig, i, value):
     return context.make_array(sig.args[i])(context, builder, value).data
 
 
-def _packed_a(builder, a_ptr, tile):
-    """A's element (k, r) in a panel packed by :func:`pack_a`."""
+def _edge(context, builder, sig, args):
+    """The intrinsics' last two arguments (the tile's valid rows and columns) as int64."""
+    return [context.cast(builder, v, t, types.int64) for v, t in zip(args[-2:], sig.args[-2:])]
+
+
+def _packed_a(builder, a_ptr, tile, step=None):
+    """A's element (k, r) in a panel packed by :func:`pack_a` (``step``, the
+    distance between k steps, is ``MR``), or of a column-major A read in
+    place (``step`` its column stride, an int64 value)."""
     i64 = ir.IntType(64)
-    step = ir.Constant(i64, tile.mr)
+    step = ir.Constant(i64, tile.mr) if step is None else step
     return lambda k, r: builder.load(builder.gep(a_ptr, [builder.add(builder.mul(k, step), ir.Constant(i64, r))]))
 
 
@@ -375,33 +492,34 @@ def _itemsize(dt):
 
 
 @intrinsic
-def _microkernel_ir(typingctx, kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate):
-    """:func:`_microkernel` as LLVM IR (both operands packed)."""
+def _microkernel_ir(typingctx, kc, ap, a_off, a_k, bp, b_off, c, c_off, ldc, accumulate, rows, cols):
+    """:func:`_microkernel` as LLVM IR (B packed; A packed or column-major)."""
     dt = _float_arrays(ap, bp, c)
     if dt is None:
         return None
 
     def codegen(context, builder, sig, args):
-        kc_v, a_arr, a_off_v, b_arr, b_off_v, c_arr, c_off_v, ldc_v, acc_flag = args
+        kc_v, a_arr, a_off_v, a_k_v, b_arr, b_off_v, c_arr, c_off_v, ldc_v, acc_flag = args[:10]
         a_ptr = builder.gep(_data(context, builder, sig, 1, a_arr), [a_off_v])
-        b_ptr = builder.gep(_data(context, builder, sig, 3, b_arr), [b_off_v])
-        c_ptr = builder.gep(_data(context, builder, sig, 5, c_arr), [c_off_v])
-        _emit(builder, context.get_value_type(dt), TILE, kc_v, _packed_a(builder, a_ptr, TILE),
-              _packed_b(builder, b_ptr, TILE, _itemsize(dt)), c_ptr, ldc_v, acc_flag)
+        b_ptr = builder.gep(_data(context, builder, sig, 4, b_arr), [b_off_v])
+        c_ptr = builder.gep(_data(context, builder, sig, 6, c_arr), [c_off_v])
+        a_k_v = context.cast(builder, a_k_v, sig.args[3], types.int64)
+        _emit_tile(builder, context.get_value_type(dt), kc_v, lambda: _packed_a(builder, a_ptr, TILE, a_k_v),
+                   _packed_b(builder, b_ptr, TILE, _itemsize(dt)), c_ptr, ldc_v, acc_flag, *_edge(context, builder, sig, args))
         return context.get_dummy_value()
 
-    return types.none(kc, ap, a_off, bp, b_off, c, c_off, ldc, accumulate), codegen
+    return types.none(kc, ap, a_off, a_k, bp, b_off, c, c_off, ldc, accumulate, rows, cols), codegen
 
 
 @intrinsic
-def _microkernel_bt_ir(typingctx, kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate):
+def _microkernel_bt_ir(typingctx, kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate, rows, cols):
     """:func:`_microkernel_bt` as LLVM IR (B rows found through ``btab``)."""
     dt = _float_arrays(ap, b, c)
     if dt is None or not isinstance(btab, types.Array) or btab.dtype != types.int64:
         return None
 
     def codegen(context, builder, sig, args):
-        kc_v, a_arr, a_off_v, b_arr, tab_arr, t0_v, col_v, c_arr, c_off_v, ldc_v, acc_flag = args
+        kc_v, a_arr, a_off_v, b_arr, tab_arr, t0_v, col_v, c_arr, c_off_v, ldc_v, acc_flag = args[:11]
         a_ptr = builder.gep(_data(context, builder, sig, 1, a_arr), [a_off_v])
         b_ptr = builder.gep(_data(context, builder, sig, 3, b_arr), [col_v])
         tab = builder.gep(_data(context, builder, sig, 4, tab_arr), [t0_v])
@@ -410,36 +528,37 @@ def _microkernel_bt_ir(typingctx, kc, ap, a_off, b, btab, t0, b_col, c, c_off, l
         def b_row(k):
             return builder.gep(b_ptr, [builder.load(builder.gep(tab, [k]))])
 
-        _emit(builder, context.get_value_type(dt), TILE, kc_v, _packed_a(builder, a_ptr, TILE), b_row, c_ptr, ldc_v, acc_flag)
+        _emit_tile(builder, context.get_value_type(dt), kc_v, lambda: _packed_a(builder, a_ptr, TILE), b_row, c_ptr, ldc_v, acc_flag,
+                   *_edge(context, builder, sig, args))
         return context.get_dummy_value()
 
-    return types.none(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate), codegen
+    return types.none(kc, ap, a_off, b, btab, t0, b_col, c, c_off, ldc, accumulate, rows, cols), codegen
 
 
 @intrinsic
-def _microkernel_at_ir(typingctx, kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate):
+def _microkernel_at_ir(typingctx, kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate, rows, cols):
     """:func:`_microkernel_at` as LLVM IR (A rows found through ``atab``)."""
     dt = _float_arrays(a, bp, c)
     if dt is None or not isinstance(atab, types.Array) or atab.dtype != types.int64:
         return None
 
     def codegen(context, builder, sig, args):
-        kc_v, a_arr, tab_arr, r0_v, col_v, b_arr, b_off_v, c_arr, c_off_v, ldc_v, acc_flag = args
+        kc_v, a_arr, tab_arr, r0_v, col_v, b_arr, b_off_v, c_arr, c_off_v, ldc_v, acc_flag = args[:11]
         i64 = ir.IntType(64)
         a_base = builder.gep(_data(context, builder, sig, 1, a_arr), [col_v])
         tab = builder.gep(_data(context, builder, sig, 2, tab_arr), [r0_v])
-        rows = [builder.gep(a_base, [builder.load(builder.gep(tab, [ir.Constant(i64, r)]))]) for r in range(MR)]
         b_ptr = builder.gep(_data(context, builder, sig, 5, b_arr), [b_off_v])
         c_ptr = builder.gep(_data(context, builder, sig, 7, c_arr), [c_off_v])
 
-        def a_scalar(k, r):
-            return builder.load(builder.gep(rows[r], [k]))
+        def a_source():
+            rows = [builder.gep(a_base, [builder.load(builder.gep(tab, [ir.Constant(i64, r)]))]) for r in range(MR)]
+            return lambda k, r: builder.load(builder.gep(rows[r], [k]))
 
-        _emit(builder, context.get_value_type(dt), TILE, kc_v, a_scalar, _packed_b(builder, b_ptr, TILE, _itemsize(dt)), c_ptr, ldc_v,
-              acc_flag)
+        _emit_tile(builder, context.get_value_type(dt), kc_v, a_source, _packed_b(builder, b_ptr, TILE, _itemsize(dt)), c_ptr,
+                   ldc_v, acc_flag, *_edge(context, builder, sig, args))
         return context.get_dummy_value()
 
-    return types.none(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate), codegen
+    return types.none(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate, rows, cols), codegen
 
 
 @jit()
@@ -538,20 +657,23 @@ def pack_b(b, k0, kc, j0, nc, bp):
 
 
 @jit()
-def _tile_out(tile, c, i0, rows, j0, cols, add):
-    """The valid ``rows x cols`` corner of an edge tile into ``c`` at (i0, j0)."""
-    for r in range(rows):
-        cr = c[i0 + r, j0:]
-        tr = tile[r]
-        for j in range(cols):
-            cr[j] = cr[j] + tr[j] if add else tr[j]
-
-
-@jit()
 def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
     """``c[:, j0:j0+nc] (+)= A_block @ B_block`` for one packed ``kc`` block:
     A from ``ap`` at ``a_off`` (M rows), B from ``bp`` (``nc`` columns).
-    ``tile`` is an (MR, NR) scratch for the ragged edges."""
+    ``tile`` is unused (ragged tiles store only their valid part), as in
+    :func:`kernel_block_bt` and :func:`kernel_block_at`: kept so that their C
+    entry points (``_gemm_ext``) and callers keep their signatures."""
+    _kernel_block_a(ap, a_off, MR * kc, MR, m_, kc, bp, nc, c, 0, j0, add)
+
+
+@jit()
+def _kernel_block_a(a, a_off, a_panel, a_k, m_, kc, bp, nc, c, c_row, j0, add):
+    """``c[c_row : c_row + m_, j0 : j0 + nc] (+)= A_block @ B_block`` with B
+    packed: A's element (i, k) is ``a[a_off + (i // MR) * a_panel + k * a_k +
+    i % MR]``: packed panels (``a_panel = MR * kc``, ``a_k = MR``) or a
+    column-major A read in place (``a_panel = MR``, ``a_k`` its column
+    stride; a ragged last panel then reads up to MR - 1 elements past row
+    ``m_`` of every column, which the caller must own)."""
     nr_ = tile_cols(c)
     ldc = c.strides[0] // c.itemsize
     for ip in range((m_ + MR - 1) // MR):
@@ -560,11 +682,8 @@ def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
         for js in range(0, nc, nr_):
             cols = min(nr_, nc - js)
             b_off = (js // nr_) * nr_ * kc
-            if rows == MR and cols == nr_:
-                _microkernel(kc, ap, a_off + i0 * kc, bp, b_off, c, i0 * ldc + j0 + js, ldc, add)
-            else:
-                _microkernel(kc, ap, a_off + i0 * kc, bp, b_off, tile, 0, nr_, False)
-                _tile_out(tile, c, i0, rows, j0 + js, cols, add)
+            _microkernel(kc, a, a_off + ip * a_panel, a_k, bp, b_off, c, (c_row + i0) * ldc + j0 + js, ldc, add, rows,
+                         cols)
 
 
 @jit()
@@ -581,11 +700,7 @@ def kernel_block_bt(ap, a_off, m_, kc, b, btab, t0, b_col, nc, c, j0, add, tile)
         rows = min(MR, m_ - i0)
         for js in range(0, nc, nr_):
             cols = min(nr_, nc - js)
-            if rows == MR and cols == nr_:
-                _microkernel_bt(kc, ap, a_off + i0 * kc, b, btab, t0, b_col + js, c, i0 * ldc + j0 + js, ldc, add)
-            else:
-                _microkernel_bt(kc, ap, a_off + i0 * kc, b, btab, t0, b_col + js, tile, 0, nr_, False)
-                _tile_out(tile, c, i0, rows, j0 + js, cols, add)
+            _microkernel_bt(kc, ap, a_off + i0 * kc, b, btab, t0, b_col + js, c, i0 * ldc + j0 + js, ldc, add, rows, cols)
 
 
 @jit()
@@ -601,11 +716,7 @@ def kernel_block_at(a, atab, a_col, m_, kc, bp, nc, c, j0, add, tile):
         for js in range(0, nc, nr_):
             cols = min(nr_, nc - js)
             b_off = (js // nr_) * nr_ * kc
-            if rows == MR and cols == nr_:
-                _microkernel_at(kc, a, atab, i0, a_col, bp, b_off, c, i0 * ldc + j0 + js, ldc, add)
-            else:
-                _microkernel_at(kc, a, atab, i0, a_col, bp, b_off, tile, 0, nr_, False)
-                _tile_out(tile, c, i0, rows, j0 + js, cols, add)
+            _microkernel_at(kc, a, atab, i0, a_col, bp, b_off, c, i0 * ldc + j0 + js, ldc, add, rows, cols)
 
 
 @jit()
@@ -637,6 +748,9 @@ def gemm_block(a, b, c, i0, i1, j0, j1, accumulate):
         return
     if a.strides[1] == a.itemsize and a.strides[0] >= 0 and j1 - j0 <= A_IN_PLACE_MAX_N:
         _gemm_a_in_place(a, b, c[i0:i1], i0, i1, j0, j1, accumulate)
+        return
+    if a.strides[0] == a.itemsize and a.strides[1] > 0 and j1 - j0 <= A_IN_PLACE_MAX_N:
+        _gemm_a_cols_in_place(a, b, c[i0:i1], i0, i1, j0, j1, accumulate)
         return
     ap = _pack_a_rows(a, i0, i1)
     _gemm_packed_cols(ap, i1 - i0, b, c[i0:i1], j0, j1, accumulate)
@@ -719,23 +833,54 @@ def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
 
 
 @jit(inline=True)
+def _gemm_a_cols_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
+    """:func:`_gemm_packed_cols` for rows ``i0 .. i1`` of a column-major ``a``
+    (unit row stride: the transpose of a row-major matrix, as Affine's
+    ``dw = x.T @ dy``), read in place: each ``k`` step of a row panel is
+    ``MR`` contiguous elements, as in a packed panel, so packing would only
+    copy it (a strided pass over all of A: a fifth of ``dw``'s time at the
+    book's 784 x 100 x 50). A ragged last panel is packed, so nothing past
+    A's last column is read. Same micro-kernel and order of every sum as
+    packing all of A: the same bits."""
+    m_ = i1 - i0
+    k_ = b.shape[0]
+    n_ = j_hi - j_lo
+    if _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
+        return
+    lda = a.strides[1] // a.itemsize
+    flat = np.lib.stride_tricks.as_strided(a, ((a.shape[1] - 1) * lda + a.shape[0],), (a.itemsize,))
+    full = m_ // MR * MR
+    kc_max = min(KC, k_)
+    tail = np.empty(MR * kc_max, c.dtype)
+    bp = b_buffer(kc_max, min(NC, n_), c)
+    for j0 in range(j_lo, j_hi, NC):
+        nc = min(NC, j_hi - j0)
+        for k0 in range(0, k_, KC):
+            kc = min(KC, k_ - k0)
+            pack_b(b, k0, kc, j0, nc, bp)
+            add = accumulate or k0 > 0
+            _kernel_block_a(flat, i0 + k0 * lda, MR, lda, full, kc, bp, nc, c, 0, j0, add)
+            if full < m_:
+                _pack_a(a, i0 + full, m_ - full, k0, kc, tail, 0)
+                _kernel_block_a(tail, 0, MR * kc, MR, m_ - full, kc, bp, nc, c, full, j0, add)
+
+
+@jit(inline=True)
 def _gemm_packed_cols(ap, m_, b, c, j_lo, j_hi, accumulate):
     """``c[:, j_lo:j_hi] (+)= A @ b[:, j_lo:j_hi]`` with A (``m_`` rows)
     already packed by :func:`pack_a`: pack once, reuse for every product with
     the same left operand."""
     k_ = b.shape[0]
     n_ = j_hi - j_lo
-    nr_ = tile_cols(c)
     if _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
         return
     bp = b_buffer(min(KC, k_), min(NC, n_), c)
-    tile = np.empty((MR, nr_), c.dtype)
     for j0 in range(j_lo, j_hi, NC):
         nc = min(NC, j_hi - j0)
         for k0 in range(0, k_, KC):
             kc = min(KC, k_ - k0)
             pack_b(b, k0, kc, j0, nc, bp)
-            kernel_block(ap, a_offset(m_, k0), m_, kc, bp, nc, c, j0, accumulate or k0 > 0, tile)
+            _kernel_block_a(ap, a_offset(m_, k0), MR * kc, MR, m_, kc, bp, nc, c, 0, j0, accumulate or k0 > 0)
 
 
 # --- the assembly check (register budgets) ------------------------------------------
@@ -756,7 +901,7 @@ def microkernel_asm(tile: Tile, dtype, triple: str, cpu: str, features: str = ""
     for p in (a, b, c):
         p.add_attribute("noalias")
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
-    _emit(builder, fty, tile, kc, _packed_a(builder, a, tile), _packed_b(builder, b, tile, np.dtype(dtype).itemsize), c, ldc,
+    _emit(builder, fty, tile, kc, lambda: _packed_a(builder, a, tile), _packed_b(builder, b, tile, np.dtype(dtype).itemsize), c, ldc,
           acc)
     builder.ret_void()
     return _assemble(str(mod), triple, cpu, features)
@@ -764,17 +909,37 @@ def microkernel_asm(tile: Tile, dtype, triple: str, cpu: str, features: str = ""
 
 _LABEL = re.compile(r"^(\.?L\w+):")
 _MULADD = re.compile(r"\b(v?fmadd\w*|fmla|v?mulp[sd]|fmul)\b")
-_STACK = re.compile(r"\((%rsp|%rbp)\)|\[(sp|x29)\b")
+_STACK = re.compile(r"\(%rsp\)|\[(sp|x29)\b")
+_FRAME = re.compile(r"\(%rbp\)")
+_FRAME_SETUP = re.compile(r"\bmovq?\s+%rsp,\s*%rbp\b")
+
+
+def _frame_pointer_lines(lines: list) -> list:
+    """Per line of ``lines``: whether its function (``.cfi_startproc`` ..
+    ``.cfi_endproc``) sets up ``%rbp`` as a frame pointer. Without that,
+    ``%rbp`` is one more general register (LLVM hands it out when
+    registers run short: a packed A panel's pointer, say), and ``(%rbp)``
+    is not the stack."""
+    out, start = [False] * len(lines), 0
+    for i, ln in enumerate(lines):
+        if ".cfi_startproc" in ln:
+            start = i
+        elif ".cfi_endproc" in ln:
+            fp = any(_FRAME_SETUP.search(x) for x in lines[start:i])
+            out[start : i + 1] = [fp] * (i + 1 - start)
+    return out
 
 
 def loop_stack_accesses(asm: str) -> list:
-    """The instructions that touch the stack (``(%rsp)``/``(%rbp)`` on x86,
-    ``[sp``/``[x29`` on AArch64) inside the innermost loops of ``asm`` that
+    """The instructions that touch the stack (``(%rsp)``, and ``(%rbp)`` in
+    functions that make it a frame pointer, on x86; ``[sp``/``[x29`` on
+    AArch64) inside the innermost loops of ``asm`` that
     do floating-point multiply-adds (from a label to the last branch back to
     it): the micro-kernel's ``k`` loop, where a spill or reload shows up here.
     Prologue saves do not (a backward branch over a ``ret`` is a jump into an
     epilogue, not a loop), nor do the outer loops around the micro-kernel."""
     lines = [ln.split("//")[0].split("#")[0].rstrip() for ln in asm.splitlines()]
+    frame = _frame_pointer_lines(lines)
     where = {}
     for i, ln in enumerate(lines):
         m = _LABEL.match(ln.strip())
@@ -796,7 +961,8 @@ def loop_stack_accesses(asm: str) -> list:
             continue  # not innermost
         body = lines[lo : hi + 1]
         if any(_MULADD.search(s) for s in body):
-            found += [s.strip() for s in body if _STACK.search(s)]
+            found += [s.strip() for s, fp in zip(body, frame[lo : hi + 1])
+                      if _STACK.search(s) or (fp and _FRAME.search(s))]
     return found
 
 

@@ -410,6 +410,56 @@ def test_row_major_a_read_in_place_gives_the_packed_paths_bits(dt):
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_column_major_a_read_in_place_gives_the_packed_paths_bits(dt):
+    """A column-major A (the transpose of a row-major matrix: Affine's
+    ``x.T @ dy``) is read in place, its ragged last row panel packed; the
+    bits are those of packing all of A, for the whole product and for a
+    block of its rows (a thread's share)."""
+    rng = np.random.default_rng(7)
+    m, k, n = 3 * MR + 2, _gemm.KC + 5, nr(np.dtype(dt).itemsize) + 3
+    x = rng.standard_normal((k, m)).astype(dt)  # row-major: x.T is column-major
+    b = rng.standard_normal((k, n)).astype(dt)
+    in_place, packed = np.empty((m, n), dt), np.empty((m, n), dt)
+    gemm(x.T, b, in_place, False)
+    strided = rng.standard_normal((m, 2 * k)).astype(dt)[:, ::2]  # neither unit stride: packed
+    strided[...] = x.T
+    gemm(strided, b, packed, False)
+    assert np.array_equal(in_place, packed)
+    np.testing.assert_allclose(in_place, x.T.astype(np.float64) @ b, rtol=_tol(dt, k), atol=_tol(dt, k))
+    block = np.full((m, n), 3.0, dt)
+    _ext_gemm_block(x.T, b, block, MR + 1, m, 0, n, False)  # rows MR+1 .. m: panels cut off the tile grid
+    assert np.array_equal(block[MR + 1 :], packed[MR + 1 :]) and (block[: MR + 1] == 3).all()
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("la", ["C", "T", "strided"])
+def test_edge_tiles_give_the_full_tiles_bits(dt, la):
+    """Ragged tiles (masked stores, as few vectors as their columns need)
+    sum each element in the same FMA chain as a full tile: every column and
+    row remainder (1 .. NR - 1 columns, 1 .. MR - 1 rows) of a product equals
+    the same elements of a product whose tiles are all full, bit for bit,
+    and touches nothing outside C, with and without accumulating."""
+    rng = np.random.default_rng(8)
+    nr_ = nr(np.dtype(dt).itemsize)
+    m, k = 2 * MR, 19
+    a = _operand(rng, (m, k), dt, la)
+    b = rng.standard_normal((k, 2 * nr_)).astype(dt)
+    full = np.empty((m, 2 * nr_), dt)
+    gemm(a, b, full, False)
+    for rows in (MR + 1, 2 * MR - 1):
+        for cols in range(nr_ + 1, 2 * nr_):
+            c, buf = _guarded(rng, (rows, cols), dt)
+            start, buf_before = c.copy(), buf.copy()
+            _ext_gemm_block(a, np.ascontiguousarray(b[:, :cols]), c, 0, rows, 0, cols, True)
+            # same chain, then added to C: as the full product added to C
+            assert np.array_equal(c, start + full[:rows, :cols])
+            gemm(a[:rows], np.ascontiguousarray(b[:, :cols]), c, False)
+            assert np.array_equal(c, full[:rows, :cols]), (rows, cols)
+            buf_before[_GUARD : _GUARD + c.size] = c.ravel()
+            assert np.array_equal(buf, buf_before)  # nothing outside c written
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
 def test_fewer_rows_than_a_tile_sum_in_k_order(dt):
     """A with fewer than MR rows (a batch of one) skips the tiles: each
     element is the plain k-ordered sum of products, one rounding each."""
