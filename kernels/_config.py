@@ -120,6 +120,7 @@ def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False,
         if not hasattr(dispatcher, "py_func"):  # NUMBA_DISABLE_JIT: a plain function
             return dispatcher
         if CACHE:
+            load_without_refresh(dispatcher._cache)
             _load_external_helpers_first(dispatcher)
         if external:
             from ._extcall import external as stand_in
@@ -128,6 +129,37 @@ def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False,
         return dispatcher
 
     return decorate
+
+
+def load_without_refresh(cache) -> None:
+    """Make ``cache`` (a dispatcher's or a C callback's Numba cache) load
+    machine code without initialising Numba's compiler first.
+
+    Numba's ``Cache.load_overload`` calls ``target_context.refresh()`` before
+    it reads the cache: on the first call in a process that imports every
+    typing and lowering registry Numba has, among them ``numba.np.linalg``,
+    which imports SciPy's ``linalg`` to see whether a BLAS is there (and SciPy
+    imports ``numpy.f2py``). Rebuilding a cached kernel needs none of it: the
+    library is object code, loaded by the code generator. On a warm cache that
+    refresh was 0.88 of the 1.5 s from the first conv call to its result
+    (0.42 s of it SciPy; cProfile, shared 2-core Zen 3). Compiling still
+    refreshes: Numba's compiler does it at the start of every compilation
+    (``compile_extra``), so a cache miss, and any other ``@njit`` code,
+    compiles as before. What a load does need, the runtime (``NRT_*``
+    symbols, which the kernels' machine code calls), is initialised here, as
+    Numba's refresh would (``rtsys.initialize``, a no-op once done)."""
+    from numba.core.runtime import rtsys
+
+    guard = cache._guard_against_spurious_io_errors
+    load = cache._load_overload
+
+    def load_overload(sig, target_context):
+        rtsys.initialize(target_context)  # the one part a load needs: the runtime's symbols (NRT_Free, ...)
+        with guard():
+            return load(sig, target_context)
+        # None when the guard swallowed an I/O error, as in Numba's own method
+
+    cache.load_overload = load_overload
 
 
 def _load_external_helpers_first(dispatcher) -> None:

@@ -60,7 +60,7 @@ from numba.core import errors
 from numba.extending import intrinsic, overload
 
 from . import _gemm
-from ._config import CACHE, jit
+from ._config import CACHE, jit, load_without_refresh
 
 __all__ = ["gemm_block", "kernel_block_bt", "kernel_block_at", "pack_a_rows_into", "pack_b",
            "links_gemm", "link", "symbol", "tile_key", "ENTRIES"]
@@ -168,9 +168,24 @@ def link(dt, entries=None) -> None:
             if (entry, dt) in _compiled:
                 continue
             fn = ENTRIES[entry][0]
-            cf = numba.cfunc(_signature(entry, dt), cache=CACHE, error_model="numpy")(fn)
+            cf = _c_callback(fn, _signature(entry, dt))
             ll.add_symbol(symbol(entry, dt), cf.address)
             _compiled[entry, dt] = cf
+
+
+def _c_callback(fn, sig):
+    """``numba.cfunc(sig, cache=CACHE, error_model="numpy")(fn)``, with its
+    cache loading without Numba's compiler refresh
+    (:func:`._config.load_without_refresh`)."""
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+
+    cf = CFunc(fn, sigutils.normalize_signature(sig), locals={}, options={"error_model": "numpy"})
+    if CACHE:
+        cf.enable_caching()
+        load_without_refresh(cf._cache)
+    cf.compile()
+    return cf
 
 
 def _array_dtype(sig):

@@ -80,6 +80,18 @@ def test_private_numba_apis_are_still_there():
     assert list(inspect.signature(compiler.CompileResult._rebuild).parameters)[:2] == ["target_context", "libdata"]
     assert "'object'" in inspect.getsource(codegen.CPUCodeLibrary.serialize_using_object_code)
     assert callable(codegen.JITCodeLibrary.get_pointer_to_function)
+    # _config.load_without_refresh: Numba's public load_overload is refresh +
+    # the guarded _load_overload, and the runtime's initialize is all a load needs
+    from numba.core import ccallback
+    from numba.core.runtime import rtsys
+
+    src = inspect.getsource(caching.Cache.load_overload)
+    assert "refresh()" in src and "_guard_against_spurious_io_errors" in src and "_load_overload(" in src
+    assert list(inspect.signature(caching.Cache._load_overload).parameters) == ["self", "sig", "target_context"]
+    assert callable(rtsys.initialize)
+    # _gemm_ext._c_callback builds numba.cfunc's CFunc itself
+    assert list(inspect.signature(ccallback.CFunc.__init__).parameters)[1:5] == ["pyfunc", "sig", "locals", "options"]
+    assert callable(ccallback.CFunc.enable_caching) and callable(ccallback.CFunc.compile)
 
 
 def test_every_public_op_is_a_kernel_op():
