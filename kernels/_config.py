@@ -121,7 +121,7 @@ def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False,
             return dispatcher
         if CACHE:
             load_without_refresh(dispatcher._cache)
-            _load_external_helpers_first(dispatcher)
+            load_external_helpers_first(dispatcher._cache)
         if external:
             from ._extcall import external as stand_in
 
@@ -162,11 +162,12 @@ def load_without_refresh(cache) -> None:
     cache.load_overload = load_overload
 
 
-def _load_external_helpers_first(dispatcher) -> None:
-    """Before a cached kernel's machine code loads, register the helpers it
-    calls through external symbols (``jit(external=True)``): a name MCJIT
-    cannot resolve is a fatal error, not an exception."""
-    impl = getattr(getattr(dispatcher, "_cache", None), "_impl", None)
+def load_external_helpers_first(cache) -> None:
+    """Before a cached kernel's (or C callback's) machine code loads from
+    ``cache``, register the helpers it calls through external symbols
+    (``jit(external=True)``): a name MCJIT cannot resolve is a fatal error,
+    not an exception."""
+    impl = getattr(cache, "_impl", None)
     if impl is None:  # NUMBA_DISABLE_JIT: a plain function
         return
     rebuild = impl.rebuild
@@ -218,8 +219,8 @@ DEPENDENCIES = {
     "_conv_direct.py": ("_conv_grid.py", "_extcall.py"),
     "_conv_gemm.py": ("_conv_grid.py", "_gemm.py", "_gemm_ext.py", "_extcall.py"),
     "affine.py": ("_gemm.py", "_gemm_ext.py", "_tunables.py"),
-    "_gemm_ext.py": ("_gemm.py",),
-    "_gemm.py": (),
+    "_gemm_ext.py": ("_gemm.py", "_extcall.py"),
+    "_gemm.py": ("_extcall.py",),
 }
 
 #: The files whose kernels hold GEMM code: their cache files carry the tile's name.

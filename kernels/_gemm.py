@@ -83,7 +83,10 @@ inside the ``k`` loop (none is the goal). :func:`microkernel_asm` gives the
 assembly for any tile, dtype and target; :func:`loop_stack_accesses` finds
 the stack accesses (``(%rsp)``/``(%rbp)`` on x86, ``[sp``/``[x29`` on AArch64)
 inside its loops. For the real, inlined kernels use Numba's
-``kernel_block.inspect_asm(sig)`` on the target in question.
+``inspect_asm(sig)`` on the target in question, on the block loops that
+hold them: ``_kernel_block_a.dispatcher`` (the ``.dispatcher`` of an
+external helper, ``_config.jit(external=True)``), and likewise
+``kernel_block_bt`` and ``kernel_block_at``.
 """
 
 from __future__ import annotations
@@ -561,7 +564,7 @@ def _microkernel_at_ir(typingctx, kc, a, atab, r0, a_col, bp, b_off, c, c_off, l
     return types.none(kc, a, atab, r0, a_col, bp, b_off, c, c_off, ldc, accumulate, rows, cols), codegen
 
 
-@jit()
+@jit(external=True)
 def _pack_a(a, i0, rows, k0, kc, out, o):
     """``out[o + k*MR + r] = a[i0 + r, k0 + k]`` (zero for ``r >= rows``)."""
     zero = out.dtype.type(0)
@@ -627,7 +630,7 @@ def a_offset(m_, k0):
     return ((m_ + MR - 1) // MR) * MR * k0
 
 
-@jit()
+@jit(external=True)
 def pack_b(b, k0, kc, j0, nc, bp):
     """``b[k0:k0+kc, j0:j0+nc]`` packed for :func:`kernel_block` into ``bp``
     (at least ``ceil(nc / NR) * NR * kc`` long): panel ``p`` holds
@@ -666,7 +669,7 @@ def kernel_block(ap, a_off, m_, kc, bp, nc, c, j0, add, tile):
     _kernel_block_a(ap, a_off, MR * kc, MR, m_, kc, bp, nc, c, 0, j0, add)
 
 
-@jit()
+@jit(external=True)
 def _kernel_block_a(a, a_off, a_panel, a_k, m_, kc, bp, nc, c, c_row, j0, add):
     """``c[c_row : c_row + m_, j0 : j0 + nc] (+)= A_block @ B_block`` with B
     packed: A's element (i, k) is ``a[a_off + (i // MR) * a_panel + k * a_k +
@@ -686,7 +689,7 @@ def _kernel_block_a(a, a_off, a_panel, a_k, m_, kc, bp, nc, c, c_row, j0, add):
                          cols)
 
 
-@jit()
+@jit(external=True)
 def kernel_block_bt(ap, a_off, m_, kc, b, btab, t0, b_col, nc, c, j0, add, tile):
     """:func:`kernel_block` with B unpacked: B's row ``k`` (of this ``kc``
     block) is ``b[btab[t0 + k] + b_col :]``, its columns ``0 .. nc``; they
@@ -703,7 +706,7 @@ def kernel_block_bt(ap, a_off, m_, kc, b, btab, t0, b_col, nc, c, j0, add, tile)
             _microkernel_bt(kc, ap, a_off + i0 * kc, b, btab, t0, b_col + js, c, i0 * ldc + j0 + js, ldc, add, rows, cols)
 
 
-@jit()
+@jit(external=True)
 def kernel_block_at(a, atab, a_col, m_, kc, bp, nc, c, j0, add, tile):
     """:func:`kernel_block` with A unpacked: A's row ``i`` (``i < m_``) is
     ``a[atab[i] + a_col :]``, its first ``kc`` elements. ``atab`` must have

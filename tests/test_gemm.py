@@ -328,7 +328,8 @@ for dt in (np.float32, np.float64):
         _gemm.kernel_block_bt(_gemm.pack_a(a), 0, m, k, flat, tab_b, 0, 0, n, c, 0, False, tile)
         errs[np.dtype(dt).name].append(float((np.abs(c - want) / scale).max()))
 # the compiled (inlined) micro-kernels of this target: no stack traffic in the k loop
-spills = [s for f in (_gemm.kernel_block, _gemm.kernel_block_bt, _gemm.kernel_block_at)
+# (the block loops that hold them are external helpers: their own dispatchers)
+spills = [s for f in (_gemm._kernel_block_a.dispatcher, _gemm.kernel_block_bt.dispatcher, _gemm.kernel_block_at.dispatcher)
           for sig in f.signatures for s in _gemm.loop_stack_accesses(f.inspect_asm(sig))] if sys.argv[1] == "1" else None
 print(json.dumps({"tile": _gemm.TILE.name, "mr": mr, "nr32": nr32, "err": {k: max(v) for k, v in errs.items()}, "spills": spills}))
 """
@@ -475,3 +476,27 @@ def test_fewer_rows_than_a_tile_sum_in_k_order(dt):
     assert np.array_equal(c[:, :n], want) and (c[:, n:] == 9).all()
     _ext_gemm_block(a, b_wide, c, 0, m, 0, n, True)
     assert np.array_equal(c[:, :n], want + want)
+
+
+@pytest.mark.parametrize("entry", ["gemm_block", "kernel_block_at", "kernel_block_bt", "pack_a_rows_into", "pack_b"])
+def test_entry_points_call_the_block_loops_and_packers_not_link_them(entry):
+    """The GEMM's C entry points call ``_gemm``'s block loops and packers
+    through external symbols (``_config.jit(external=True)``): their machine
+    code names the helpers' symbols (which the cache loader registers first),
+    and does not hold the helpers' code (linked, it was optimised again in
+    every entry point, four times over in ``gemm_block``). Read from the
+    machine code, so it holds for entry points loaded from the cache too."""
+    import re
+
+    from numba import float32
+
+    helpers = {"gemm_block": ("_kernel_block_a", "kernel_block_at", "pack_b", "_pack_a"),
+               "kernel_block_at": ("kernel_block_at",), "kernel_block_bt": ("kernel_block_bt",),
+               "pack_a_rows_into": ("_pack_a",), "pack_b": ("pack_b",)}[entry]
+    _gemm_ext.link(float32, (entry,))
+    obj = _gemm_ext._compiled[entry, float32]._library.serialize_using_object_code()[2][0]
+    called = {s.decode().split("$")[2] for s in re.findall(rb"numbanet_ext\$[A-Za-z0-9_.$]+", obj)
+              if s.startswith(b"numbanet_ext$numbanet.kernels._gemm$")}
+    assert called == set(helpers), called
+    for name in helpers:  # Numba's mangled name of the helper's own function, as a linked copy would carry
+        assert f"5_gemm{len(name)}{name}B".encode() not in obj, name

@@ -72,7 +72,7 @@ def test_private_numba_apis_are_still_there():
     opts = ParallelOptions(_config._prange_only())
     assert opts.prange and opts.setitem and not (opts.numpy or opts.reduction or opts.inplace_binop)
     assert _config.DEPENDENCIES  # the locators exist for these
-    # _config._load_external_helpers_first and _extcall: a cached kernel's
+    # _config.load_external_helpers_first and _extcall: a cached kernel's
     # payload starts with its library's (name, "object", (object code, ...))
     from numba.core import compiler, codegen
 
