@@ -97,6 +97,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
+from numba import carray as _carray
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
@@ -786,6 +787,29 @@ def _gemm_few_rows(a, b, c, i0, i1, j_lo, j_hi, accumulate):
             crow[j] = crow[j] + acc[j] if accumulate else acc[j]
 
 
+@intrinsic
+def data_ptr(typingctx, arr):
+    """The data pointer of an array (its first element)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.make_array(sig.args[0])(context, builder, args[0]).data
+
+    return types.CPointer(arr.dtype)(arr), codegen
+
+
+@jit(inline=True)
+def _flat_view(a, n):
+    """``n`` elements of ``a``'s memory from its first element on, as a 1-D
+    C-contiguous array (a view: ``a`` must outlive it). The in-place paths
+    read a strided matrix through such a flat view; typed C-contiguous, like
+    the packed buffers, it shares their compiled block loops (an
+    ``as_strided`` view, typed 'A', compiled ``_kernel_block_a`` and
+    ``kernel_block_at`` once more each)."""
+    return _carray(data_ptr(a), n)
+
+
 #: Widest product (columns of C) for which :func:`gemm_block` reads a
 #: row-major A in place instead of packing it. Packing A costs one pass over
 #: its M x K elements against M x K x N multiply-adds, so it matters when N is
@@ -819,7 +843,7 @@ def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
     if _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
         return
     lda = a.strides[0] // a.itemsize
-    flat = np.lib.stride_tricks.as_strided(a, ((a.shape[0] - 1) * lda + a.shape[1],), (a.itemsize,))
+    flat = _flat_view(a, (a.shape[0] - 1) * lda + a.shape[1])
     mpad = (m_ + MR - 1) // MR * MR
     atab = np.empty(mpad, np.int64)
     for r in range(mpad):
@@ -851,7 +875,7 @@ def _gemm_a_cols_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
     if _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
         return
     lda = a.strides[1] // a.itemsize
-    flat = np.lib.stride_tricks.as_strided(a, ((a.shape[1] - 1) * lda + a.shape[0],), (a.itemsize,))
+    flat = _flat_view(a, (a.shape[1] - 1) * lda + a.shape[0])
     full = m_ // MR * MR
     kc_max = min(KC, k_)
     tail = np.empty(MR * kc_max, c.dtype)

@@ -63,7 +63,7 @@ import numpy as np
 from numba import carray as _carray
 from numba import types
 from numba.core import errors
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from . import _gemm
 from ._config import CACHE, jit, load_external_helpers_first, load_without_refresh
@@ -236,16 +236,7 @@ def links_gemm(*entries):
 # --- the kernel side: the same names as in _gemm, lowered to external calls -----------
 
 
-@intrinsic
-def _ptr(typingctx, arr):
-    """The data pointer of an array."""
-    if not isinstance(arr, types.Array):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return context.make_array(sig.args[0])(context, builder, args[0]).data
-
-    return types.CPointer(arr.dtype)(arr), codegen
+_ptr = _gemm.data_ptr  # an array's data pointer, for the C entry points' arguments
 
 
 def _external(entry: str, *arrays):
