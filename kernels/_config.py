@@ -212,7 +212,7 @@ _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 #: every file whose code ends up inside.
 DEPENDENCIES = {
     "activation.py": ("_tunables.py",),
-    "optim.py": ("_tunables.py",),
+    "optim.py": ("_tunables.py", "_extcall.py"),
     "loss.py": ("_tunables.py", "_extcall.py"),
     "batchnorm.py": ("_tunables.py", "_extcall.py"),
     "pool.py": ("_extcall.py",),
