@@ -231,8 +231,18 @@ NV = TILE.nv
 VECTOR_BYTES = TILE.vector_bytes
 #: Steps of k per packed panel.
 KC = TILE.kc
-#: Columns of B per packed panel pass (bounds the packed-B buffer).
-NC = 1024
+#: Columns of B per packed panel pass (bounds the packed-B buffer). The packed
+#: panel (KC x NC) is re-read by every row panel of A, so it should stay in L2:
+#: 512 columns are 512 KiB in float32 and 1 MiB in float64, against L2s of
+#: 512 KiB (Zen 3), 1 MiB (Zen 4/5) and 2 MiB (Sapphire/Emerald Rapids) per
+#: core. Measured against 1024, one thread, process CPU time, alternating runs
+#: (`numbanet-bench --threads 1 --cpu-time --dtype both --no-torch --cases
+#: gemm_1024,affine_wide`): float64 gemm_1024 25-33% faster in each of 4
+#: pairs on a 2-core Xeon (emeraldrapids; the 1024-column float64 panel is its
+#: whole 2 MiB L2), float32 affine_wide 6-12% faster in each of 3 pairs on a
+#: 2-core Zen 5 (EPYC family 26); no change beyond noise in the other pairs or
+#: in the conv and training-step cases. 256 for float64 was not measured.
+NC = 512
 
 
 def nr(itemsize: int) -> int:
