@@ -241,7 +241,9 @@ KC = TILE.kc
 #: pairs on a 2-core Xeon (emeraldrapids; the 1024-column float64 panel is its
 #: whole 2 MiB L2), float32 affine_wide 6-12% faster in each of 3 pairs on a
 #: 2-core Zen 5 (EPYC family 26); no change beyond noise in the other pairs or
-#: in the conv and training-step cases. 256 for float64 was not measured.
+#: in the conv and training-step cases. 256, which would keep float64's panel
+#: at 512 KiB, was slower in each of 3 pairs on the Zen 5 (float64 affine_wide
+#: 381-412 against 343-378 ms, gemm_1024 23.6-26.3 against 22.6-22.8 ms).
 NC = 512
 
 
