@@ -628,6 +628,81 @@ def test_warmup_in_worker_processes_then_loads_here(tmp_path):
     assert all(h >= 1 for h in out["hits"].values()), out  # compiled by the workers, loaded here
 
 
+def test_warmup_worker_jobs_and_their_order():
+    """``warmup(processes=N)`` hands out one job per kernels module and dtype
+    plus one per dtype for the GEMM's symbols; a free worker takes the GEMM
+    jobs first, then the costliest job that may start, and a job holding a
+    GEMM op only once its dtype's GEMM job is done."""
+    from numbanet.kernels import _warmup
+
+    dtypes = ("float32", "float64")
+    jobs = [(n, d) for d in dtypes for n in _warmup._names(None)]
+    wjobs = _warmup._worker_jobs(jobs)
+    modules = {_warmup._module(n) for n, _ in jobs}
+    assert modules <= set(_warmup._COST)  # every module has a cost
+    assert sorted((m, d) for m, d, _ in wjobs) == sorted((m, d) for m in modules | {"gemm"} for d in dtypes)
+    for m, d, names in wjobs:  # every op once, in its module's job
+        assert m == "gemm" or all(_warmup._module(n) == m for n in names)
+    assert sorted((n, d) for m, d, names in wjobs if m != "gemm" for n in names) == sorted(jobs)
+
+    order = _warmup._by_cost(wjobs)
+    assert [(m, d) for m, d, _ in order[:2]] == [("gemm", "float32"), ("gemm", "float64")]
+    costs = [_warmup._COST[m] for m, _, _ in order[2:]]
+    assert costs == sorted(costs, reverse=True)
+
+    def pick(pending, free, done):
+        return [(m, d) for m, d, _ in _warmup._pick(pending, free, done)]
+
+    # three free workers, no GEMM done: both GEMM jobs, then the costliest
+    # job without a GEMM op (the convolutions are costlier but must wait)
+    assert pick(order, 3, set()) == [("gemm", "float32"), ("gemm", "float64"), ("pool", "float32")]
+    rest = order[2:]
+    assert pick(rest, 1, {"float64"}) == [("conv", "float64")]
+    assert pick(rest, 2, {"float32", "float64"}) == [("conv", "float32"), ("conv", "float64")]
+    assert ("affine", "float32") not in pick(rest, len(rest), {"float64"})
+    assert ("affine", "float32") in pick(rest, len(rest), {"float32"})
+    assert pick(rest, 0, set()) == []
+
+
+def test_warmup_workers_run_every_job_after_its_gemm(monkeypatch):
+    """The scheduler loop of ``warmup(processes=N)``, with threads and sleeps
+    in place of compiling processes: every op's seconds come back, and no
+    convolution or Affine job starts before its dtype's GEMM job ended."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numbanet.kernels import _warmup
+
+    events, lock = [], threading.Lock()
+
+    def job(what, cost):
+        with lock:
+            events.append((what, "start"))
+        time.sleep(0.02 * cost)
+        with lock:
+            events.append((what, "end"))
+
+    def fake_one(name, dtype):
+        job(f"{name}[{dtype}]", _warmup._COST[name])
+        return 1.0
+
+    def fake_group(names, dtype):
+        job(f"{_warmup._module(names[0])}[{dtype}]", _warmup._COST[_warmup._module(names[0])])
+        return {f"{n}[{dtype}]": 0.5 for n in names}
+
+    monkeypatch.setattr(_warmup, "_run_one", fake_one)
+    monkeypatch.setattr(_warmup, "_run_group", fake_group)
+    dtypes = ("float32", "float64")
+    jobs = [(n, d) for d in dtypes for n in _warmup._names(None)]
+    # three workers: one is free while both GEMM jobs run
+    secs = _warmup._warmup_in_workers(jobs, 3, True, executor=ThreadPoolExecutor)
+    assert list(secs) == [f"gemm[{d}]" for d in dtypes] + [f"{n}[{d}]" for n, d in jobs]
+    for d in dtypes:
+        for m in ("conv", "affine"):
+            assert events.index((f"{m}[{d}]", "start")) > events.index((f"gemm[{d}]", "end")), events
+
+
 def test_warmup_command(capsys):
     from numbanet.kernels._warmup import default_processes, main
 
