@@ -160,14 +160,23 @@ def compare_outputs(got, want) -> tuple[float, float]:
             raise AssertionError(f"output {i}: dtype {g.dtype}, expected {w.dtype}")
         if g.size == 0:
             continue
-        g64, w64 = g.astype(np.float64), w.astype(np.float64)
+        g64, w64 = g.astype(np.float64, copy=False), w.astype(np.float64, copy=False)
+        if np.isfinite(g).all() and np.isfinite(w).all():
+            # The common case, without the masked copies below: on the
+            # 16M-element optimizer cases those took 9 of numbanet-bench's 70 s.
+            a = float(np.abs(g64 - w64).max())
+            scale = float(np.abs(w64).max())
+            max_abs = max(max_abs, a)
+            max_rel = max(max_rel, a / scale if scale > 0 else a)
+            continue
         nan_g, nan_w = np.isnan(g64), np.isnan(w64)
         if not np.array_equal(nan_g, nan_w):
             raise AssertionError(f"output {i}: NaN in different places")
         ok = ~nan_w
         if not ok.any():
             continue
-        diff = np.abs(g64[ok] - w64[ok])
+        with np.errstate(invalid="ignore"):  # inf - inf: set just below
+            diff = np.abs(g64[ok] - w64[ok])
         diff[g64[ok] == w64[ok]] = 0.0  # equal infinities
         a = float(diff.max())
         scale = float(np.abs(w64[ok][np.isfinite(w64[ok])]).max(initial=0.0))

@@ -32,3 +32,21 @@ def test_compare_outputs_detects_differences():
         compare_outputs([np.array([1.0, 2.0, 3.0])], [a])
     with pytest.raises(AssertionError, match="dtype"):
         compare_outputs([a.astype(np.float32)], [a])
+    # equal infinities agree; the scale is the largest finite |want|
+    b = np.array([np.inf, -4.0, 2.0])
+    assert compare_outputs([b], [b]) == (0.0, 0.0)
+    assert compare_outputs([b + [0.0, 0.0, 1.0]], [b]) == (1.0, 0.25)
+    assert compare_outputs([b], [np.array([-np.inf, -4.0, 2.0])])[0] == np.inf
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compare_outputs_all_finite_and_masked_paths_agree(dtype):
+    # The same values compared all-finite (fast path) and with one NaN
+    # appended to both sides (masked path): the same errors, several outputs.
+    rng = np.random.default_rng(1)
+    want = [rng.standard_normal(s).astype(dtype) for s in ((7, 5), (13,), ())]
+    got = [w + (rng.standard_normal(w.shape) * 1e-3).astype(dtype) for w in want]
+    fast = compare_outputs(got, want)
+    nan = [np.append(x, np.nan) for x in got], [np.append(x, np.nan) for x in want]
+    assert fast == compare_outputs(*nan)
+    assert 0.0 < fast[1] < 1e-2
