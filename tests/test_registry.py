@@ -37,6 +37,9 @@ def test_compare_outputs_detects_differences():
     assert compare_outputs([b], [b]) == (0.0, 0.0)
     assert compare_outputs([b + [0.0, 0.0, 1.0]], [b]) == (1.0, 0.25)
     assert compare_outputs([b], [np.array([-np.inf, -4.0, 2.0])])[0] == np.inf
+    # outputs that are not arrays of numbers: None (an in-place step's return)
+    # agrees with None, integer arrays compare as numbers
+    assert compare_outputs([None, np.array([3, 4])], [None, np.array([3, 5])]) == (1.0, 0.2)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
