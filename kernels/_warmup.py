@@ -129,9 +129,10 @@ def warmup(dtypes=("float32",), ops=None, progress=None, processes=1) -> dict[st
 #: Relative compile cost of each kernel module's ops together (CPU seconds,
 #: float32, one process, empty cache, 2-core Zen 5, `python -m
 #: numbanet.bench.startup`; the GEMM's symbols and Affine, which compiles
-#: after them, from `numbanet-warmup`'s table). Only the order matters: the longest job that can start goes first
-#: (longest-processing-time scheduling), so no long job is left for the end
-#: while the other workers idle. A module missing here counts as 1.
+#: after them, from `numbanet-warmup`'s table). Only the order matters: the
+#: longest job that can start goes first (longest-processing-time
+#: scheduling), so no long job is left for the end while the other workers
+#: idle. A module missing here counts as 1.
 _COST = {"gemm": 7.0, "conv": 14.8, "pool": 5.6, "optim": 5.1, "batchnorm": 4.7, "loss": 3.6,
          "activation": 2.4, "affine": 2.0}
 
@@ -144,8 +145,8 @@ def _module(name: str) -> str:
 
 
 def _run_group(names, dtype: str) -> dict[str, float]:
-    """:func:`_run_one` for each op of ``names`` in turn, in this process:
-    ``"op[dtype]"`` -> its wall seconds."""
+    """:func:`_run_one` for each op of ``names`` in turn (``("gemm",)``: the
+    GEMM's symbols), in this process: ``"op[dtype]"`` -> its wall seconds."""
     return {f"{n}[{dtype}]": _run_one(n, dtype) for n in names}
 
 
@@ -191,7 +192,8 @@ def _warmup_in_workers(jobs, nproc, disable, executor=None) -> dict[str, float]:
 
     # Jobs are handed out one per free worker, not queued up front, so the
     # order is this process's choice (_pick).
-    pending = _by_cost(_worker_jobs(jobs))
+    worker_jobs = _worker_jobs(jobs)
+    pending = _by_cost(worker_jobs)
     gemm_done = set()
     if executor is None:
         # spawn, not fork: this process may already run Numba's thread pool.
@@ -206,23 +208,19 @@ def _warmup_in_workers(jobs, nproc, disable, executor=None) -> dict[str, float]:
         while pending or running:
             for job in _pick(pending, nproc - len(running), gemm_done):
                 pending.remove(job)
-                m, d, names = job
-                fut = pool.submit(_run_one, "gemm", d) if m == "gemm" else pool.submit(_run_group, names, d)
-                running[fut] = job
+                running[pool.submit(_run_group, job[2], job[1])] = job
             if not running:  # cannot happen: each dtype's GEMM job is pending or done
                 raise RuntimeError(f"warmup: no job can start of {pending}")
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 m, d, names = running.pop(fut)
+                seconds.update(fut.result())
                 if m == "gemm":
-                    seconds[f"gemm[{d}]"] = fut.result()
                     gemm_done.add(d)
-                else:
-                    seconds.update(fut.result())
                 bar.set_postfix_str(f"{m}[{d}]", refresh=False)
                 bar.update(len(names))
     bar.close()
-    order = [f"gemm[{d}]" for d in dict.fromkeys(d for n, d in jobs if n in _GEMM_OPS)] + [f"{n}[{d}]" for n, d in jobs]
+    order = [f"gemm[{d}]" for m, d, _ in worker_jobs if m == "gemm"] + [f"{n}[{d}]" for n, d in jobs]
     return {k: seconds[k] for k in order}
 
 
