@@ -19,13 +19,18 @@ The three products: forward ``y_g = w_g @ col`` (M = Fg, K = Cg*KH*KW);
 ``dw_g^T += col @ dy_g^T`` per sample (K = the grid positions); and dx. At
 stride 1, dx is the transposed convolution, one more product of the forward
 kind, ``dx_g = wc_g @ dycol`` (M = Cg, K = Fg*KH*KW) whose rows are runs of
-dy's zero-margined planes (:func:`_dy_plane`), straight onto dx's grid. At
-other strides ``dcol = w_g^T @ dy_g`` (K = Fg) is added row by row into the
-phase planes (col2im), then unpadded. The stride-1 form does the same
-multiply-adds with a longer K (128 filters: 1152 instead of 128, so fewer
-loads and stores of C per multiply-add) and no col2im pass: conv_deep's dx
-went from 37 to 32 ms, conv_mid's from about 100 to 65 ms (1 thread, process
-CPU, shared Zen 3).
+dy's zero-margined planes (:func:`_dy_plane`), straight onto dx's grid.
+With a column stride above 1 the same holds per stride phase: each phase of
+dx is a transposed convolution with the taps of that phase
+(:func:`_dx_phases`), K = Fg times its taps. Otherwise (few channels, or a
+row stride only) ``dcol = w_g^T @ dy_g`` (K = Fg) is added row by row into
+the phase planes (col2im), then unpadded. The transposed forms do the same
+multiply-adds with a longer K (128 filters: 1152 instead of 128 at stride
+1, so fewer loads and stores of C per multiply-add) and no col2im pass:
+conv_deep's dx went from 37 to 32 ms, conv_mid's from about 100 to 65 ms
+(1 thread, process CPU, shared Zen 3); conv_strided's from 4.1 to 3.3-3.4 ms
+(2 threads, Zen 5, 2026-12-02, best of 15 of a script timing backward with
+and without dx; dx is 604M multiply-adds).
 
 The GEMM runs serially inside each batch-chunk task, with the weights packed
 once per call; the extra memory is one sample's phase planes and small
@@ -218,13 +223,25 @@ def _dy_plane(kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, h_, wq):
     grid of width ``wq`` reads tap (f, i, j) at the fixed shift ``(ph - i*dh +
     a0)*wq + pw - j*dw + b0`` (:func:`_dx_taps`), zero wherever dy has no
     value: dx is a GEMM with K = Fg*KH*KW reading dy's plane in place, like
-    the forward pass. Otherwise ``a0 = b0 = 0``. Either way the run of
+    the forward pass. With a column stride above 1 they are those of
+    :func:`_dx_phases` (the same reasoning per stride phase); with row stride
+    only (``sw = 1``, rows sharing their padding) ``a0 = b0 = 0``. Either way the run of
     ``pwide`` from ``a0*wq + b0`` is dy on the forward grid, junk columns
     zero (``b0 + OW <= wq``), which dw reads."""
     if sh == 1 and sw == 1:
         a0 = max(0, (kh_ - 1) * dh - ph)
         b0 = max(0, (kw_ - 1) * dw - pw)
         return a0, b0, (a0 + max(oh_, h_ + ph) + 1) * wq
+    if sw > 1:
+        # The margins of the phase-by-phase transposed convolution
+        # (_dx_phases): tap (i, j) reads dy (i*dh)//sh rows up and
+        # (j*dw)//sw columns left of the phase grid's position. They always
+        # fit the grid's width: b0 + OW <= ceil(Wp/sw) = wq. Rows to the
+        # phase planes' height, plus one for the reads that run on into the
+        # next row's left margin.
+        a0 = (kh_ - 1) * dh // sh
+        b0 = (kw_ - 1) * dw // sw
+        return a0, b0, (a0 + (h_ + 2 * ph + sh - 1) // sh + 1) * wq
     return 0, 0, (oh_ + 1) * wq
 
 
@@ -261,6 +278,79 @@ def _weights_by_channel(w, groups):
     return wc
 
 
+@links_gemm("pack_a_rows_into")
+@jit()
+def _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane):
+    """The strided dx as one transposed convolution per stride phase.
+
+    dx_pad at ``(U*sh + a, V*sw + b)`` (phase ``(a, b)``, position ``(U, V)``
+    of its plane) gathers exactly the taps ``(i, j)`` with ``i*dh % sh = a``
+    and ``j*dw % sw = b`` (the tap's forward phase, :func:`_phase_taps`):
+
+        dxp_ab[c, U, V] = sum_{f, (i, j) of phase ab} w[f, c, i, j]
+                          * dy[f, U - (i*dh)//sh, V - (j*dw)//sw]
+
+    On the phase grid of width ``wq`` that is a GEMM per phase and group,
+    ``dx_ab = wc_ab @ dycol_ab`` (M = Cg, K = Fg * taps of the phase), whose
+    B rows are runs of dy's zero-margined planes (:func:`_dy_plane`) at a
+    fixed shift per tap: the stride-1 form (:func:`_dx_taps`) phase by phase.
+    Same multiply-adds as ``dcol = w_g^T @ dy`` and col2im, with K up to
+    Fg*KH*KW/(sh*sw) long instead of Fg, and no adds into phase planes
+    (conv_strided's dx ran at 60% of the GEMM's peak in that form).
+
+    Returns ``pstart`` (the phases' first taps in phase order, ``sh*sw + 1``
+    long), ``xtab`` (groups, Fg*KH*KW): phase ``p``'s B rows from
+    ``Fg*pstart[p]``, row ``fi*T + tt`` for filter ``fi`` and the phase's
+    ``tt``-th tap, starting where phase position ``(ulo, vlo)`` (the first
+    real dx row and column of the phase) reads; and ``wcpk`` (groups, ...):
+    phase ``p``'s packed A from ``ceil(Cg/MR)*MR*Fg*pstart[p]``."""
+    f_, cg, kh_, kw_ = w.shape
+    fg = f_ // groups
+    kk = kh_ * kw_
+    nph = sh * sw
+    pstart = np.zeros(nph + 1, np.int64)
+    for i in range(kh_):
+        for j in range(kw_):
+            pstart[(i * dh % sh) * sw + j * dw % sw + 1] += 1
+    for p in range(nph):
+        pstart[p + 1] += pstart[p]
+    order = np.empty(kk, np.int64)  # taps in phase order
+    fill = pstart[:nph].copy()
+    for i in range(kh_):
+        for j in range(kw_):
+            p = (i * dh % sh) * sw + j * dw % sw
+            order[fill[p]] = i * kw_ + j
+            fill[p] += 1
+    wr = w.reshape(f_, cg, kk)
+    cpad = (cg + MR - 1) // MR * MR
+    xtab = np.zeros((groups, fg * kk), np.int64)
+    wcpk = np.empty((groups, cpad * fg * kk), w.dtype)
+    for p in range(nph):
+        taps = pstart[p + 1] - pstart[p]
+        if taps == 0:
+            continue
+        a = p // sw
+        bb = p - a * sw
+        ulo = _valid_range(a - ph, sh, h_, hq)[0]
+        vlo = _valid_range(bb - pw, sw, w_, wq)[0]
+        wcp = np.empty((cg * groups, fg * taps), w.dtype)
+        for g in range(groups):
+            for fi in range(fg):
+                for tt in range(taps):
+                    t = order[pstart[p] + tt]
+                    i = t // kw_
+                    j = t - i * kw_
+                    xtab[g, fg * pstart[p] + fi * taps + tt] = ((g * fg + fi) * dplane + (a0 + ulo - i * dh // sh) * wq
+                                                                + b0 + vlo - j * dw // sw)
+                    for c in range(cg):
+                        wcp[g * cg + c, fi * taps + tt] = wr[g * fg + fi, c, t]
+        pk = _pack_weights(wcp, groups, np.bool_(False))
+        o = cpad * fg * pstart[p]
+        for g in range(groups):
+            wcpk[g, o : o + pk.shape[1]] = pk[g]
+    return pstart, xtab, wcpk
+
+
 @links_gemm("kernel_block_bt")
 @jit()
 def _product_on_grid(apk, m_, k_, b, btab, ncols, c, tile):
@@ -273,6 +363,77 @@ def _product_on_grid(apk, m_, k_, b, btab, ncols, c, tile):
         for k0 in range(0, k_, KC):
             kc = min(KC, k_ - k0)
             kernel_block_bt(apk, a_offset(m_, k0), m_, kc, b, btab, k0, j0, nc, c, j0, k0 > 0, tile)
+
+
+@links_gemm("kernel_block_bt")
+@jit()
+def _dx_phases_product(dxg, pstart, apk, btab, dyzf, dxw, tile, sh, sw, ph, pw, hq, wq, fg):
+    """One sample's and group's dx, ``dxg`` (Cg, H, W), from the products of
+    :func:`_dx_phases`: phase ``p``'s over the rows and columns of its grid
+    that hold real dx positions (from ``(ulo, vlo)``) into ``dxw[p]``, then
+    every dx row gathered from its phases' rows. ``dxw`` (phases, Cg, Hq*Wq)
+    starts zeroed, and a phase without taps (stride beyond the kernel's
+    reach) is never written: its dx positions read zeros."""
+    cg, h_, w_ = dxg.shape
+    cpad = (cg + MR - 1) // MR * MR
+    for p in range(sh * sw):
+        taps = pstart[p + 1] - pstart[p]
+        a = p // sw
+        bb = p - a * sw
+        ulo, uhi = _valid_range(a - ph, sh, h_, hq)
+        vlo, vhi = _valid_range(bb - pw, sw, w_, wq)
+        if taps > 0 and ulo < uhi and vlo < vhi:
+            _product_on_grid(apk[cpad * fg * pstart[p] :], cg, fg * taps, dyzf, btab[fg * pstart[p] :],
+                             (uhi - 1 - ulo) * wq + vhi - vlo, dxw[p], tile)
+    # Gather: where each dx row's values start in dxw (flat), per column
+    # phase; worked out once per row, not per channel: the rows are short
+    # (conv_strided: 32 values), so per-row set-up costs as much as the copy.
+    hw = dxw.shape[2]
+    src = dxw.reshape(dxw.size)
+    dst = dxg.reshape(dxg.size)
+    start = np.empty((h_, sw), np.int64)
+    first = np.empty(sw, np.int64)  # first dx column of each column phase
+    for y in range(h_):
+        a = (y + ph) % sh
+        r0 = ((y + ph) // sh - _valid_range(a - ph, sh, h_, hq)[0]) * wq
+        for bb in range(sw):
+            vlo = _valid_range(bb - pw, sw, w_, wq)[0]
+            first[bb] = vlo * sw + bb - pw
+            start[y, bb] = (a * sw + bb) * cg * hw + r0
+    last = np.empty(cg * h_ if sw == 2 and w_ % 2 else 0, dxg.dtype)
+    for c in range(cg):
+        for y in range(h_):
+            d0 = (c * h_ + y) * w_
+            if sw == 2:
+                # Both column phases in one loop, stores in order: dx[y, z]
+                # for z = 2q + first[b] comes from phase b's V = vlo + q.
+                e = start[y, 0] + c * hw
+                o = start[y, 1] + c * hw
+                if first[0] == 1:
+                    e, o = o, e
+                half = w_ // 2
+                # Views indexed by the bare loop variable: no wraparound test
+                # per access (flat offsets: 4x slower). An odd width's last
+                # column is written in a pass of its own: its store in this
+                # loop made the row 5x slower.
+                row = dst[d0 : d0 + w_]
+                ev = src[e : e + half]
+                od = src[o : o + half]
+                for q in range(half):
+                    row[2 * q] = ev[q]
+                    row[2 * q + 1] = od[q]
+                if w_ % 2:
+                    last[c * h_ + y] = src[e + half]
+            else:
+                for bb in range(sw):
+                    cnt = (w_ - first[bb] + sw - 1) // sw
+                    if cnt > 0:
+                        row = dst[d0 + first[bb] : d0 + w_]
+                        ph_row = src[start[y, bb] + c * hw :]
+                        for q in range(cnt):
+                            row[q * sw] = ph_row[q]
+    for r in range(last.size):
+        dst[r * w_ + w_ - 1] = last[r]
 
 
 @links_gemm("kernel_block_bt")
@@ -322,13 +483,15 @@ def _conv2d_forward_gemm(x, w, b, sh, sw, ph, pw, dh, dw, groups, oh_, ow_, nchu
 
 @links_gemm("kernel_block_at", "kernel_block_bt", "pack_b")
 @jit(external=True)
-def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, dx, part_wt, part_b, lo, hi,
-                                  sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx, unit):
+def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, pstart, tpl, off, dx, part_wt, part_b, lo, hi,
+                                  sh, sw, ph, pw, groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx, unit,
+                                  phased):
     """Samples ``lo .. hi - 1`` of :func:`_conv2d_backward_gemm` into one
     chunk's partials ``part_wt`` (groups, CK, Fg; its first product stores,
     the others add) and ``part_b`` (F,) (one task of its parallel loop; an
-    external symbol, see ``_extcall``); ``unit``: dx as the transposed
-    convolution (stride 1 only)."""
+    external symbol, see ``_extcall``); dx as the transposed convolution at
+    stride 1 (``unit``) or one per stride phase (``phased``,
+    :func:`_dx_phases`), else as col2im."""
     f_, oh_, ow_ = dy.shape[1], dy.shape[2], dy.shape[3]
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     cg = c_ // groups
@@ -344,10 +507,11 @@ def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, 
     xpf, xp = _rows_with_slack(c_ * nph, plane, dy)
     dyzf, dyz = _rows_with_slack(f_, dplane, dy)
     dyv = dyz[:, s0 : s0 + pwide]  # dy on the forward grid, junk columns zero
-    ncx = min(NC, pwide) if need_dx and not unit else 0
+    ncx = min(NC, pwide) if need_dx and not unit and not phased else 0
     dcol = np.empty((MR, ncx), dy.dtype)
     dxp = np.empty((cg * nph if ncx else 0, plane), dy.dtype)
     dxw = np.empty((cg if need_dx and unit else 0, pwx), dy.dtype)
+    dxp3 = np.zeros((nph if need_dx and phased else 0, cg, hq * wq), dy.dtype)
     bp = b_buffer(kbw, fg, dcol)  # a 2-D array of dy's dtype: the GEMM's own b_buffer signature
     tile = np.empty((MR, tile_cols(dy)), dy.dtype)
     for n in range(lo, hi):
@@ -369,6 +533,10 @@ def _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, 
                 for c in range(cg):
                     for i in range(h_):
                         _copy_row(dx[n, g * cg + c, i], dxw[c, i * wq :], w_)
+                continue
+            if phased:
+                _dx_phases_product(dx[n, g * cg : (g + 1) * cg], pstart, wcpk[g], xtab[g], dyzf, dxp3, tile,
+                                   sh, sw, ph, pw, hq, wq, fg)
                 continue
             # dx: dcol = w_g^T @ dy_wide, MR rows at a time, each row added
             # at once (while in L1) into its phase plane at its shift; dcol's
@@ -415,9 +583,14 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     # (K = Fg) added tap by tap into the phase planes (col2im). The unused
     # operands are empty.
     unit = transposed_dx and sh == 1 and sw == 1
+    phased = transposed_dx and sw > 1
+    pstart = np.zeros(nph + 1, np.int64)
     if unit and need_dx:
         xtab = _dx_taps(kh_, kw_, ph, pw, dh, dw, a0, b0, wq, fg, groups, dplane)
         wcpk = _pack_weights(_weights_by_channel(w, groups), groups, np.bool_(False))
+        wtpk = np.empty((groups, 0), dy.dtype)
+    elif phased and need_dx:
+        pstart, xtab, wcpk = _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane)
         wtpk = np.empty((groups, 0), dy.dtype)
     else:
         xtab = np.empty((groups, 0), np.int64)
@@ -442,9 +615,9 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     kbw = (pwide + nkw - 1) // nkw
     for t in prange(nchunks):
         t0 = np.int64(t)
-        _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, tpl, off, dx, part_wt[t], part_b[t],
+        _conv2d_backward_gemm_samples(dy, x, wtpk, wcpk, tab, dtab, xtab, pstart, tpl, off, dx, part_wt[t], part_b[t],
                                       _chunk_start(n_, nchunks, t0), _chunk_start(n_, nchunks, t0 + 1), sh, sw, ph, pw,
-                                      groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx, unit)
+                                      groups, nph, hq, wq, plane, pwide, kbw, a0, b0, dplane, need_dx, unit, phased)
     db = np.empty(f_, dy.dtype)
     for f in range(f_):
         s = part_b[0, f]

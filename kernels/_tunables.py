@@ -69,8 +69,9 @@ GEMM_MIN_FG = 8
 #: figure with fewer output positions than the third.
 BACKWARD_GEMM_MIN_TAPS = 16, 64, 256
 
-#: Input channels per group from which the GEMM strategy's stride-1 dx is
-#: the transposed convolution, one product with Cg rows and K = Fg*KH*KW
+#: Input channels per group from which the GEMM strategy's dx is the
+#: transposed convolution, one product with Cg rows and K = Fg*KH*KW at
+#: stride 1, one per stride phase with a column stride above 1
 #: (kernels/_conv_gemm.py), instead of Cg*KH*KW rows with K = Fg plus the
 #: col2im adds. Its rows come in micro-kernel panels of MR (6 with the AVX2
 #: tile): with few channels the panels run mostly empty (Cg = 1: 1 of 6
@@ -79,7 +80,9 @@ BACKWARD_GEMM_MIN_TAPS = 16, 64, 256
 #: 28x28, float64: dx 10.6 against 13.6 ms with the adds, 1 thread, thread
 #: CPU of the two kernels' phases timed apart, runs minutes apart) and above
 #: (conv_deep 128: 29 against 40 ms; conv_mid 64: 57 against 77 ms); the
-#: crossover between 3 and 16 channels is not measured.
+#: crossover between 3 and 16 channels is not measured. Strided, per phase:
+#: conv_strided (Cg = 64, stride 2) dx 3.3 against 4.1 ms (2 threads, Zen 5,
+#: 2026-12-02); the strided crossover is not measured either.
 #: Re-measure: ``python -m numbanet.bench.conv_strategies`` with this value
 #: set to 1 and to a large number (read per call by kernels/conv.py).
 DX_TRANSPOSED_MIN_CG = 12

@@ -95,11 +95,21 @@ def test_conv_gemm_blocking_edges(K, R, close, rng, dtype, xs, ws, stride, pad):
     ((2, 2, 5, 1), (3, 2, 2, 1), 1, (0, 2), 1, 1),       # one input column
     ((2, 13, 6, 7), (4, 13, 3, 3), (2, 1), 1, 1, 1),     # row stride only: col2im whatever is chosen
     ((1, 20, 12, 12), (300, 20, 3, 3), 1, 1, 1, 1),      # K = Fg*KK over several KC blocks
+    # column strides above 1: dx one transposed convolution per stride phase
+    ((2, 5, 9, 11), (6, 5, 3, 3), 2, 1, 1, 1),           # odd sizes: phases of unequal extent
+    ((2, 4, 8, 10), (6, 4, 3, 3), 2, 0, 1, 1),           # no padding: each phase's first row and column
+    ((2, 4, 9, 9), (3, 4, 5, 5), (1, 2), 2, 1, 1),       # column stride only, 5x5
+    ((2, 3, 11, 13), (4, 3, 3, 3), 3, (2, 1), (1, 2), 1),  # stride 3, dilated columns
+    ((2, 4, 9, 10), (5, 4, 2, 2), 4, 1, 1, 1),           # stride beyond the kernel: phases without taps
+    ((2, 6, 8, 7), (4, 6, 1, 1), 2, 0, 1, 1),            # 1x1 stride 2: three phases of zeros
+    ((3, 6, 10, 9), (8, 3, 3, 3), 2, 1, 1, 2),           # groups
+    ((1, 13, 7, 8), (300, 13, 3, 3), 2, 1, 1, 1),        # K = Fg*taps over several KC blocks
 ])
 def test_conv_gemm_dx_both_forms(K, R, close, rng, dtype, monkeypatch, min_cg, xs, ws, stride, pad, dil, groups):
-    """The GEMM strategy's stride-1 dx as the transposed convolution
-    (min_cg 1) and as col2im (min_cg huge) on the geometries each form's
-    zero margins and shared row padding must get right."""
+    """The GEMM strategy's dx as the transposed convolution (min_cg 1: at
+    stride 1 in one product, with a column stride per stride phase) and as
+    col2im (min_cg huge) on the geometries each form's zero margins, shared
+    row padding and phase extents must get right."""
     from numbanet.kernels import _tunables
 
     monkeypatch.setattr(_tunables, "DX_TRANSPOSED_MIN_CG", min_cg)
