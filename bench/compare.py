@@ -76,10 +76,14 @@ _ISA_MARK = "NUMBANET_BENCH_ISA"
 
 
 def isa_env(isa: str, base=None) -> dict:
-    """The environment restricting Numba and PyTorch to ``isa`` (``"avx2"``):
-    Numba's target ``haswell`` with this CPU's features minus every AVX-512
-    (and later) extension, a separate Numba cache directory, and PyTorch's
-    ATen and oneDNN dispatch capped at AVX2."""
+    """The environment restricting Numba, PyTorch and NumPy's BLAS to
+    ``isa`` (``"avx2"``): Numba's target ``haswell`` with this CPU's features
+    minus every AVX-512 (and later) extension, a separate Numba cache
+    directory, PyTorch's ATen and oneDNN dispatch capped at AVX2, and
+    OpenBLAS's kernels for Haswell (``OPENBLAS_CORETYPE``: the reference
+    side's products, e.g. ``gemm_1024``, on the AVX2 kernels issue 13
+    compares against; a CPU OpenBLAS knows as SkylakeX or Cooper Lake would
+    otherwise run its AVX-512 kernels)."""
     if isa != "avx2":
         raise ValueError(f"unknown isa {isa!r}")
     from llvmlite import binding as ll
@@ -98,9 +102,20 @@ def isa_env(isa: str, base=None) -> dict:
         "NUMBA_CACHE_DIR": f"{cache}-{isa}" if cache else os.path.join(tempfile.gettempdir(), f"numbanet-numba-cache-{isa}"),
         "ATEN_CPU_CAPABILITY": "avx2",
         "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "OPENBLAS_CORETYPE": "Haswell",
         _ISA_MARK: isa,
     })
     return env
+
+
+def _blas_line() -> str:
+    """NumPy's BLAS library and the kernels it chose for this CPU (OpenBLAS
+    picks them at load time: ``architecture``), as threadpoolctl reports."""
+    from threadpoolctl import threadpool_info
+
+    libs = [f"{i.get('internal_api')} {i.get('architecture') or ''}".strip() for i in threadpool_info()
+            if i.get("user_api") == "blas"]
+    return ", ".join(libs) or "none found"
 
 
 def _target_line() -> str:
@@ -325,7 +340,8 @@ def main(argv=None) -> int:
              else " (PyTorch not installed: no torch columns)"))
     print(f"isa {args.isa}: {_target_line()}"
           + (f"; PyTorch ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY')}"
-             f" ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')}" if args.isa != "native" else ""))
+             f" ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')}" if args.isa != "native" else "")
+          + f"; NumPy's BLAS: {_blas_line()}")
     print("GEMM micro-kernel peak, 1 core: " + ", ".join(f"{dt} {g:.1f} GFLOP/s" for dt, g in peaks.items()))
     print("speed-up = reference / kernel; torch/kernel > 1 means numbanet is faster. Median "
           + ("process CPU times." if args.cpu_time else "times."))

@@ -85,6 +85,12 @@ def test_isa_avx2_restricts_both_sides(monkeypatch):
     flags = env["NUMBA_CPU_FEATURES"].split(",")
     assert "+avx2" in flags and "+fma" in flags and "+avx512f" not in flags
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert env["OPENBLAS_CORETYPE"] == "Haswell"  # the reference side's BLAS too
+    # NumPy's OpenBLAS in such an environment loads its Haswell kernels
+    r = subprocess.run([sys.executable, "-c", "from numbanet.bench.compare import _blas_line; print(_blas_line())"],
+                       env=env, capture_output=True, text=True, check=True)
+    if "openblas" in r.stdout.lower():
+        assert "haswell" in r.stdout.lower(), r.stdout
     # the child process compiles for that target, with the AVX2 tile
     r = subprocess.run([sys.executable, "-m", "numbanet.bench", "--isa", "avx2", "--list"],
                        capture_output=True, text=True, check=True)
