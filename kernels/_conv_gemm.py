@@ -279,8 +279,8 @@ def _weights_by_channel(w, groups):
 
 
 @links_gemm("pack_a_rows_into")
-@jit()
-def _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane):
+@jit(external=True)
+def _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane, pstart, xtab, wcpk):
     """The strided dx as one transposed convolution per stride phase.
 
     dx_pad at ``(U*sh + a, V*sw + b)`` (phase ``(a, b)``, position ``(U, V)``
@@ -298,17 +298,18 @@ def _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane
     Fg*KH*KW/(sh*sw) long instead of Fg, and no adds into phase planes
     (conv_strided's dx ran at 60% of the GEMM's peak in that form).
 
-    Returns ``pstart`` (the phases' first taps in phase order, ``sh*sw + 1``
-    long), ``xtab`` (groups, Fg*KH*KW): phase ``p``'s B rows from
+    Fills ``pstart`` (the phases' first taps in phase order, ``sh*sw + 1``
+    long, zeroed), ``xtab`` (groups, Fg*KH*KW): phase ``p``'s B rows from
     ``Fg*pstart[p]``, row ``fi*T + tt`` for filter ``fi`` and the phase's
     ``tt``-th tap, starting where phase position ``(ulo, vlo)`` (the first
     real dx row and column of the phase) reads; and ``wcpk`` (groups, ...):
-    phase ``p``'s packed A from ``ceil(Cg/MR)*MR*Fg*pstart[p]``."""
+    phase ``p``'s packed A from ``ceil(Cg/MR)*MR*Fg*pstart[p]``. An
+    external symbol (``_extcall``): the parallel kernel holds a call, not
+    this code (1 s of the kernel's compile time with both helpers linked)."""
     f_, cg, kh_, kw_ = w.shape
     fg = f_ // groups
     kk = kh_ * kw_
     nph = sh * sw
-    pstart = np.zeros(nph + 1, np.int64)
     for i in range(kh_):
         for j in range(kw_):
             pstart[(i * dh % sh) * sw + j * dw % sw + 1] += 1
@@ -323,8 +324,6 @@ def _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane
             fill[p] += 1
     wr = w.reshape(f_, cg, kk)
     cpad = (cg + MR - 1) // MR * MR
-    xtab = np.zeros((groups, fg * kk), np.int64)
-    wcpk = np.empty((groups, cpad * fg * kk), w.dtype)
     for p in range(nph):
         taps = pstart[p + 1] - pstart[p]
         if taps == 0:
@@ -346,9 +345,11 @@ def _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane
                         wcp[g * cg + c, fi * taps + tt] = wr[g * fg + fi, c, t]
         pk = _pack_weights(wcp, groups, np.bool_(False))
         o = cpad * fg * pstart[p]
+        # a loop, not a slice assignment: that one's shape-mismatch error
+        # (formatted with the shapes) cost 2 s of compile time
         for g in range(groups):
-            wcpk[g, o : o + pk.shape[1]] = pk[g]
-    return pstart, xtab, wcpk
+            for e in range(pk.shape[1]):
+                wcpk[g, o + e] = pk[g, e]
 
 
 @links_gemm("kernel_block_bt")
@@ -366,14 +367,15 @@ def _product_on_grid(apk, m_, k_, b, btab, ncols, c, tile):
 
 
 @links_gemm("kernel_block_bt")
-@jit()
+@jit(external=True)
 def _dx_phases_product(dxg, pstart, apk, btab, dyzf, dxw, tile, sh, sw, ph, pw, hq, wq, fg):
     """One sample's and group's dx, ``dxg`` (Cg, H, W), from the products of
     :func:`_dx_phases`: phase ``p``'s over the rows and columns of its grid
     that hold real dx positions (from ``(ulo, vlo)``) into ``dxw[p]``, then
     every dx row gathered from its phases' rows. ``dxw`` (phases, Cg, Hq*Wq)
     starts zeroed, and a phase without taps (stride beyond the kernel's
-    reach) is never written: its dx positions read zeros."""
+    reach) is never written: its dx positions read zeros. An external
+    symbol, as :func:`_dx_phases`."""
     cg, h_, w_ = dxg.shape
     cpad = (cg + MR - 1) // MR * MR
     for p in range(sh * sw):
@@ -590,7 +592,9 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
         wcpk = _pack_weights(_weights_by_channel(w, groups), groups, np.bool_(False))
         wtpk = np.empty((groups, 0), dy.dtype)
     elif phased and need_dx:
-        pstart, xtab, wcpk = _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane)
+        xtab = np.zeros((groups, fg * kk), np.int64)
+        wcpk = np.empty((groups, (cg + MR - 1) // MR * MR * fg * kk), dy.dtype)
+        _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane, pstart, xtab, wcpk)
         wtpk = np.empty((groups, 0), dy.dtype)
     else:
         xtab = np.empty((groups, 0), np.int64)
