@@ -586,7 +586,7 @@ def _pack_a(a, i0, rows, k0, kc, out, o):
         # x.T): each k step's MR values are adjacent in memory, one short
         # copy through a C-typed flat view.
         lda = a.strides[1] // a.itemsize
-        flat = _flat_view(a, (a.shape[1] - 1) * lda + a.shape[0])
+        flat = _flat_view(a, (a.shape[1] - 1) * lda + a.shape[0] if a.shape[1] > 0 else 0)
         for k in range(kc):
             s = (k0 + k) * lda + i0
             src = flat[s : s + MR]
@@ -615,7 +615,7 @@ def _pack_b_cols(b, k0, kc, j0, cols, out, o, nr_):
         # w.T): read each through a C-typed flat view of B's memory, not
         # with the strided view's per-element stride.
         ldb = b.strides[1] // b.itemsize
-        flat = _flat_view(b, (b.shape[1] - 1) * ldb + b.shape[0])
+        flat = _flat_view(b, (b.shape[1] - 1) * ldb + b.shape[0] if b.shape[1] > 0 else 0)
         for j in range(nr_):
             dst = out[o + j :]
             if j < cols:
@@ -696,7 +696,7 @@ def pack_b(b, k0, kc, j0, nc, bp):
     full = nc // nr_
     rest = nc - full * nr_
     ldb = b.strides[0] // b.itemsize
-    flat = _flat_view(b, (b.shape[0] - 1) * ldb + b.shape[1]) if b.shape[0] > 0 else _flat_view(b, 0)
+    flat = _flat_view(b, (b.shape[0] - 1) * ldb + b.shape[1] if b.shape[0] > 0 else 0)
     for k in range(kc):
         start = (k0 + k) * ldb + j0
         row = flat[start : start + nc]
