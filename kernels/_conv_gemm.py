@@ -280,12 +280,13 @@ def _weights_by_channel(w, groups):
 
 @links_gemm("pack_a_rows_into")
 @jit(external=True)
-def _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane, pstart, xtab, wcpk):
+def _dx_phases(w, groups, tpl, off, sh, sw, ph, pw, h_, w_, hq, wq, a0, b0, dplane, pstart, xtab, wcpk):
     """The strided dx as one transposed convolution per stride phase.
 
     dx_pad at ``(U*sh + a, V*sw + b)`` (phase ``(a, b)``, position ``(U, V)``
     of its plane) gathers exactly the taps ``(i, j)`` with ``i*dh % sh = a``
-    and ``j*dw % sw = b`` (the tap's forward phase, :func:`_phase_taps`):
+    and ``j*dw % sw = b`` (the tap's forward phase ``tpl``, from
+    :func:`_phase_taps`):
 
         dxp_ab[c, U, V] = sum_{f, (i, j) of phase ab} w[f, c, i, j]
                           * dy[f, U - (i*dh)//sh, V - (j*dw)//sw]
@@ -293,7 +294,8 @@ def _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane
     On the phase grid of width ``wq`` that is a GEMM per phase and group,
     ``dx_ab = wc_ab @ dycol_ab`` (M = Cg, K = Fg * taps of the phase), whose
     B rows are runs of dy's zero-margined planes (:func:`_dy_plane`) at a
-    fixed shift per tap: the stride-1 form (:func:`_dx_taps`) phase by phase.
+    fixed shift per tap (its forward offset ``off`` on the grid, taken
+    back): the stride-1 form (:func:`_dx_taps`) phase by phase.
     Same multiply-adds as ``dcol = w_g^T @ dy`` and col2im, with K up to
     Fg*KH*KW/(sh*sw) long instead of Fg, and no adds into phase planes
     (conv_strided's dx ran at 60% of the GEMM's peak in that form).
@@ -310,18 +312,15 @@ def _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane
     fg = f_ // groups
     kk = kh_ * kw_
     nph = sh * sw
-    for i in range(kh_):
-        for j in range(kw_):
-            pstart[(i * dh % sh) * sw + j * dw % sw + 1] += 1
+    for t in range(kk):
+        pstart[tpl[t] + 1] += 1
     for p in range(nph):
         pstart[p + 1] += pstart[p]
     order = np.empty(kk, np.int64)  # taps in phase order
     fill = pstart[:nph].copy()
-    for i in range(kh_):
-        for j in range(kw_):
-            p = (i * dh % sh) * sw + j * dw % sw
-            order[fill[p]] = i * kw_ + j
-            fill[p] += 1
+    for t in range(kk):
+        order[fill[tpl[t]]] = t
+        fill[tpl[t]] += 1
     wr = w.reshape(f_, cg, kk)
     cpad = (cg + MR - 1) // MR * MR
     for p in range(nph):
@@ -337,10 +336,8 @@ def _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane
             for fi in range(fg):
                 for tt in range(taps):
                     t = order[pstart[p] + tt]
-                    i = t // kw_
-                    j = t - i * kw_
-                    xtab[g, fg * pstart[p] + fi * taps + tt] = ((g * fg + fi) * dplane + (a0 + ulo - i * dh // sh) * wq
-                                                                + b0 + vlo - j * dw // sw)
+                    xtab[g, fg * pstart[p] + fi * taps + tt] = ((g * fg + fi) * dplane + (a0 + ulo) * wq + b0 + vlo
+                                                                - off[t])
                     for c in range(cg):
                         wcp[g * cg + c, fi * taps + tt] = wr[g * fg + fi, c, t]
         pk = _pack_weights(wcp, groups, np.bool_(False))
@@ -594,7 +591,7 @@ def _conv2d_backward_gemm(dy, x, w, sh, sw, ph, pw, dh, dw, groups, nchunks, nee
     elif phased and need_dx:
         xtab = np.zeros((groups, fg * kk), np.int64)
         wcpk = np.empty((groups, (cg + MR - 1) // MR * MR * fg * kk), dy.dtype)
-        _dx_phases(w, groups, sh, sw, ph, pw, dh, dw, h_, w_, hq, wq, a0, b0, dplane, pstart, xtab, wcpk)
+        _dx_phases(w, groups, tpl, off, sh, sw, ph, pw, h_, w_, hq, wq, a0, b0, dplane, pstart, xtab, wcpk)
         wtpk = np.empty((groups, 0), dy.dtype)
     else:
         xtab = np.empty((groups, 0), np.int64)

@@ -586,7 +586,7 @@ def _pack_a(a, i0, rows, k0, kc, out, o):
         # x.T): each k step's MR values are adjacent in memory, one short
         # copy through a C-typed flat view.
         lda = a.strides[1] // a.itemsize
-        flat = _flat_view(a, (a.shape[1] - 1) * lda + a.shape[0] if a.shape[1] > 0 else 0)
+        flat = _flat_span(a, a.shape[1], lda, a.shape[0])
         for k in range(kc):
             s = (k0 + k) * lda + i0
             src = flat[s : s + MR]
@@ -615,7 +615,7 @@ def _pack_b_cols(b, k0, kc, j0, cols, out, o, nr_):
         # w.T): read each through a C-typed flat view of B's memory, not
         # with the strided view's per-element stride.
         ldb = b.strides[1] // b.itemsize
-        flat = _flat_view(b, (b.shape[1] - 1) * ldb + b.shape[0] if b.shape[1] > 0 else 0)
+        flat = _flat_span(b, b.shape[1], ldb, b.shape[0])
         for j in range(nr_):
             dst = out[o + j :]
             if j < cols:
@@ -696,7 +696,7 @@ def pack_b(b, k0, kc, j0, nc, bp):
     full = nc // nr_
     rest = nc - full * nr_
     ldb = b.strides[0] // b.itemsize
-    flat = _flat_view(b, (b.shape[0] - 1) * ldb + b.shape[1] if b.shape[0] > 0 else 0)
+    flat = _flat_span(b, b.shape[0], ldb, b.shape[1])
     for k in range(kc):
         start = (k0 + k) * ldb + j0
         row = flat[start : start + nc]
@@ -864,6 +864,14 @@ def _flat_view(a, n):
     return _carray(data_ptr(a), n)
 
 
+
+@jit(inline=True)
+def _flat_span(a, runs, ld, length):
+    """:func:`_flat_view` of the memory a strided matrix spans: ``runs``
+    contiguous runs of ``length`` elements, ``ld`` apart (rows of a
+    row-major matrix, columns of a transposed one); empty for no runs."""
+    return _flat_view(a, (runs - 1) * ld + length if runs > 0 else 0)
+
 #: Widest product (columns of C) for which :func:`gemm_block` reads a
 #: row-major A in place instead of packing it. Packing A costs one pass over
 #: its M x K elements against M x K x N multiply-adds, so it matters when N is
@@ -897,7 +905,7 @@ def _gemm_a_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
     if _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
         return
     lda = a.strides[0] // a.itemsize
-    flat = _flat_view(a, (a.shape[0] - 1) * lda + a.shape[1])
+    flat = _flat_span(a, a.shape[0], lda, a.shape[1])
     mpad = (m_ + MR - 1) // MR * MR
     atab = np.empty(mpad, np.int64)
     for r in range(mpad):
@@ -929,7 +937,7 @@ def _gemm_a_cols_in_place(a, b, c, i0, i1, j_lo, j_hi, accumulate):
     if _empty_product(m_, n_, k_, c, j_lo, j_hi, accumulate):
         return
     lda = a.strides[1] // a.itemsize
-    flat = _flat_view(a, (a.shape[1] - 1) * lda + a.shape[0])
+    flat = _flat_span(a, a.shape[1], lda, a.shape[0])
     full = m_ // MR * MR
     kc_max = min(KC, k_)
     tail = np.empty(MR * kc_max, c.dtype)
