@@ -17,7 +17,9 @@ Usage::
 restricts both sides to AVX2 + FMA: Numba compiles for ``haswell`` with this
 CPU's features minus AVX-512 (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``,
 hence numbanet's AVX2 micro-kernel) into a cache directory of its own, and
-PyTorch runs with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``.
+PyTorch runs with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+MKL_ENABLE_INSTRUCTIONS=AVX2`` (its matrix products, ``addmm`` and
+``Linear``, go to MKL, which ignores the first two).
 
 The header also gives the GEMM micro-kernel's measured single-core peak
 (:mod:`numbanet.bench.gemm_peak`), and the "of peak" column each case's rate
@@ -79,7 +81,10 @@ def isa_env(isa: str, base=None) -> dict:
     """The environment restricting Numba, PyTorch and NumPy's BLAS to
     ``isa`` (``"avx2"``): Numba's target ``haswell`` with this CPU's features
     minus every AVX-512 (and later) extension, a separate Numba cache
-    directory, PyTorch's ATen and oneDNN dispatch capped at AVX2, and
+    directory, PyTorch's ATen, oneDNN and MKL dispatch capped at AVX2 (MKL
+    runs PyTorch's float matrix products and reads only its own variable:
+    without it ``gemm_1024``'s PyTorch side ran MKL's AVX-512 kernels, 12.6
+    ms against 18.8 ms with it, one thread, Xeon, 2026-12-02), and
     OpenBLAS's kernels for Haswell (``OPENBLAS_CORETYPE``: the reference
     side's products, e.g. ``gemm_1024``, on the AVX2 kernels issue 13
     compares against; a CPU OpenBLAS knows as SkylakeX or Cooper Lake would
@@ -102,6 +107,7 @@ def isa_env(isa: str, base=None) -> dict:
         "NUMBA_CACHE_DIR": f"{cache}-{isa}" if cache else os.path.join(tempfile.gettempdir(), f"numbanet-numba-cache-{isa}"),
         "ATEN_CPU_CAPABILITY": "avx2",
         "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
         "OPENBLAS_CORETYPE": "Haswell",
         _ISA_MARK: isa,
     })
@@ -340,7 +346,8 @@ def main(argv=None) -> int:
              else " (PyTorch not installed: no torch columns)"))
     print(f"isa {args.isa}: {_target_line()}"
           + (f"; PyTorch ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY')}"
-             f" ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')}" if args.isa != "native" else "")
+             f" ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')}"
+             f" MKL_ENABLE_INSTRUCTIONS={os.environ.get('MKL_ENABLE_INSTRUCTIONS')}" if args.isa != "native" else "")
           + f"; NumPy's BLAS: {_blas_line()}")
     print("GEMM micro-kernel peak, 1 core: " + ", ".join(f"{dt} {g:.1f} GFLOP/s" for dt, g in peaks.items()))
     print("speed-up = reference / kernel; torch/kernel > 1 means numbanet is faster. Median "

@@ -85,6 +85,7 @@ def test_isa_avx2_restricts_both_sides(monkeypatch):
     flags = env["NUMBA_CPU_FEATURES"].split(",")
     assert "+avx2" in flags and "+fma" in flags and "+avx512f" not in flags
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"  # PyTorch's matrix products
     assert env["OPENBLAS_CORETYPE"] == "Haswell"  # the reference side's BLAS too
     # NumPy's OpenBLAS in such an environment loads its Haswell kernels
     r = subprocess.run([sys.executable, "-c", "from numbanet.bench.compare import _blas_line; print(_blas_line())"],
@@ -96,6 +97,24 @@ def test_isa_avx2_restricts_both_sides(monkeypatch):
                        capture_output=True, text=True, check=True)
     assert "isa avx2: Numba target haswell" in r.stdout and "GEMM tile avx2 6 x 2" in r.stdout
     assert "softmax_ce" in r.stdout
+
+
+def test_isa_avx2_caps_pytorchs_matrix_products():
+    # PyTorch's float matrix products run in MKL, which ignores ATen's and
+    # oneDNN's caps; MKL's verbose banner names the instruction set it chose.
+    pytest.importorskip("torch")
+    from llvmlite import binding as ll
+
+    feats = ll.get_host_cpu_features()
+    if not (feats.get("avx2") and feats.get("fma")):
+        pytest.skip("no AVX2 + FMA: --isa avx2 refuses to run")
+    env = dict(compare.isa_env("avx2"), MKL_VERBOSE="1")
+    r = subprocess.run([sys.executable, "-c", "import torch; a = torch.ones(64, 64); torch.mm(a, a)"],
+                       env=env, capture_output=True, text=True, check=True)
+    banner = [ln for ln in (r.stdout + r.stderr).splitlines() if "MKL_VERBOSE" in ln and "architecture" in ln]
+    if not banner:
+        pytest.skip("this PyTorch build runs its matrix products without MKL")
+    assert "AVX2" in banner[0] and "AVX-512" not in banner[0], banner[0]
 
 
 @pytest.mark.parametrize("cold", [True, False])
