@@ -22,9 +22,10 @@ when its Affine products ran on OpenBLAS). Sleeping at once
 (``OMP_WAIT_POLICY=PASSIVE``) fixes that, but then every parallel region pays
 for waking the workers, which is as long as a small kernel (softmax on
 256 x 1000 gained nothing from a second thread). So numbanet starts the pool
-with ``GOMP_SPINCOUNT=10000`` (about 0.1 ms of spinning, enough to bridge the
-gap between one layer's kernel and the next; all numbanet's products run on
-this pool, none on OpenBLAS) set in the environment only while libgomp loads
+with a spin count of :data:`SPIN_COUNT` (a few tenths of a millisecond of
+spinning, enough to bridge the gaps between the parallel kernels of a
+training step; all numbanet's products run on this pool, none on OpenBLAS)
+set in the environment only while libgomp loads
 (it reads it once), and restores the environment straight after, so nothing
 else in the process or its subprocesses sees the change. A user who sets
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` keeps their own choice, and the TBB
@@ -102,8 +103,24 @@ def _apply(n: int) -> None:
     _limit_blas(n)
 
 
-#: libgomp's spin count for numbanet's pool (see the module docstring).
-SPIN_COUNT = "10000"
+#: libgomp's spin count for numbanet's pool (see the module docstring): how
+#: long an idle worker waits awake for the next parallel region. Measured on
+#: a 2-vCPU Xeon (2026-12-02), a 100 x 784 x 50 float64 Affine forward at 2
+#: threads after a busy gap on the calling thread: the workers were still up
+#: after 50-100 us and asleep after 200 us with 10000 (74 -> 106-123 us per
+#: call, as slow as one thread), up after 300 us and asleep after 500 us
+#: with 30000. A small network's step has gaps of that length between its
+#: parallel kernels (the input cast, the small layers, the update): 30000
+#: against 10000, alternating, 2 runs each, ``numbanet-bench --no-torch
+#: --dtype both --cases 'train_step*,affine_book*,adam*,...'``:
+#: train_step_book_twolayer float64 0.56-0.60 -> 0.41-0.42 ms,
+#: multilayerextend float64 1.68-1.71 -> 1.47-1.51 ms, float32 1.16-1.19 ->
+#: 0.98 ms, train_step_digits float64 1.43-1.46 -> 1.28-1.36 ms, the others
+#: within noise. The cost: another thread pool in the process (NumPy's
+#: OpenBLAS at 2 threads) finds the other core busy for that much longer
+#: after each kernel. Was 10000 (about 0.1 ms on Zen 3; libgomp's default,
+#: 300000, is milliseconds).
+SPIN_COUNT = "30000"
 
 
 def _launch_numba_threads() -> None:
