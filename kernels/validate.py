@@ -26,6 +26,41 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES
 
+#: Numba's MemInfo type once Numba's runtime is loaded (never imported from
+#: here: without it no array can have such a base).
+_meminfo = None
+
+
+def owner_key(a: np.ndarray):
+    """An int naming the one allocation ``a`` lies in when no other array
+    can reach that memory except through views of it, or None.
+
+    Two arrays with different keys do not overlap, so the pairwise
+    ``np.may_share_memory`` (about 1 us a pair) is needed only where a key is
+    None or two keys are equal. An array that owns its memory (``base`` None)
+    is keyed by its identity. So is, in effect, an array a kernel allocated
+    and returned: its base is Numba's MemInfo of a buffer Numba's runtime
+    allocated (no Python ``parent``), keyed by that buffer's address, which
+    every view of the same buffer shares. Arrays a kernel returns (a layer's
+    gradients) are of that kind: keyed, they skip the pairwise checks the
+    optimizers run on every tensor of every step. Anything else (a NumPy
+    view, a Numba view of a Python array) gets None."""
+    global _meminfo
+    base = a.base
+    if base is None:
+        return id(a)
+    t = type(base)
+    if t is not _meminfo:
+        if _meminfo is not None or t.__name__ != "_MemInfo":
+            return None
+        import sys
+
+        runtime = sys.modules.get("numba.core.runtime._nrt_python")
+        if runtime is None or t is not getattr(runtime, "_MemInfo", None):
+            return None
+        _meminfo = t
+    return base.data if base.parent is None else None
+
 
 def float_array(fn: str, name: str, a, ndim=None, *, min_ndim=None) -> np.ndarray:
     """Return ``a`` as a C-contiguous float32/float64 array, or raise.

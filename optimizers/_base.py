@@ -113,9 +113,10 @@ class Optimizer:
                 raise TypeError(f"{fn}: grads[{name!r}] has dtype {g.dtype} but params[{name!r}] has {p.dtype}")
             if g.shape != p.shape:
                 raise ValueError(f"{fn}: grads[{name!r}] has shape {g.shape} but params[{name!r}] has {p.shape}")
-            # Two arrays that own their memory are separate allocations: the
-            # common case skips may_share_memory's cost.
-            if (g.base is not None or p.base is not None or g is p) and np.may_share_memory(g, p):
+            # Arrays alone in separate allocations (a kernel's gradient among
+            # them) cannot overlap: the common case skips may_share_memory's cost.
+            kp, kg = v.owner_key(p), v.owner_key(g)
+            if (kp is None or kg is None or kp == kg) and np.may_share_memory(g, p):
                 raise ValueError(f"{fn}: grads[{name!r}] shares memory with params[{name!r}]; pass separate arrays")
             st = self.state.get(name)
             if st is not None:

@@ -686,3 +686,41 @@ def test_a_read_only_grad_is_copied_not_compiled_for():
         return
     args = [a for sig in optim._sgd_step.signatures for a in sig if isinstance(a, numba.types.Array)]
     assert args and all(a.mutable for a in args)
+
+
+def test_kernel_allocated_arrays_are_told_apart_from_views():
+    # A gradient a kernel returned (base: Numba's MemInfo of its own buffer)
+    # takes the steps' fast path; two views of one such buffer, or a Numba
+    # view of the caller's array, are still caught as shared memory.
+    from numba import njit
+
+    from numbanet.kernels import validate as v
+
+    x, w, dy = np.ones((4, 3)), np.ones((3, 2)), np.ones((4, 2))
+    _, dw, _ = K.affine_backward(dy, x, w)
+    p = np.ones((3, 2))
+    assert v.owner_key(p) == id(p) and v.owner_key(p[:1]) is None
+    assert dw.base is not None and v.owner_key(dw) is not None
+
+    @njit
+    def two_views(n):
+        b = np.zeros(n)
+        return b, b[::-1]
+
+    @njit
+    def tail(a):
+        return a[1:]
+
+    a, b = two_views(6)
+    assert v.owner_key(a) == v.owner_key(b)  # one buffer: one key
+    assert v.owner_key(tail(p)) is None  # memory the caller owns
+
+    want = p - 0.1 * dw
+    K.sgd_step(p, dw, lr=0.1)
+    np.testing.assert_array_equal(p, want)
+    with pytest.raises(ValueError, match="shares memory"):
+        K.sgd_step(a.reshape(3, 2), b.reshape(3, 2), lr=0.1)
+    with pytest.raises(ValueError, match="shares memory"):
+        K.sgd_step(p[:2], tail(p), lr=0.1)
+    with pytest.raises(ValueError, match="shares memory"):
+        SGD(lr=0.1).update({"w": a}, {"w": b})
