@@ -116,23 +116,11 @@ class BookNet:
         return list(self.layers.values()) if isinstance(self.layers, dict) else list(self.layers)
 
     # -- forward and backward --------------------------------------------
-    _GRAD_ATTRS = ("dW", "db", "dgamma", "dbeta")
-
     def _backprop(self, loss_layer):
         """Run backward from ``loss_layer`` through every layer in reverse.
 
-        The first layer is not asked for its input gradient. Remembers
-        which gradient arrays the layers held before, so that
-        :meth:`_grad` can tell a layer that writes its gradients into the
-        same buffer every time (those are copied: arrays returned by
-        ``gradient()`` must survive the next call) from one that makes new
-        arrays (handed out as they are).
-        """
+        The first layer is not asked for its input gradient."""
         layers = self._layer_list()
-        self._held = {
-            id(layer): {a: getattr(layer, a) for a in self._GRAD_ATTRS if getattr(layer, a, None) is not None}
-            for layer in layers
-        }
         dout = loss_layer.backward(1)
         for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
@@ -146,10 +134,18 @@ class BookNet:
         else:
             first.backward(dout)
 
-    def _grad(self, layer, attr):
-        """``layer.<attr>`` after :meth:`_backprop`, copied if the layer reused the buffer."""
+    @staticmethod
+    def _grad(layer, attr):
+        """``layer.<attr>`` after :meth:`_backprop`, as an array the next
+        ``gradient()`` call leaves alone.
+
+        numbanet.book's own layers store new gradient arrays on every
+        backward, handed out as they are. A layer of another class (a user's
+        own, or a subclass) may write into one buffer every time, from its
+        first call on, so its gradient arrays are copied.
+        """
         g = getattr(layer, attr)
-        if g is self._held.get(id(layer), {}).get(attr):
+        if type(layer) not in _L.OWN_LAYERS and isinstance(g, np.ndarray):
             g = g.copy()
         return g
 

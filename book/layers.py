@@ -417,3 +417,8 @@ class Pooling:
         return self.ops.maxpool2d_backward(
             _cast(dout, x.dtype), self._arg, x.shape, self.pool_h, self.pool_w, self.stride, self.pad
         )
+
+
+#: The layer classes above, whose ``backward`` stores new gradient arrays on
+#: every call (subclasses may not: they are not listed).
+OWN_LAYERS = frozenset({Relu, Sigmoid, Affine, SoftmaxWithLoss, Dropout, BatchNormalization, Convolution, Pooling})

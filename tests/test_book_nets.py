@@ -156,6 +156,35 @@ def test_gradient_arrays_survive_the_next_call(rng, name):
         assert not np.shares_memory(g1[k], g2[k])
 
 
+def test_a_users_layer_that_reuses_its_gradient_buffer_is_copied(rng):
+    # numbanet.book's own layers make new gradient arrays; a layer a user
+    # puts in the network may write into the same buffer every time, and
+    # gradient() must still hand out arrays the next call leaves alone.
+    from numbanet.book.layers import Affine
+
+    class InPlaceAffine(Affine):
+        def backward(self, dout, need_dx=True):
+            dx = super().backward(dout, need_dx)
+            if getattr(self, "_buf", None) is None:
+                self._buf = np.empty_like(self.dW)
+            np.copyto(self._buf, self.dW)
+            self.dW = self._buf
+            return dx
+
+    np.random.seed(SEED)
+    net = NETS["two_layer"][0]()
+    old = net.layers["Affine2"]
+    net.layers["Affine2"] = InPlaceAffine(old.W, old.b)
+    x1, t1 = _data(rng, (6,))
+    x2, t2 = _data(rng, (6,))
+    g1 = net.gradient(x1, t1)
+    kept = g1["W2"].copy()
+    g2 = net.gradient(x2, t2)
+    np.testing.assert_array_equal(g1["W2"], kept)
+    assert not np.shares_memory(g1["W2"], g2["W2"])
+    assert net.layers["Affine2"].dW is net.layers["Affine2"]._buf  # the layer did reuse it
+
+
 def test_float32_switch_gives_float32_gradients(monkeypatch, rng):
     monkeypatch.setattr(config, "dtype", "float32")
     np.random.seed(SEED)
