@@ -66,6 +66,9 @@ EPS = 1e-7
 def _fusable(p, g, *states):
     """``g`` ready for a fused step of ``p`` with ``states``, or None when the
     entry takes the plain NumPy path."""
+    if type(p) is np.ndarray and type(g) is np.ndarray and not states and g.dtype is p.dtype and p.ndim:
+        # the common call, tested first (one dtype object for both arrays)
+        return g if p.dtype in _FUSED_DTYPES else None
     if not (isinstance(p, np.ndarray) and p.ndim and p.dtype in _FUSED_DTYPES and isinstance(g, np.ndarray)):
         return None
     for s in states:
@@ -112,11 +115,17 @@ class SGD(_BookOptimizer):
 
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
-        for key, g, gf, _ in self._entries(params, grads):
+        # One loop without _entries' generator and state lists (SGD has no
+        # state): with a fused step of about 3 us per tensor, that machinery
+        # was a fifth of the update of MultiLayerNetExtend's 22 tensors.
+        step, lr = self.ops.sgd_step, self.lr
+        for key, p in params.items():
+            g = grads[key]
+            gf = _fusable(p, g)
             if gf is not None:
-                self.ops.sgd_step(params[key], gf, lr=self.lr)
+                step(p, gf, lr=lr)
             else:
-                params[key] -= self.lr * g
+                params[key] -= lr * g
 
 
 class _Velocity(_BookOptimizer):
