@@ -113,8 +113,11 @@ def _sigmoid_backward(dy, y):
 def _same_shape_pair(fn, a_name, a, b_name, b):
     a = v.float_array(fn, a_name, a)
     b = v.float_array(fn, b_name, b)
-    v.same_dtype(fn, **{a_name: a, b_name: b})
-    v.shape(fn, a_name, a, b.shape, f"the shape of {b_name}")
+    if not (a.dtype is b.dtype and a.shape == b.shape):
+        # the checks that raise, only when one could (they cost 1.2 us of
+        # relu_backward's 3.3 us on 4 x 5 float64, Xeon)
+        v.same_dtype(fn, **{a_name: a, b_name: b})
+        v.shape(fn, a_name, a, b.shape, f"the shape of {b_name}")
     return a, b
 
 

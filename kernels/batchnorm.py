@@ -26,7 +26,6 @@ returns their updated values, and the caller (the layer) decides to store them.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
@@ -302,22 +301,34 @@ def _batchnorm_backward(dy, x, gamma, mean, inv_std, train):
 
 def _as_ncs(fn, name, x):
     x = v.float_array(fn, name, x, (2, 4))
-    n, c = x.shape[:2]
-    return x, x.reshape(n, c, math.prod(x.shape[2:]))
+    if x.ndim == 2:
+        return x, x.reshape(x.shape[0], x.shape[1], 1)
+    n, c, h, w = x.shape
+    return x, x.reshape(n, c, h * w)
 
 
-def _per_channel(fn, c, dtype, **arrays):
+_FORWARD_VECTORS = ("gamma", "beta", "running_mean", "running_var")
+_BACKWARD_VECTORS = ("gamma", "mean", "inv_std")
+
+
+def _per_channel(fn, c, dtype, names, *arrays):
+    """``arrays`` (named ``names``) as C-contiguous writable vectors of
+    ``dtype`` and length ``c``, or raise."""
     # The common call (writable C-contiguous vectors of x's dtype and length,
     # what float_array would return as they are) returns at once; anything
-    # else takes the checks, which copy, convert or raise.
-    ok = True
-    for a in arrays.values():
-        if not (type(a) is np.ndarray and a.dtype == dtype and a.shape == (c,)
-                and a.flags.c_contiguous and a.flags.writeable):
-            ok = False
+    # else takes the checks, which copy, convert or raise. Names and arrays
+    # come apart, not as keyword arguments: building that dict was a fifth of
+    # this check (Xeon).
+    shape = (c,)
+    for a in arrays:
+        if not (type(a) is np.ndarray and a.dtype == dtype and a.shape == shape):
             break
-    if ok:
-        return list(arrays.values())
+        flags = a.flags
+        if not (flags.c_contiguous and flags.writeable):
+            break
+    else:
+        return arrays
+    arrays = dict(zip(names, arrays))
     out = []
     for name, a in arrays.items():
         a = v.float_array(fn, name, a, 1)
@@ -397,7 +408,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
     x, x3 = _as_ncs(fn, "x", x)
     n, c, s = x3.shape
     gamma, beta, running_mean, running_var = _per_channel(
-        fn, c, x.dtype, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var
+        fn, c, x.dtype, _FORWARD_VECTORS, gamma, beta, running_mean, running_var
     )
     momentum = _float_param(fn, "momentum", momentum, 0.0, 1.0)
     eps = _float_param(fn, "eps", eps, 0.0, np.inf, lo_open=True)
@@ -453,7 +464,7 @@ def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True):
     if dy.shape != x.shape:
         v.shape(fn, "dy", dy, x.shape, "the shape of x")
     c = x3.shape[1]
-    gamma, mean, inv_std = _per_channel(fn, c, x.dtype, gamma=gamma, mean=mean, inv_std=inv_std)
+    gamma, mean, inv_std = _per_channel(fn, c, x.dtype, _BACKWARD_VECTORS, gamma, mean, inv_std)
     train = _bool_param(fn, "train", train)
     dx, dgamma, dbeta = _batchnorm_backward(dy.reshape(x3.shape), x3, gamma, mean, inv_std, train)
     return dx.reshape(x.shape), dgamma, dbeta

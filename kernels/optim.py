@@ -445,16 +445,22 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampen
     """
     fn = "sgd_step"
     lr = v.float_param(fn, "lr", lr, minimum=0.0)
-    momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
-    dampening = v.float_param(fn, "dampening", dampening)
-    weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError(f"{fn}: nesterov needs momentum > 0 and dampening == 0, got "
-                         f"momentum={momentum}, dampening={dampening}")
+    if not (type(momentum) is float and momentum == 0.0 and type(dampening) is float and dampening == 0.0
+            and type(weight_decay) is float and weight_decay == 0.0 and nesterov is False):
+        # anything but plain SGD (the book's, and the defaults) is checked in
+        # full; plain SGD skips three checks it would pass (a tenth of a
+        # small tensor's step)
+        momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
+        dampening = v.float_param(fn, "dampening", dampening)
+        weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(f"{fn}: nesterov needs momentum > 0 and dampening == 0, got "
+                             f"momentum={momentum}, dampening={dampening}")
     use_buf = momentum != 0
     (p, g, buf), copies = _arrays(fn, param, grad, ("momentum_buffer", momentum_buffer, use_buf))
     _sgd_step(p, g, buf, lr, weight_decay, momentum, dampening, use_buf, bool(first_step), bool(nesterov))
-    _write_back(copies)
+    if copies:
+        _write_back(copies)
 
 
 @kernel_op
