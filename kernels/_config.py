@@ -14,6 +14,7 @@ NUMBANET_DISABLE_CACHE
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 
@@ -122,6 +123,7 @@ def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False,
         if CACHE:
             load_without_refresh(dispatcher._cache)
             load_external_helpers_first(dispatcher._cache)
+            save_concurrent_safe(dispatcher._cache)
         if external:
             from ._extcall import external as stand_in
 
@@ -160,6 +162,64 @@ def load_without_refresh(cache) -> None:
         # None when the guard swallowed an I/O error, as in Numba's own method
 
     cache.load_overload = load_overload
+
+
+class _ConcurrentSafeCacheFile(caching.IndexDataCacheFile):
+    """Numba's index-and-data cache file, safe for processes that save
+    entries of one function at the same time (``warmup`` compiles float32 and
+    float64 in parallel workers, both into each kernel's one index).
+
+    Numba's own ``save`` reads the index, takes the first free number as the
+    data file's name, writes the index, then the data. Two processes saving
+    different signatures of one function both took number 1: the index ended
+    up naming one signature, the data file holding the other's code. A later
+    load then ran float32 machine code on float64 arrays ("can't unbox array
+    from PyObject", seen from warmup) or keyed it under a signature it was
+    not compiled for (a KeyError in ``_extcall._register``). Reproduced with
+    two back-to-back ``numbanet-bench`` runs after a tunable edit (Xeon).
+
+    Here each entry's data file is named after its key (signature, target and
+    bytecode hash), so no two signatures share a file; the data is written
+    before the index names it; and the index is read, updated and written
+    under an exclusive lock on a file beside it (where ``fcntl`` exists), so
+    no entry is lost. Without the lock an entry can still be lost (a
+    recompile later), never pointed at another entry's code.
+    """
+
+    def save(self, key, data):
+        name = self._entry_name(key)
+        self._save_data(name, data)
+        with self._index_lock():
+            overloads = self._load_index()
+            if overloads.get(key) != name:
+                overloads[key] = name
+                self._save_index(overloads)
+
+    def _entry_name(self, key) -> str:
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
+        return self._data_name_pattern.replace("{number:d}", digest)
+
+    @contextlib.contextmanager
+    def _index_lock(self):
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: unlocked (see the class docstring)
+            yield
+            return
+        with open(self._index_path + ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def save_concurrent_safe(cache) -> None:
+    """Make ``cache`` (a dispatcher's or C callback's) save entries with
+    :class:`_ConcurrentSafeCacheFile`."""
+    cache_file = getattr(cache, "_cache_file", None)
+    if type(cache_file) is caching.IndexDataCacheFile:
+        cache_file.__class__ = _ConcurrentSafeCacheFile
 
 
 def load_external_helpers_first(cache) -> None:

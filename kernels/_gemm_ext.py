@@ -66,7 +66,7 @@ from numba.core import errors
 from numba.extending import overload
 
 from . import _gemm
-from ._config import CACHE, jit, load_external_helpers_first, load_without_refresh
+from ._config import CACHE, jit, load_external_helpers_first, load_without_refresh, save_concurrent_safe
 
 __all__ = ["gemm_block", "kernel_block_bt", "kernel_block_at", "pack_a_rows_into", "pack_b",
            "links_gemm", "link", "symbol", "tile_key", "ENTRIES"]
@@ -193,6 +193,7 @@ def _c_callback(fn, sig):
         cf.enable_caching()
         load_without_refresh(cf._cache)
         load_external_helpers_first(cf._cache)  # the block loops and packers (_gemm's external helpers)
+        save_concurrent_safe(cf._cache)
     cf.compile()
     return cf
 

@@ -92,6 +92,13 @@ def test_private_numba_apis_are_still_there():
     # _gemm_ext._c_callback builds numba.cfunc's CFunc itself
     assert list(inspect.signature(ccallback.CFunc.__init__).parameters)[1:5] == ["pyfunc", "sig", "locals", "options"]
     assert callable(ccallback.CFunc.enable_caching) and callable(ccallback.CFunc.compile)
+    # _config.save_concurrent_safe: each cache's IndexDataCacheFile, whose
+    # save, index and data methods and name pattern its subclass uses
+    assert "self._cache_file = IndexDataCacheFile(" in inspect.getsource(caching.Cache.__init__)
+    for name in ("save", "load", "_load_index", "_save_index", "_save_data"):
+        assert callable(getattr(caching.IndexDataCacheFile, name)), name
+    init = inspect.getsource(caching.IndexDataCacheFile.__init__)
+    assert "self._index_path" in init and "'%s.{number:d}.nbc'" in init
 
 
 def test_every_public_op_is_a_kernel_op():

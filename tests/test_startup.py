@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -171,6 +172,81 @@ def test_two_processes_compile_into_one_fresh_cache(tmp_path):
     # A third process loads what the two wrote.
     res = run_python(_COMPILE_AND_CHECK, env)
     assert res["hits"] >= 3 and res["worst"] <= 1e-5
+
+
+def _cache_file_pair(tmp_path):
+    from numbanet.kernels._config import _ConcurrentSafeCacheFile
+
+    return [_ConcurrentSafeCacheFile(str(tmp_path), "kernel-12.py311", ("stamp",)) for _ in range(2)]
+
+
+@pytest.mark.parametrize("when", ["before_data", "after_data", "after_index"])
+def test_two_signatures_saved_at_once_keep_their_own_code(tmp_path, when):
+    # warmup's workers save float32 and float64 entries of one kernel at the
+    # same time. Another process's whole save may land at any point of this
+    # one's (only the index update is under a lock): each signature must
+    # still load its own data, never the other's.
+    a, b = _cache_file_pair(tmp_path)
+    key_a, key_b = ("float32 sig", "cpu", ("h",)), ("float64 sig", "cpu", ("h",))
+    assert a._entry_name(key_a) != a._entry_name(key_b)
+    order = []
+    save_data, save_index = a._save_data, a._save_index
+
+    def data_then(name, data):
+        if when == "before_data":
+            b.save(key_b, "code of float64")
+        save_data(name, data)
+        order.append("data")
+        if when == "after_data":
+            b.save(key_b, "code of float64")
+
+    def index(overloads):
+        save_index(overloads)
+        order.append("index")
+
+    a._save_data, a._save_index = data_then, index
+    a.save(key_a, "code of float32")
+    if when == "after_index":
+        b.save(key_b, "code of float64")
+    assert order == ["data", "index"], "the index names data already written"
+    for f in _cache_file_pair(tmp_path):
+        assert f.load(key_a) == "code of float32"
+        assert f.load(key_b) == "code of float64"
+
+
+def test_cache_index_updates_wait_for_the_lock(tmp_path):
+    fcntl = pytest.importorskip("fcntl")  # the lock is POSIX-only (the class docstring says so)
+    a, _ = _cache_file_pair(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import fcntl, sys, time
+            with open({a._index_path + ".lock"!r}, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                print("locked", flush=True)
+                time.sleep(1.0)
+        """)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.perf_counter()
+        a.save(("sig",), "code")
+        waited = time.perf_counter() - t0
+    finally:
+        holder.wait(timeout=30)
+    assert waited > 0.5, f"the index was written while another process held its lock ({waited:.2f} s)"
+    assert a.load(("sig",)) == "code"
+    del fcntl
+
+
+@needs_jit
+def test_kernels_save_through_the_concurrent_safe_cache_file():
+    from numbanet.kernels import _config, _gemm_ext, optim
+
+    assert type(optim._sgd_step._cache._cache_file) is _config._ConcurrentSafeCacheFile
+    assert type(optim._sgd_chunk.dispatcher._cache._cache_file) is _config._ConcurrentSafeCacheFile
+    _gemm_ext.link(numba.float64, ("gemm_block",))  # the GEMM's C callbacks
+    cf = _gemm_ext._compiled["gemm_block", numba.float64]
+    assert type(cf._cache._cache_file) is _config._ConcurrentSafeCacheFile
 
 
 @needs_jit
