@@ -35,6 +35,7 @@ _WHERE = {
     "softmax_cross_entropy": "loss",
     "softmax_cross_entropy_backward": "loss",
     "sgd_step": "optim",
+    "sgd_step_foreach": "optim",
     "adagrad_step": "optim",
     "rmsprop_step": "optim",
     "adam_step": "optim",

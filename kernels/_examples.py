@@ -150,6 +150,21 @@ def _sgd_momentum(dt, rng):
             "nesterov": True, "weight_decay": 0.01}
 
 
+def _sgd_foreach(momentum):
+    """Three tensors of different shapes (a weight, a bias, a 3-D filter)."""
+
+    def make(dt, rng):
+        shapes = [(3, 4), (4,), (2, 3, 2)]
+        kw = {"params": [randn(rng, s, dt) for s in shapes], "grads": [randn(rng, s, dt) for s in shapes],
+              "lr": 0.1}
+        if momentum:
+            kw.update(momentum_buffers=[randn(rng, s, dt) for s in shapes], momentum=0.9, dampening=0.0,
+                      nesterov=True, weight_decay=0.01)
+        return kw
+
+    return make
+
+
 def _adagrad(dt, rng):
     return {**_opt_arrays(dt, rng, "state_sum"), "step": 3, "lr": 0.1, "eps": 1e-10,
             "weight_decay": 0.01, "lr_decay": 0.01}
@@ -226,6 +241,7 @@ EXAMPLES = {
     "avgpool2d_forward": [_pool_plain, _pool_padded],
     "avgpool2d_backward": [_pool_backward(_pool_plain, False), _pool_backward(_pool_padded, False)],
     "sgd_step": [_sgd_plain, _sgd_momentum],
+    "sgd_step_foreach": [_sgd_foreach(False), _sgd_foreach(True)],
     "adagrad_step": [_adagrad],
     "rmsprop_step": [_rmsprop_plain, _rmsprop_centered],
     "adam_step": [_adam(False), _adam(True)],

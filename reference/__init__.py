@@ -23,6 +23,7 @@ from .optim import (
     book_nesterov_step,
     rmsprop_step,
     sgd_step,
+    sgd_step_foreach,
 )
 from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
 
@@ -38,6 +39,7 @@ __all__ = [
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
     "sgd_step",
+    "sgd_step_foreach",
     "adagrad_step",
     "rmsprop_step",
     "adam_step",

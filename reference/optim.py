@@ -34,6 +34,15 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr=0.01, momentum=0.0, dampen
     param += -lr * d
 
 
+def sgd_step_foreach(params, grads, momentum_buffers=None, *, lr=0.01, momentum=0.0, dampening=0.0,
+                     nesterov=False, weight_decay=0.0, first_step=False):
+    """:func:`sgd_step` on each entry of the lists, in order."""
+    bufs = momentum_buffers if momentum != 0 else [None] * len(params)
+    for p, g, b in zip(params, grads, bufs):
+        sgd_step(p, g, b, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                 weight_decay=weight_decay, first_step=first_step)
+
+
 def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0):
     """AdaGrad: ``s += d**2``; ``p -= lr_t * d / (sqrt(s) + eps)``."""
     d = grad

@@ -59,6 +59,7 @@ HYPER: dict[str, dict[str, object]] = {}
 _ADAM_STATE = {"param", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
 INPLACE: dict[str, set[str]] = {
     "sgd_step": {"param", "momentum_buffer"},
+    "sgd_step_foreach": {"params", "momentum_buffers"},
     "adagrad_step": {"param", "state_sum"},
     "rmsprop_step": {"param", "square_avg", "grad_avg", "momentum_buffer"},
     "adam_step": _ADAM_STATE,
@@ -195,9 +196,23 @@ def _tuple_benders(t):
     yield "tuple_none", None, "either"
 
 
+def _list_benders(name, a, kw, dtype):
+    """A list of float arrays (a ``*_foreach`` step's tensors): the list
+    itself bent, and its middle entry bent as any float array argument."""
+    yield "list_shorter", a[:-1], "either"
+    yield "list_as_tuple", tuple(a), "same"
+    yield "list_as_array", a[0], "either"
+    yield "list_none", None, "either"
+    i = len(a) // 2
+    for label, bent, expect in _float_benders(a[i], dtype):
+        yield f"item{i}-{label}", a[:i] + [bent] + a[i + 1:], expect
+
+
 def _benders(name, a, kw, dtype):
     if isinstance(a, bool) or a is None:
         return iter(())
+    if isinstance(a, list):
+        return _list_benders(name, a, kw, dtype)
     if isinstance(a, int):
         return iter([(label, value, "either") for label, value in BAD_INTS])
     if isinstance(a, float):
@@ -225,10 +240,10 @@ def bad_inputs(op, dtype):
         kw = {**HYPER.get(op, {}), **kw}
         written = INPLACE.get(op, set())
         for name, a in kw.items():
-            if dtype == np.float32 and not isinstance(a, np.ndarray):
+            if dtype == np.float32 and not isinstance(a, (np.ndarray, list)):
                 continue  # hyperparameters: checked once, in float64
             for label, bent, expect in _benders(name, a, kw, dtype):
-                if name in written and label in ("read_only", "nested_list", "scalar"):
+                if name in written and label.endswith(("read_only", "nested_list", "scalar")):
                     expect = "raise"  # an update in place would be lost
                 out.append((f"{op}[{ex}]-{dtype}-{name}-{label}", {**kw, name: bent}, name, expect))
         for label, change, pair in _aliases(kw):
@@ -259,10 +274,20 @@ def _equal(a, b):
     return a is b or a == b
 
 
+def _as_array(v):
+    return np.array(v) if isinstance(v, (list, np.ndarray, np.generic)) else v
+
+
 def _as_arrays(kw):
     """Copies of ``kw`` with lists and scalars made arrays: the reference does
-    not validate, so it gets what the kernel's wrapper made of the input."""
-    return {k: np.array(v) if isinstance(v, (list, np.ndarray, np.generic)) else v for k, v in kw.items()}
+    not validate, so it gets what the kernel's wrapper made of the input. A
+    list or tuple of arrays (a ``*_foreach`` step's tensors) stays a list of
+    such copies."""
+    return {k: [_as_array(x) for x in v] if _is_tensor_list(v) else _as_array(v) for k, v in kw.items()}
+
+
+def _is_tensor_list(v):
+    return isinstance(v, (list, tuple)) and any(isinstance(x, np.ndarray) for x in v)
 
 
 def _tol(outputs):
@@ -359,8 +384,10 @@ def test_kernel_bad_input(case):
         assert rel <= _tol(want), f"{label}: accepted, but differs from the reference by {rel:.3g}"
     for k in written & kw.keys():
         # The caller's array (a view, if a view was passed) holds the update.
-        rel = compare_outputs(np.asarray(kw[k]), ref_kw[k])[1]
-        assert rel <= _tol(ref_kw[k]), f"{label}: in-place {k} differs from the reference by {rel:.3g}"
+        pairs = zip(kw[k], ref_kw[k]) if _is_tensor_list(kw[k]) else [(kw[k], ref_kw[k])]
+        for got_k, want_k in pairs:
+            rel = compare_outputs(np.asarray(got_k), want_k)[1]
+            assert rel <= _tol(want_k), f"{label}: in-place {k} differs from the reference by {rel:.3g}"
 
 
 @pytest.mark.parametrize("op, kw", [

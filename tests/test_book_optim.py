@@ -153,7 +153,7 @@ def test_float32_adam_is_the_book_in_float64_to_float32_rounding(close):
         close(params[k], want[k], 1e-6, what=k)
 
 
-_FUSED = {bo.SGD: "sgd_step", bo.Momentum: "book_momentum_step", bo.Nesterov: "book_nesterov_step",
+_FUSED = {bo.SGD: "sgd_step_foreach", bo.Momentum: "book_momentum_step", bo.Nesterov: "book_nesterov_step",
           bo.AdaGrad: "adagrad_step", bo.RMSprop: "rmsprop_step", bo.Adam: "book_adam_step"}
 
 
@@ -163,7 +163,24 @@ def test_arrays_take_the_fused_kernel(cls):
     name = _FUSED[cls]
     with mock.patch.object(K, name, wraps=getattr(K, name)) as kernel:
         cls().update(params, grads)
-    assert kernel.call_count == len(SHAPES)
+    if name.endswith("_foreach"):  # every array in one call
+        assert kernel.call_count == 1
+        assert [id(p) for p in kernel.call_args.args[0]] == [id(p) for p in params.values()]
+    else:
+        assert kernel.call_count == len(SHAPES)
+
+
+def test_sgd_keeps_dict_order_around_entries_numpy_updates():
+    # A Python float between arrays: the arrays before it, the float, then
+    # the arrays after it, each as the book updates them.
+    params = {"W": np.ones((2, 3)), "x": 2.0, "b": np.ones(3)}
+    grads = {"W": np.full((2, 3), 0.5), "x": 1.0, "b": np.arange(3.0)}
+    with mock.patch.object(K, "sgd_step_foreach", wraps=K.sgd_step_foreach) as kernel:
+        bo.SGD(lr=0.1).update(params, grads)
+    assert [len(c.args[0]) for c in kernel.call_args_list] == [1, 1]
+    exact(params["W"], np.full((2, 3), 1 - 0.1 * 0.5), "W")
+    exact(params["x"], 2.0 - 0.1 * 1.0, "x")
+    exact(params["b"], 1 - 0.1 * np.arange(3.0), "b")
 
 
 # --- Python floats, 0-d and other dtypes: the book's NumPy semantics --------------

@@ -545,6 +545,71 @@ def test_load_state_dict_rejects_bad_and_changes_nothing():
 # --- kernel wrappers --------------------------------------------------------------------
 
 
+_FOREACH_SHAPES = [(7, 5), (5,), (1,), (0, 3), (3, 2, 4), (300, 700)]  # the last runs the parallel split
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hyper", [dict(lr=0.1), dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.01),
+                                   dict(lr=0.05, momentum=0.9, nesterov=True, first_step=True)],
+                         ids=["plain", "momentum_dampening_wd", "nesterov_first"])
+def test_sgd_step_foreach_is_sgd_step_on_each_entry(dtype, hyper):
+    rng = np.random.default_rng(3)
+    mk = lambda: [rng.standard_normal(s).astype(dtype) for s in _FOREACH_SHAPES]  # noqa: E731
+    params, grads, bufs = mk(), mk(), mk()
+    want_p, want_b = [p.copy() for p in params], [b.copy() for b in bufs]
+    momentum = hyper.get("momentum", 0.0)
+    for p, g, b in zip(want_p, grads, want_b):
+        K.sgd_step(p, g, b if momentum else None, **hyper)
+    K.sgd_step_foreach(params, tuple(grads), bufs if momentum else None, **hyper)
+    for i in range(len(params)):
+        np.testing.assert_array_equal(params[i], want_p[i], err_msg=f"params[{i}]")
+        np.testing.assert_array_equal(bufs[i], want_b[i], err_msg=f"momentum_buffers[{i}]")
+
+
+def test_sgd_step_foreach_checks_every_entry_before_updating_any():
+    params = [np.ones((2, 3)), np.ones(3), np.ones(4)]
+    before = [p.copy() for p in params]
+    bad_last = [np.ones((2, 3)), np.ones(3), np.ones(5)]
+    with pytest.raises(ValueError, match=r"sgd_step_foreach: grads\[2\] must have shape \(4,\)"):
+        K.sgd_step_foreach(params, bad_last, lr=0.1)
+    with pytest.raises(ValueError, match=r"sgd_step_foreach: momentum_buffers\[1\] is required"):
+        K.sgd_step_foreach(params, [np.ones_like(p) for p in params], [np.zeros_like(p) for p in params[:1]] + [None, None],
+                           lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="sgd_step_foreach: grads must have one array per entry of params"):
+        K.sgd_step_foreach(params, bad_last[:2], lr=0.1)
+    with pytest.raises(TypeError, match="sgd_step_foreach: params must be a list or tuple of arrays"):
+        K.sgd_step_foreach(params[0], bad_last, lr=0.1)
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p, b)
+
+
+def test_sgd_step_foreach_updates_a_repeated_array_once_per_entry():
+    # The same array twice in params: updated twice, in order, as two
+    # sgd_step calls would (the entries are not independent tensors then).
+    p, want = np.ones(4), np.ones(4)
+    g1, g2 = np.full(4, 2.0), np.arange(4.0)
+    K.sgd_step_foreach([p, p], [g1, g2], lr=0.1)
+    K.sgd_step(want, g1, lr=0.1)
+    K.sgd_step(want, g2, lr=0.1)
+    np.testing.assert_array_equal(p, want)
+    with pytest.raises(ValueError, match=r"grads\[1\] shares memory with params\[1\]"):
+        K.sgd_step_foreach([g1, p], [g2, p], lr=0.1)
+
+
+def test_sgd_step_foreach_matches_the_reference():
+    rng = np.random.default_rng(4)
+    shapes = [(4, 3), (3,)]
+    params = [rng.standard_normal(s) for s in shapes]
+    grads = [rng.standard_normal(s) for s in shapes]
+    bufs = [rng.standard_normal(s) for s in shapes]
+    ref_p, ref_b = [p.copy() for p in params], [b.copy() for b in bufs]
+    hyper = dict(lr=0.05, momentum=0.9, weight_decay=0.01)
+    K.sgd_step_foreach(params, grads, bufs, **hyper)
+    R.sgd_step_foreach(ref_p, grads, ref_b, **hyper)
+    for got, want in zip(params + bufs, ref_p + ref_b):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
 def test_kernel_argument_errors():
     p, g = np.zeros(4), np.zeros(4)
     with pytest.raises(ValueError, match="sgd_step: momentum_buffer is required"):
