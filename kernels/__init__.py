@@ -39,6 +39,7 @@ _WHERE = {
     "adagrad_step": "optim",
     "rmsprop_step": "optim",
     "adam_step": "optim",
+    "adam_step_foreach": "optim",
     "adamw_step": "optim",
     "all_finite": "optim",
     "book_momentum_step": "optim",

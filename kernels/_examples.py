@@ -165,6 +165,23 @@ def _sgd_foreach(momentum):
     return make
 
 
+def _adam_foreach(amsgrad):
+    """Three tensors of different shapes, as :func:`_sgd_foreach`."""
+
+    def make(dt, rng):
+        shapes = [(3, 4), (4,), (2, 3, 2)]
+        kw = {"params": [randn(rng, s, dt) for s in shapes], "grads": [randn(rng, s, dt) for s in shapes],
+              "exp_avgs": [randn(rng, s, dt) for s in shapes],
+              "exp_avg_sqs": [np.abs(randn(rng, s, dt)) for s in shapes],
+              "step": 3, "lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
+        if amsgrad:
+            kw.update(max_exp_avg_sqs=[np.abs(randn(rng, s, dt)) + 1 for s in shapes], amsgrad=True,
+                      decoupled_weight_decay=True)
+        return kw
+
+    return make
+
+
 def _adagrad(dt, rng):
     return {**_opt_arrays(dt, rng, "state_sum"), "step": 3, "lr": 0.1, "eps": 1e-10,
             "weight_decay": 0.01, "lr_decay": 0.01}
@@ -245,6 +262,7 @@ EXAMPLES = {
     "adagrad_step": [_adagrad],
     "rmsprop_step": [_rmsprop_plain, _rmsprop_centered],
     "adam_step": [_adam(False), _adam(True)],
+    "adam_step_foreach": [_adam_foreach(False), _adam_foreach(True)],
     "adamw_step": [_adam(False), _adam(True)],
     "all_finite": [_all_finite],
     "book_momentum_step": [_book_momentum],

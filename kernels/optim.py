@@ -31,6 +31,7 @@ The operation order inside each element follows PyTorch's single-tensor
 from __future__ import annotations
 
 import math
+from itertools import repeat
 
 import numpy as np
 from numba import prange
@@ -40,8 +41,8 @@ from ._threads import kernel_op
 from ._config import jit
 from ._tunables import CHUNK, PARALLEL_MIN  # read inside the kernels (see _tunables)
 
-__all__ = ["sgd_step", "sgd_step_foreach", "adagrad_step", "rmsprop_step", "adam_step", "adamw_step", "all_finite",
-           "book_momentum_step", "book_nesterov_step", "book_adam_step"]
+__all__ = ["sgd_step", "sgd_step_foreach", "adagrad_step", "rmsprop_step", "adam_step", "adam_step_foreach",
+           "adamw_step", "all_finite", "book_momentum_step", "book_nesterov_step", "book_adam_step"]
 
 
 # --- element loops (one contiguous chunk each) --------------------------------
@@ -338,20 +339,20 @@ def _foreach_arrays(fn, params, grads, *states):
     params = _tensor_list(fn, "params", params, None)
     n = len(params)
     grads = _tensor_list(fn, "grads", grads, n)
-    seqs = [(name, _tensor_list(fn, name, seq, n) if needed else None, needed) for name, seq, needed in states]
-    # One states tuple for every entry when no state is used (SGD without
-    # momentum): built once, not per entry.
-    unused = None if any(needed for _, _, needed in states) else tuple((name, None, False) for name, _, _ in states)
+    # Each entry's (name, array, needed) states, zipped together by
+    # iterators (a comprehension per entry cost 0.4 us of Adam's 2.3 us per
+    # tensor, Xeon); an unused state is one tuple repeated.
+    cols = [zip(repeat(name), _tensor_list(fn, name, seq, n), repeat(True)) if needed
+            else repeat((name, None, False), n) for name, seq, needed in states]
     out = []
-    for i in range(n):
-        st = unused or tuple((name, seq[i] if needed else None, needed) for name, seq, needed in seqs)
-        fast = _own_contiguous_views(params[i], grads[i], st)
+    for i, (p, g, st) in enumerate(zip(params, grads, zip(*cols) if cols else repeat((), n))):
+        fast = _own_contiguous_views(p, g, st)
         if fast is not None:
             out.append((fast, ()))
             continue
         # the general path, with the entry's index in every message
         st = tuple((f"{name}[{i}]", a, needed) for name, a, needed in st)
-        out.append(_arrays(fn, params[i], grads[i], *st, names=(f"params[{i}]", f"grads[{i}]")))
+        out.append(_arrays(fn, p, g, *st, names=(f"params[{i}]", f"grads[{i}]")))
     return out
 
 
@@ -381,10 +382,10 @@ def _own_contiguous_views(param, grad, states):
     dt, shape = param.dtype, param.shape
     if dt not in v.FLOAT_DTYPES or (grad.dtype is not dt and grad.dtype != dt) or grad.shape != shape:
         return None
-    # param and grad checked here rather than by _own_key: two calls fewer
-    # on every tensor of every step (with _foreach_arrays' shared states
-    # tuple, its checks of 22 tensors of 10 float64 went 34.6 -> 22.0 us,
-    # Xeon). Distinct allocations (v.owner_key)
+    # Every array checked in line rather than by a helper per array: two
+    # calls fewer per array on every tensor of every step (with
+    # _foreach_arrays' zipped states, its checks of 22 tensors of 10 float64
+    # went 34.6 -> 22.0 us, Xeon). Distinct allocations (v.owner_key)
     # cannot overlap. ravel, not reshape(-1): the same view of a C-contiguous
     # array at half the call cost; a list of keys, not a generator over the
     # views' bases (2.4 -> 1.5 us for Adam's four arrays, Xeon).
@@ -400,24 +401,19 @@ def _own_contiguous_views(param, grad, states):
         if not needed:
             views.append(_UNUSED[dt])
             continue
-        key = _own_key(a, dt, shape)
+        # the same checks as param's, in line (a call per state array was a
+        # fifth of Adam's per-tensor check)
+        if type(a) is not np.ndarray or (a.dtype is not dt and a.dtype != dt) or a.shape != shape:
+            return None
+        fa = a.flags
+        if not (fa.c_contiguous and fa.writeable):
+            return None
+        key = v.owner_key(a)
         if key is None or key in seen:
             return None
         seen.append(key)
         views.append(a.ravel())
     return views
-
-
-def _own_key(a, dt, shape):
-    """``a``'s :func:`~numbanet.kernels.validate.owner_key` if ``a`` is a
-    C-contiguous, writable ndarray of ``dt`` and ``shape`` alone in its
-    allocation, else None."""
-    if type(a) is not np.ndarray or (a.dtype is not dt and a.dtype != dt) or a.shape != shape:
-        return None
-    flags = a.flags
-    if not (flags.c_contiguous and flags.writeable):
-        return None
-    return v.owner_key(a)
 
 
 def _no_overlap(fn, param, grad, states, names=("param", "grad")):
@@ -651,23 +647,65 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, l
                  eps, weight_decay, amsgrad, True)
 
 
+@kernel_op
+def adam_step_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=0.001, beta1=0.9,
+                      beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled_weight_decay=False):
+    r""":func:`adam_step` on every tensor of a list, in place.
+
+    The same as ``adam_step(params[i], grads[i], exp_avgs[i],
+    exp_avg_sqs[i], max_exp_avg_sqs[i], ...)`` for ``i = 0, 1, ...`` in
+    order, all at one ``step`` with one set of hyperparameters (PyTorch's
+    ``foreach`` form): the hyperparameters are checked and the bias
+    corrections computed once, each tensor checked only as far as the common
+    call needs (see :func:`sgd_step_foreach`).
+
+    Parameters
+    ----------
+    params : list or tuple of ndarray, float32 or float64, updated in place
+        Entries may differ in shape and dtype.
+    grads, exp_avgs, exp_avg_sqs : lists or tuples of ndarray, as long as ``params``
+        Entry ``i`` has the shape and dtype of ``params[i]``; the moments
+        are updated in place.
+    max_exp_avg_sqs : list or tuple like ``exp_avgs``, needed only when ``amsgrad``
+    step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay
+        As for :func:`adam_step`, for every entry.
+
+    Every entry is checked before any is updated: a bad one raises, naming
+    its index, and leaves all of them unchanged.
+    """
+    fn = "adam_step_foreach"
+    scalars = _adam_scalars(fn, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay)
+    entries = _foreach_arrays(fn, params, grads, ("exp_avgs", exp_avgs, True), ("exp_avg_sqs", exp_avg_sqs, True),
+                              ("max_exp_avg_sqs", max_exp_avg_sqs, bool(amsgrad)))
+    for (p, g, m, sq, vmax), copies in entries:
+        _adam_step(p, g, m, sq, vmax, *scalars)
+        if copies:
+            _write_back(copies)
+
+
 def _adam(fn, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
           amsgrad, decoupled):
+    scalars = _adam_scalars(fn, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled)
+    (p, g, m, sq, vmax), copies = _arrays(
+        fn, param, grad, ("exp_avg", exp_avg, True), ("exp_avg_sq", exp_avg_sq, True),
+        ("max_exp_avg_sq", max_exp_avg_sq, bool(amsgrad)),
+    )
+    _adam_step(p, g, m, sq, vmax, *scalars)
+    _write_back(copies)
+
+
+def _adam_scalars(fn, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled):
+    """The checked hyperparameters as :func:`_adam_step`'s scalar arguments
+    (after its five arrays)."""
     step = v.int_param(fn, "step", step, minimum=1)
     lr = v.float_param(fn, "lr", lr, minimum=0.0)
     beta1 = v.float_param(fn, "beta1", beta1, minimum=0.0, below=1.0)
     beta2 = v.float_param(fn, "beta2", beta2, minimum=0.0, below=1.0)
     eps = v.float_param(fn, "eps", eps, minimum=0.0)
     weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
-    (p, g, m, sq, vmax), copies = _arrays(
-        fn, param, grad, ("exp_avg", exp_avg, True), ("exp_avg_sq", exp_avg_sq, True),
-        ("max_exp_avg_sq", max_exp_avg_sq, bool(amsgrad)),
-    )
     decoupled = bool(decoupled) and weight_decay != 0
-    _adam_step(p, g, m, sq, vmax, 1 - lr * weight_decay if decoupled else 1.0, weight_decay,
-               weight_decay != 0 and not decoupled, beta1, beta2, math.sqrt(1 - beta2**step), eps,
-               lr / (1 - beta1**step), bool(amsgrad))
-    _write_back(copies)
+    return (1 - lr * weight_decay if decoupled else 1.0, weight_decay, weight_decay != 0 and not decoupled,
+            beta1, beta2, math.sqrt(1 - beta2**step), eps, lr / (1 - beta1**step), bool(amsgrad))
 
 
 # --- the book's variants ("Deep Learning from Scratch", common/optimizer.py) -----

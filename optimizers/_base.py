@@ -85,6 +85,18 @@ class Optimizer:
         number of this step; ``new`` the buffers created for it)."""
         raise NotImplementedError
 
+    def _apply_group(self, group: list, new: tuple, h: dict) -> None:
+        """:meth:`_apply` on each ``(p, g, st)`` of ``group``, in order: entries
+        at one step with the same ``new`` buffers. Subclasses whose backend
+        has a ``*_step_foreach`` pass a group of several in one call."""
+        for p, g, st in group:
+            self._apply(p, g, st, new, h)
+
+    def _foreach(self, name: str, group: list):
+        """The backend's ``name`` (a ``*_step_foreach``) when ``group`` has
+        more than one entry and the backend has it, else None."""
+        return getattr(self.ops, name, None) if len(group) > 1 else None
+
     # --- validation ----------------------------------------------------------------
 
     def _check_policy(self, fn):
@@ -186,13 +198,24 @@ class Optimizer:
             self._update_flat(flat, h, init)
         else:
             self._version += 1
+            # Entries in dict order; each run of consecutive entries at the
+            # same step with the same new buffers (usually all of them) goes
+            # to _apply_group together.
+            run, run_key = [], None
             for name, p, g in entries:
                 st = self.state.setdefault(name, {"step": 0})
                 new = tuple(k for k in init if k not in st)
                 for k in new:
                     st[k] = np.full(p.shape, init[k], p.dtype)
                 st["step"] += 1
-                self._apply(p, g, st, new, h)
+                key = (st["step"], new)
+                if run and key != run_key:
+                    self._apply_group(run, run_key[1], h)
+                    run = []
+                run.append((p, g, st))
+                run_key = key
+            if run:
+                self._apply_group(run, run_key[1], h)
         self.last_step_skipped = False
         return True
 

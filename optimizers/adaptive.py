@@ -249,6 +249,18 @@ class Adam(Optimizer):
                                         step=st["step"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"],
                                         eps=h["eps"], weight_decay=h["weight_decay"], amsgrad=h["amsgrad"])
 
+    def _apply_group(self, group, new, h):
+        step_many = self._foreach("adam_step_foreach", group)
+        if step_many is None:
+            return super()._apply_group(group, new, h)
+        sts = [st for _, _, st in group]
+        step_many([p for p, _, _ in group], [g for _, g, _ in group], [st["exp_avg"] for st in sts],
+                  [st["exp_avg_sq"] for st in sts],
+                  [st["max_exp_avg_sq"] for st in sts] if h["amsgrad"] else None,
+                  step=sts[0]["step"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"], eps=h["eps"],
+                  weight_decay=h["weight_decay"], amsgrad=h["amsgrad"],
+                  decoupled_weight_decay=self._kernel == "adamw_step")
+
 
 class AdamW(Adam):
     r"""AdamW: Adam with decoupled weight decay; the same update as

@@ -88,6 +88,15 @@ class SGD(Optimizer):
                           dampening=h["dampening"], nesterov=h["nesterov"], weight_decay=h["weight_decay"],
                           first_step="momentum_buffer" in new)
 
+    def _apply_group(self, group, new, h):
+        step_many = self._foreach("sgd_step_foreach", group)
+        if step_many is None:
+            return super()._apply_group(group, new, h)
+        step_many([p for p, _, _ in group], [g for _, g, _ in group],
+                  [st["momentum_buffer"] for _, _, st in group] if h["momentum"] != 0 else None,
+                  lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"], nesterov=h["nesterov"],
+                  weight_decay=h["weight_decay"], first_step="momentum_buffer" in new)
+
 
 class Momentum(SGD):
     r"""The book's Momentum: :class:`SGD` with ``momentum=0.9`` (PyTorch's form).

@@ -16,6 +16,7 @@ from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from .optim import (
     adagrad_step,
     adam_step,
+    adam_step_foreach,
     adamw_step,
     all_finite,
     book_adam_step,
@@ -43,6 +44,7 @@ __all__ = [
     "adagrad_step",
     "rmsprop_step",
     "adam_step",
+    "adam_step_foreach",
     "adamw_step",
     "all_finite",
     "book_momentum_step",

@@ -99,6 +99,15 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr
     param += -step_size * exp_avg / denom
 
 
+def adam_step_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=0.001, beta1=0.9,
+                      beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled_weight_decay=False):
+    """:func:`adam_step` on each entry of the lists, in order."""
+    maxes = max_exp_avg_sqs if amsgrad else [None] * len(params)
+    for p, g, m, sq, vmax in zip(params, grads, exp_avgs, exp_avg_sqs, maxes):
+        adam_step(p, g, m, sq, vmax, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                  weight_decay=weight_decay, amsgrad=amsgrad, decoupled_weight_decay=decoupled_weight_decay)
+
+
 def adamw_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,
                beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=False):
     """AdamW: Adam with decoupled weight decay ``p *= 1 - lr*wd``."""

@@ -63,6 +63,7 @@ INPLACE: dict[str, set[str]] = {
     "adagrad_step": {"param", "state_sum"},
     "rmsprop_step": {"param", "square_avg", "grad_avg", "momentum_buffer"},
     "adam_step": _ADAM_STATE,
+    "adam_step_foreach": {"params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"},
     "adamw_step": _ADAM_STATE,
     "book_momentum_step": {"param", "velocity"},
     "book_nesterov_step": {"param", "velocity"},

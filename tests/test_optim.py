@@ -610,6 +610,58 @@ def test_sgd_step_foreach_matches_the_reference():
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("cls, kernel, foreach", [(Adam, "adam_step", "adam_step_foreach"),
+                                                   (AdamW, "adamw_step", "adam_step_foreach"),
+                                                   (Nesterov, "sgd_step", "sgd_step_foreach")])
+def test_optimizers_pass_entries_at_one_step_in_one_foreach_call(cls, kernel, foreach):
+    # One entry ahead of the others (its state restored from step 5): the
+    # entries run as [a] at step 6, then [b, c] at step 1, in dict order,
+    # with the same bits as one kernel call per tensor.
+    from unittest import mock
+
+    rng = np.random.default_rng(7)
+    shapes = {"a": (3, 2), "b": (4,), "c": (2, 2, 2)}
+    p0 = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    g = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    ahead = cls(lr=0.01)
+    pa = {"a": p0["a"].copy()}
+    for _ in range(5):
+        ahead.update(pa, {"a": g["a"]})
+    sd = ahead.state_dict()
+
+    opt, params = cls(lr=0.01), {k: a.copy() for k, a in p0.items()}
+    params["a"] = pa["a"].copy()
+    opt.load_state_dict(sd)
+    with mock.patch.object(K, foreach, wraps=getattr(K, foreach)) as many, \
+            mock.patch.object(K, kernel, wraps=getattr(K, kernel)) as one:
+        opt.update(params, g)
+    assert one.call_count == 1 and many.call_count == 1  # [a] alone, then [b, c]
+    assert [id(a) for a in many.call_args.args[0]] == [id(params["b"]), id(params["c"])]
+
+    want_opt, want = cls(lr=0.01), {k: a.copy() for k, a in p0.items()}
+    want["a"] = pa["a"].copy()
+    want_opt.load_state_dict(sd)
+    for k in shapes:  # one entry per update: the per-tensor kernel
+        want_opt.update({k: want[k]}, {k: g[k]})
+    for k in shapes:
+        np.testing.assert_array_equal(params[k], want[k], err_msg=k)
+        for key in opt.state[k]:
+            np.testing.assert_array_equal(opt.state[k][key], want_opt.state[k][key], err_msg=f"{k}.{key}")
+
+
+def test_a_backend_without_foreach_ops_gets_one_call_per_tensor():
+    import types
+
+    ops = types.SimpleNamespace(adam_step=R.adam_step, adamw_step=R.adamw_step, all_finite=R.all_finite)
+    params = {"a": np.ones((2, 3)), "b": np.ones(3)}
+    grads = {"a": np.full((2, 3), 0.5), "b": np.arange(3.0)}
+    want = {k: a.copy() for k, a in params.items()}
+    Adam(lr=0.1, backend=ops).update(params, grads)
+    Adam(lr=0.1, backend=R).update(want, grads)
+    for k in params:
+        np.testing.assert_array_equal(params[k], want[k])
+
+
 def test_kernel_argument_errors():
     p, g = np.zeros(4), np.zeros(4)
     with pytest.raises(ValueError, match="sgd_step: momentum_buffer is required"):
