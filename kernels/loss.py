@@ -262,12 +262,26 @@ def _softmax_cross_entropy_backward(probs, labels):
     return dx
 
 
+@jit()
+def _first_bad_label(labels, k):
+    """Position of the first class index outside ``[0, k)``, or -1.
+
+    A compiled loop instead of NumPy's ``max``: inside a training step that
+    reduction ran cold (NumPy's reduction machinery evicted between calls)
+    and cost 10-12 us for the book's 100 labels, where this loop costs a
+    dispatch (Xeon)."""
+    for i in range(labels.size):
+        if labels[i] < 0 or labels[i] >= k:
+            return i
+    return -1
+
+
 def _logits_and_labels(fn, name, logits, labels):
     logits = v.float_array(fn, name, logits, 2)
     n, k = logits.shape
     if k == 0:
         raise ValueError(f"{fn}: {name} must have at least one class (K >= 1), got shape {logits.shape}")
-    labels, _ = v.class_labels(fn, labels, n, k, logits.dtype)
+    labels, _ = v.class_labels(fn, labels, n, k, logits.dtype, _first_bad_label)
     return logits, labels
 
 
