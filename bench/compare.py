@@ -158,6 +158,10 @@ def _measure_numba(items, args, bar):
         bar.set_description(f"{case.name} {dtype}: reference")
         r_out, _ = first_call(ref)
         rec["max_abs_err"], rec["max_rel_err"] = compare_outputs(k_out, r_out)
+        # Each side in a block of its own: in alternating turns OpenBLAS's
+        # spinning threads (the reference's products) and Numba's fought over
+        # the cores, the book's MultiLayerNetExtend step 6.5x slower on the
+        # kernel side (ARCHITECTURE.md, "NumPy's BLAS between kernel calls").
         rec["reference"] = measure(ref, args.repeat, args.budget, cpu_time=args.cpu_time)
         bar.set_description(f"{case.name} {dtype}: kernel")
         rec["kernel"] = measure(ker, args.repeat, args.budget, cpu_time=args.cpu_time)
