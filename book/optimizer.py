@@ -27,13 +27,13 @@ How each entry is updated:
 
 - a float32 or float64 array (of any shape but 0-d) whose state arrays have
   its shape and dtype: one fused, in-place kernel call
-  (:func:`numbanet.kernels.sgd_step`, which SGD makes for all its arrays in
-  one :func:`~numbanet.kernels.sgd_step_foreach`,
+  (:func:`numbanet.kernels.sgd_step`,
   :func:`~numbanet.kernels.book_momentum_step`,
   :func:`~numbanet.kernels.book_nesterov_step`,
   :func:`~numbanet.kernels.adagrad_step` and
   :func:`~numbanet.kernels.rmsprop_step` with eps 1e-7,
-  :func:`~numbanet.kernels.book_adam_step`). The operations are evaluated in
+  :func:`~numbanet.kernels.book_adam_step`); SGD, AdaGrad and RMSprop make
+  it for a run of such arrays in one ``*_step_foreach`` call. The operations are evaluated in
   the book's order, so float64 results are the book's bit for bit. A
   gradient of another real dtype is cast to the parameter's dtype first: the
   update runs in the parameter's dtype. (The book's float32 Adam computes its
@@ -100,6 +100,28 @@ class _BookOptimizer:
             p, g = params[key], grads[key]
             states = [getattr(self, name)[key] for name in self._states]
             yield key, g, _fusable(p, g, *states), states
+
+    def _update_runs(self, params, grads, fused, numpy_step):
+        """Update every entry in dict order: each run of consecutive entries
+        that take the fused path goes to ``fused(ps, gs, *state_lists)`` in
+        one call (a ``*_step_foreach``), any other entry to
+        ``numpy_step(key, g, states)``."""
+        run = []
+        for key, g, gf, states in self._entries(params, grads):
+            if gf is not None:
+                run.append((params[key], gf, states))
+                continue
+            if run:
+                fused(*_columns(run))
+                run = []
+            numpy_step(key, g, states)
+        if run:
+            fused(*_columns(run))
+
+
+def _columns(run):
+    """``[(p, g, [s1, ...]), ...]`` as ``[p, ...], [g, ...], [s1, ...], ...``."""
+    return [p for p, _, _ in run], [g for _, g, _ in run], *([st[i] for _, _, st in run] for i in range(len(run[0][2])))
 
 
 class SGD(_BookOptimizer):
@@ -218,13 +240,16 @@ class AdaGrad(_BookOptimizer):
 
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
-        for key, g, gf, (h,) in self._entries(params, grads):
-            if gf is not None:
-                # step 1 without lr_decay: the step size is lr itself.
-                self.ops.adagrad_step(params[key], gf, h, step=1, lr=self.lr, eps=EPS)
-            else:
-                self.h[key] += g * g
-                params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
+
+        def fused(ps, gs, hs):
+            # step 1 without lr_decay: the step size is lr itself.
+            self.ops.adagrad_step_foreach(ps, gs, hs, step=1, lr=self.lr, eps=EPS)
+
+        def numpy_step(key, g, states):
+            self.h[key] += g * g
+            params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
+
+        self._update_runs(params, grads, fused, numpy_step)
 
 
 class RMSprop(_BookOptimizer):
@@ -250,13 +275,16 @@ class RMSprop(_BookOptimizer):
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
         rho = self.decay_rate
-        for key, g, gf, (h,) in self._entries(params, grads):
-            if gf is not None:
-                self.ops.rmsprop_step(params[key], gf, h, lr=self.lr, alpha=rho, eps=EPS)
-            else:
-                self.h[key] *= rho
-                self.h[key] += (1 - rho) * g * g
-                params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
+
+        def fused(ps, gs, hs):
+            self.ops.rmsprop_step_foreach(ps, gs, hs, lr=self.lr, alpha=rho, eps=EPS)
+
+        def numpy_step(key, g, states):
+            self.h[key] *= rho
+            self.h[key] += (1 - rho) * g * g
+            params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
+
+        self._update_runs(params, grads, fused, numpy_step)
 
 
 class Adam(_BookOptimizer):

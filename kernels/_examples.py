@@ -154,13 +154,10 @@ def _sgd_foreach(momentum):
     """Three tensors of different shapes (a weight, a bias, a 3-D filter)."""
 
     def make(dt, rng):
-        shapes = [(3, 4), (4,), (2, 3, 2)]
-        kw = {"params": [randn(rng, s, dt) for s in shapes], "grads": [randn(rng, s, dt) for s in shapes],
-              "lr": 0.1}
-        if momentum:
-            kw.update(momentum_buffers=[randn(rng, s, dt) for s in shapes], momentum=0.9, dampening=0.0,
-                      nesterov=True, weight_decay=0.01)
-        return kw
+        if not momentum:
+            return {**_foreach_lists(dt, rng), "lr": 0.1}
+        return {**_foreach_lists(dt, rng, momentum_buffers=False), "lr": 0.1, "momentum": 0.9, "dampening": 0.0,
+                "nesterov": True, "weight_decay": 0.01}
 
     return make
 
@@ -169,15 +166,39 @@ def _adam_foreach(amsgrad):
     """Three tensors of different shapes, as :func:`_sgd_foreach`."""
 
     def make(dt, rng):
-        shapes = [(3, 4), (4,), (2, 3, 2)]
-        kw = {"params": [randn(rng, s, dt) for s in shapes], "grads": [randn(rng, s, dt) for s in shapes],
-              "exp_avgs": [randn(rng, s, dt) for s in shapes],
-              "exp_avg_sqs": [np.abs(randn(rng, s, dt)) for s in shapes],
-              "step": 3, "lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
+        states = {"exp_avgs": False, "exp_avg_sqs": True, **({"max_exp_avg_sqs": True} if amsgrad else {})}
+        kw = {**_foreach_lists(dt, rng, **states), "step": 3, "lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+              "weight_decay": 0.01}
         if amsgrad:
-            kw.update(max_exp_avg_sqs=[np.abs(randn(rng, s, dt)) + 1 for s in shapes], amsgrad=True,
-                      decoupled_weight_decay=True)
+            kw.update(amsgrad=True, decoupled_weight_decay=True)
         return kw
+
+    return make
+
+
+def _foreach_lists(dt, rng, shapes=((3, 4), (4,), (2, 3, 2)), **states):
+    """``params`` and ``grads`` lists over ``shapes``, and a list per entry
+    of ``states`` (name -> True for a non-negative state)."""
+    kw = {"params": [randn(rng, s, dt) for s in shapes], "grads": [randn(rng, s, dt) for s in shapes]}
+    for name, nonneg in states.items():
+        kw[name] = [np.abs(randn(rng, s, dt)) if nonneg else randn(rng, s, dt) for s in shapes]
+    return kw
+
+
+def _adagrad_foreach(dt, rng):
+    return {**_foreach_lists(dt, rng, state_sums=True), "step": 3, "lr": 0.1, "eps": 1e-10,
+            "weight_decay": 0.01, "lr_decay": 0.01}
+
+
+def _rmsprop_foreach(centered):
+    def make(dt, rng):
+        if not centered:
+            return {**_foreach_lists(dt, rng, square_avgs=True), "lr": 0.01, "alpha": 0.99, "eps": 1e-8}
+        kw = _foreach_lists(dt, rng, square_avgs=True, grad_avgs=False, momentum_buffers=False)
+        # centered: v - gbar**2 must stay positive
+        kw["square_avgs"] = [a + 1 for a in kw["square_avgs"]]
+        kw["grad_avgs"] = [a * 0.1 for a in kw["grad_avgs"]]
+        return {**kw, "lr": 0.01, "alpha": 0.9, "eps": 1e-8, "weight_decay": 0.01, "momentum": 0.5, "centered": True}
 
     return make
 
@@ -260,7 +281,9 @@ EXAMPLES = {
     "sgd_step": [_sgd_plain, _sgd_momentum],
     "sgd_step_foreach": [_sgd_foreach(False), _sgd_foreach(True)],
     "adagrad_step": [_adagrad],
+    "adagrad_step_foreach": [_adagrad_foreach],
     "rmsprop_step": [_rmsprop_plain, _rmsprop_centered],
+    "rmsprop_step_foreach": [_rmsprop_foreach(False), _rmsprop_foreach(True)],
     "adam_step": [_adam(False), _adam(True)],
     "adam_step_foreach": [_adam_foreach(False), _adam_foreach(True)],
     "adamw_step": [_adam(False), _adam(True)],

@@ -41,8 +41,9 @@ from ._threads import kernel_op
 from ._config import jit
 from ._tunables import CHUNK, PARALLEL_MIN  # read inside the kernels (see _tunables)
 
-__all__ = ["sgd_step", "sgd_step_foreach", "adagrad_step", "rmsprop_step", "adam_step", "adam_step_foreach",
-           "adamw_step", "all_finite", "book_momentum_step", "book_nesterov_step", "book_adam_step"]
+__all__ = ["sgd_step", "sgd_step_foreach", "adagrad_step", "adagrad_step_foreach", "rmsprop_step",
+           "rmsprop_step_foreach", "adam_step", "adam_step_foreach", "adamw_step", "all_finite",
+           "book_momentum_step", "book_nesterov_step", "book_adam_step"]
 
 
 # --- element loops (one contiguous chunk each) --------------------------------
@@ -563,14 +564,34 @@ def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_dec
     lr, eps, weight_decay, lr_decay : float, >= 0
     """
     fn = "adagrad_step"
+    scalars = _adagrad_scalars(fn, step, lr, eps, weight_decay, lr_decay)
+    (p, g, s), copies = _arrays(fn, param, grad, ("state_sum", state_sum, True))
+    _adagrad_step(p, g, s, *scalars)
+    _write_back(copies)
+
+
+@kernel_op
+def adagrad_step_foreach(params, grads, state_sums, *, step, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0):
+    r""":func:`adagrad_step` on every tensor of a list, in place, all at one
+    ``step`` (see :func:`sgd_step_foreach`): ``params``, ``grads`` and
+    ``state_sums`` are lists or tuples of arrays, entry ``i`` of each like
+    ``params[i]``. Every entry is checked before any is updated."""
+    fn = "adagrad_step_foreach"
+    scalars = _adagrad_scalars(fn, step, lr, eps, weight_decay, lr_decay)
+    for (p, g, s), copies in _foreach_arrays(fn, params, grads, ("state_sums", state_sums, True)):
+        _adagrad_step(p, g, s, *scalars)
+        if copies:
+            _write_back(copies)
+
+
+def _adagrad_scalars(fn, step, lr, eps, weight_decay, lr_decay):
+    """The checked hyperparameters as :func:`_adagrad_step`'s scalars."""
     step = v.int_param(fn, "step", step, minimum=1)
     lr = v.float_param(fn, "lr", lr, minimum=0.0)
     eps = v.float_param(fn, "eps", eps, minimum=0.0)
     weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
     lr_decay = v.float_param(fn, "lr_decay", lr_decay, minimum=0.0)
-    (p, g, s), copies = _arrays(fn, param, grad, ("state_sum", state_sum, True))
-    _adagrad_step(p, g, s, lr / (1 + (step - 1) * lr_decay), weight_decay, eps)
-    _write_back(copies)
+    return lr / (1 + (step - 1) * lr_decay), weight_decay, eps
 
 
 @kernel_op
@@ -595,17 +616,43 @@ def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *
     centered : bool
     """
     fn = "rmsprop_step"
+    scalars = _rmsprop_scalars(fn, lr, alpha, eps, weight_decay, momentum, centered)
+    (p, g, sq, ga, buf), copies = _arrays(
+        fn, param, grad, ("square_avg", square_avg, True), ("grad_avg", grad_avg, bool(centered)),
+        ("momentum_buffer", momentum_buffer, scalars[4] > 0),
+    )
+    _rmsprop_step(p, g, sq, ga, buf, *scalars)
+    _write_back(copies)
+
+
+@kernel_op
+def rmsprop_step_foreach(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=0.01,
+                         alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    r""":func:`rmsprop_step` on every tensor of a list, in place (see
+    :func:`sgd_step_foreach`): ``params``, ``grads``, ``square_avgs`` (and
+    ``grad_avgs`` when ``centered``, ``momentum_buffers`` when
+    ``momentum > 0``) are lists or tuples of arrays, entry ``i`` of each like
+    ``params[i]``. Every entry is checked before any is updated."""
+    fn = "rmsprop_step_foreach"
+    scalars = _rmsprop_scalars(fn, lr, alpha, eps, weight_decay, momentum, centered)
+    entries = _foreach_arrays(fn, params, grads, ("square_avgs", square_avgs, True),
+                              ("grad_avgs", grad_avgs, bool(centered)), ("momentum_buffers", momentum_buffers,
+                                                                         scalars[4] > 0))
+    for (p, g, sq, ga, buf), copies in entries:
+        _rmsprop_step(p, g, sq, ga, buf, *scalars)
+        if copies:
+            _write_back(copies)
+
+
+def _rmsprop_scalars(fn, lr, alpha, eps, weight_decay, momentum, centered):
+    """The checked hyperparameters as :func:`_rmsprop_step`'s scalars
+    (``lr, weight_decay, alpha, eps, momentum, centered``)."""
     lr = v.float_param(fn, "lr", lr, minimum=0.0)
     alpha = v.float_param(fn, "alpha", alpha, minimum=0.0)
     eps = v.float_param(fn, "eps", eps, minimum=0.0)
     weight_decay = v.float_param(fn, "weight_decay", weight_decay, minimum=0.0)
     momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
-    (p, g, sq, ga, buf), copies = _arrays(
-        fn, param, grad, ("square_avg", square_avg, True), ("grad_avg", grad_avg, bool(centered)),
-        ("momentum_buffer", momentum_buffer, momentum > 0),
-    )
-    _rmsprop_step(p, g, sq, ga, buf, lr, weight_decay, alpha, eps, momentum, bool(centered))
-    _write_back(copies)
+    return lr, weight_decay, alpha, eps, momentum, bool(centered)
 
 
 @kernel_op

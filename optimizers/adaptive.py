@@ -77,6 +77,14 @@ class AdaGrad(Optimizer):
         self.ops.adagrad_step(p, g, st["sum"], step=st["step"], lr=h["lr"], eps=h["eps"],
                               weight_decay=h["weight_decay"], lr_decay=h["lr_decay"])
 
+    def _apply_group(self, group, new, h):
+        step_many = self._foreach("adagrad_step_foreach", group)
+        if step_many is None:
+            return super()._apply_group(group, new, h)
+        step_many([p for p, _, _ in group], [g for _, g, _ in group], [st["sum"] for _, _, st in group],
+                  step=group[0][2]["step"], lr=h["lr"], eps=h["eps"], weight_decay=h["weight_decay"],
+                  lr_decay=h["lr_decay"])
+
 
 class RMSprop(Optimizer):
     r"""RMSprop, optionally centered and with momentum; the same update as
@@ -160,6 +168,17 @@ class RMSprop(Optimizer):
         self.ops.rmsprop_step(p, g, st["square_avg"], st.get("grad_avg"), st.get("momentum_buffer"), lr=h["lr"],
                               alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"],
                               momentum=h["momentum"], centered=h["centered"])
+
+    def _apply_group(self, group, new, h):
+        step_many = self._foreach("rmsprop_step_foreach", group)
+        if step_many is None:
+            return super()._apply_group(group, new, h)
+        sts = [st for _, _, st in group]
+        step_many([p for p, _, _ in group], [g for _, g, _ in group], [st["square_avg"] for st in sts],
+                  [st["grad_avg"] for st in sts] if h["centered"] else None,
+                  [st["momentum_buffer"] for st in sts] if h["momentum"] > 0 else None,
+                  lr=h["lr"], alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"],
+                  momentum=h["momentum"], centered=h["centered"])
 
 
 class Adam(Optimizer):

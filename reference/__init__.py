@@ -15,6 +15,7 @@ from .conv import conv2d_backward, conv2d_forward
 from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from .optim import (
     adagrad_step,
+    adagrad_step_foreach,
     adam_step,
     adam_step_foreach,
     adamw_step,
@@ -23,6 +24,7 @@ from .optim import (
     book_momentum_step,
     book_nesterov_step,
     rmsprop_step,
+    rmsprop_step_foreach,
     sgd_step,
     sgd_step_foreach,
 )
@@ -42,7 +44,9 @@ __all__ = [
     "sgd_step",
     "sgd_step_foreach",
     "adagrad_step",
+    "adagrad_step_foreach",
     "rmsprop_step",
+    "rmsprop_step_foreach",
     "adam_step",
     "adam_step_foreach",
     "adamw_step",

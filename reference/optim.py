@@ -54,6 +54,12 @@ def adagrad_step(param, grad, state_sum, *, step, lr=0.01, eps=1e-10, weight_dec
     param += -clr * d / std
 
 
+def adagrad_step_foreach(params, grads, state_sums, *, step, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0):
+    """:func:`adagrad_step` on each entry of the lists, in order."""
+    for p, g, s in zip(params, grads, state_sums):
+        adagrad_step(p, g, s, step=step, lr=lr, eps=eps, weight_decay=weight_decay, lr_decay=lr_decay)
+
+
 def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=0.01, alpha=0.99,
                  eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
     """RMSprop: ``v = alpha*v + (1-alpha)*d**2``; ``avg = sqrt(v [- gbar**2]) + eps``;
@@ -75,6 +81,17 @@ def rmsprop_step(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *
         param += -lr * momentum_buffer
     else:
         param += -lr * d / avg
+
+
+def rmsprop_step_foreach(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=0.01,
+                         alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    """:func:`rmsprop_step` on each entry of the lists, in order."""
+    n = len(params)
+    gavgs = grad_avgs if centered else [None] * n
+    bufs = momentum_buffers if momentum > 0 else [None] * n
+    for p, g, sq, ga, b in zip(params, grads, square_avgs, gavgs, bufs):
+        rmsprop_step(p, g, sq, ga, b, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                     centered=centered)
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=0.001, beta1=0.9,

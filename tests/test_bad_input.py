@@ -61,6 +61,8 @@ INPLACE: dict[str, set[str]] = {
     "sgd_step": {"param", "momentum_buffer"},
     "sgd_step_foreach": {"params", "momentum_buffers"},
     "adagrad_step": {"param", "state_sum"},
+    "adagrad_step_foreach": {"params", "state_sums"},
+    "rmsprop_step_foreach": {"params", "square_avgs", "grad_avgs", "momentum_buffers"},
     "rmsprop_step": {"param", "square_avg", "grad_avg", "momentum_buffer"},
     "adam_step": _ADAM_STATE,
     "adam_step_foreach": {"params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"},

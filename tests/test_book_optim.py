@@ -154,7 +154,7 @@ def test_float32_adam_is_the_book_in_float64_to_float32_rounding(close):
 
 
 _FUSED = {bo.SGD: "sgd_step_foreach", bo.Momentum: "book_momentum_step", bo.Nesterov: "book_nesterov_step",
-          bo.AdaGrad: "adagrad_step", bo.RMSprop: "rmsprop_step", bo.Adam: "book_adam_step"}
+          bo.AdaGrad: "adagrad_step_foreach", bo.RMSprop: "rmsprop_step_foreach", bo.Adam: "book_adam_step"}
 
 
 @pytest.mark.parametrize("cls", list(_FUSED), ids=[c.__name__ for c in _FUSED])

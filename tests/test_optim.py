@@ -612,7 +612,9 @@ def test_sgd_step_foreach_matches_the_reference():
 
 @pytest.mark.parametrize("cls, kernel, foreach", [(Adam, "adam_step", "adam_step_foreach"),
                                                    (AdamW, "adamw_step", "adam_step_foreach"),
-                                                   (Nesterov, "sgd_step", "sgd_step_foreach")])
+                                                   (Nesterov, "sgd_step", "sgd_step_foreach"),
+                                                   (AdaGrad, "adagrad_step", "adagrad_step_foreach"),
+                                                   (RMSprop, "rmsprop_step", "rmsprop_step_foreach")])
 def test_optimizers_pass_entries_at_one_step_in_one_foreach_call(cls, kernel, foreach):
     # One entry ahead of the others (its state restored from step 5): the
     # entries run as [a] at step 6, then [b, c] at step 1, in dict order,
