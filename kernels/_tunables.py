@@ -156,10 +156,17 @@ CHUNK = 16384
 #: kernels (see _threads), splitting tensors from 128K elements (512 KB per
 #: float32 array) took the adam_convnet update from 0.137 to 0.107 ms and its
 #: flat-buffer form from 0.096 to 0.057 ms (numbanet-bench, 2 threads).
-#: Smaller tensors run on the calling thread, where waking the pool would cost
-#: more than the loop. The activations use the same threshold (not measured
-#: separately).
-PARALLEL_MIN = 131072
+#: With the workers spinning longer (_threads.SPIN_COUNT 30000) the split
+#: pays from 32K elements: 32768 against 131072, three alternations
+#: (`numbanet-bench --no-torch --dtype both --cases
+#: 'train_step_book*,adam_mlp100_flat,adam_convnet'`, Xeon), adam_mlp100_flat
+#: (46500 elements) 0.030-0.031 against 0.036-0.037 ms float32 and
+#: 0.075-0.078 against 0.102-0.104 ms float64, MultiLayerNetExtend float32
+#: 0.92-0.94 against 0.95-0.98 ms (W1's 78400); the other cases within
+#: their spread. Smaller tensors run on the calling thread, where waking the
+#: pool would cost more than the loop. The activations use the same
+#: threshold (not measured separately).
+PARALLEL_MIN = 32768
 
 # --- Affine (kernels/affine.py) ---------------------------------------------------
 

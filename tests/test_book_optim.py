@@ -21,7 +21,7 @@ from numbanet.book import optimizer as bo
 
 STEPS = 4
 # Odd sizes, a 1-element and a 0-size entry, and one past the kernels'
-# parallel threshold (131072 elements) so the chunked path runs.
+# parallel threshold (_tunables.PARALLEL_MIN, 32768 elements) so the chunked path runs.
 SHAPES = {"W1": (7, 5), "b1": (5,), "one": (1,), "empty": (0, 3), "W2": (3, 4, 2), "big": (371, 361)}
 
 
