@@ -32,8 +32,9 @@ How each entry is updated:
   :func:`~numbanet.kernels.book_nesterov_step`,
   :func:`~numbanet.kernels.adagrad_step` and
   :func:`~numbanet.kernels.rmsprop_step` with eps 1e-7,
-  :func:`~numbanet.kernels.book_adam_step`); SGD, AdaGrad and RMSprop make
-  it for a run of such arrays in one ``*_step_foreach`` call. The operations are evaluated in
+  :func:`~numbanet.kernels.book_adam_step`), made for each run of such
+  arrays (all of them, in the book's networks) in one ``*_step_foreach``
+  call. The operations are evaluated in
   the book's order, so float64 results are the book's bit for bit. A
   gradient of another real dtype is cast to the parameter's dtype first: the
   update runs in the parameter's dtype. (The book's float32 Adam computes its
@@ -185,12 +186,15 @@ class Momentum(_Velocity):
 
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
-        for key, g, gf, (v,) in self._entries(params, grads):
-            if gf is not None:
-                self.ops.book_momentum_step(params[key], gf, v, lr=self.lr, momentum=self.momentum)
-            else:
-                self.v[key] = self.momentum * v - self.lr * g
-                params[key] += self.v[key]
+
+        def fused(ps, gs, vs):
+            self.ops.book_momentum_step_foreach(ps, gs, vs, lr=self.lr, momentum=self.momentum)
+
+        def numpy_step(key, g, states):
+            self.v[key] = self.momentum * states[0] - self.lr * g
+            params[key] += self.v[key]
+
+        self._update_runs(params, grads, fused, numpy_step)
 
 
 class Nesterov(_Velocity):
@@ -211,14 +215,17 @@ class Nesterov(_Velocity):
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
         mu, lr = self.momentum, self.lr
-        for key, g, gf, (v,) in self._entries(params, grads):
-            if gf is not None:
-                self.ops.book_nesterov_step(params[key], gf, v, lr=lr, momentum=mu)
-            else:
-                params[key] += mu * mu * v
-                params[key] -= (1 + mu) * lr * g
-                self.v[key] *= mu
-                self.v[key] -= lr * g
+
+        def fused(ps, gs, vs):
+            self.ops.book_nesterov_step_foreach(ps, gs, vs, lr=lr, momentum=mu)
+
+        def numpy_step(key, g, states):
+            params[key] += mu * mu * states[0]
+            params[key] -= (1 + mu) * lr * g
+            self.v[key] *= mu
+            self.v[key] -= lr * g
+
+        self._update_runs(params, grads, fused, numpy_step)
 
 
 class AdaGrad(_BookOptimizer):
@@ -318,17 +325,18 @@ class Adam(_BookOptimizer):
 
     def update(self, params, grads):
         """Update every entry of the dict ``params`` from ``grads``, in place."""
-        entries = self._entries(params, grads)
         self.iter += 1
         b1, b2, t = self.beta1, self.beta2, self.iter
-        lr_t = None
-        for key, g, gf, (m, v) in entries:
-            if gf is not None:
-                self.ops.book_adam_step(params[key], gf, m, v, step=t, lr=self.lr, beta1=b1, beta2=b2, eps=EPS)
-                continue
-            if lr_t is None:
-                # A NumPy float64 scalar, as the book's np.sqrt makes it.
-                lr_t = self.lr * np.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        # A NumPy float64 scalar, as the book's np.sqrt makes it.
+        lr_t = self.lr * np.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+
+        def fused(ps, gs, ms, vs):
+            self.ops.book_adam_step_foreach(ps, gs, ms, vs, step=t, lr=self.lr, beta1=b1, beta2=b2, eps=EPS)
+
+        def numpy_step(key, g, states):
+            m, v = states
             self.m[key] += (1 - b1) * (g - m)
             self.v[key] += (1 - b2) * (g**2 - v)
             params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + EPS)
+
+        self._update_runs(params, grads, fused, numpy_step)

@@ -203,6 +203,15 @@ def _rmsprop_foreach(centered):
     return make
 
 
+def _book_velocity_foreach(dt, rng):
+    return {**_foreach_lists(dt, rng, velocities=False), "lr": 0.1, "momentum": 0.9}
+
+
+def _book_adam_foreach(dt, rng):
+    return {**_foreach_lists(dt, rng, exp_avgs=False, exp_avg_sqs=True), "step": 3, "lr": 0.001, "beta1": 0.9,
+            "beta2": 0.999, "eps": 1e-7}
+
+
 def _adagrad(dt, rng):
     return {**_opt_arrays(dt, rng, "state_sum"), "step": 3, "lr": 0.1, "eps": 1e-10,
             "weight_decay": 0.01, "lr_decay": 0.01}
@@ -289,8 +298,11 @@ EXAMPLES = {
     "adamw_step": [_adam(False), _adam(True)],
     "all_finite": [_all_finite],
     "book_momentum_step": [_book_momentum],
+    "book_momentum_step_foreach": [_book_velocity_foreach],
     "book_nesterov_step": [_book_momentum],
+    "book_nesterov_step_foreach": [_book_velocity_foreach],
     "book_adam_step": [_book_adam],
+    "book_adam_step_foreach": [_book_adam_foreach],
     "batchnorm_forward": [_bn_forward((4, 3), True), _bn_forward((2, 3, 2, 3), True), _bn_forward((2, 3, 2, 3), False),
                           # the book's running variance (biased), with its batch of one
                           _bn_forward((1, 3), True, unbiased=False)],

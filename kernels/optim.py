@@ -43,7 +43,8 @@ from ._tunables import CHUNK, PARALLEL_MIN  # read inside the kernels (see _tuna
 
 __all__ = ["sgd_step", "sgd_step_foreach", "adagrad_step", "adagrad_step_foreach", "rmsprop_step",
            "rmsprop_step_foreach", "adam_step", "adam_step_foreach", "adamw_step", "all_finite",
-           "book_momentum_step", "book_nesterov_step", "book_adam_step"]
+           "book_momentum_step", "book_momentum_step_foreach", "book_nesterov_step", "book_nesterov_step_foreach",
+           "book_adam_step", "book_adam_step_foreach"]
 
 
 # --- element loops (one contiguous chunk each) --------------------------------
@@ -801,6 +802,22 @@ def book_nesterov_step(param, grad, velocity, *, lr=0.01, momentum=0.9):
     _book_velocity("book_nesterov_step", param, grad, velocity, lr, momentum, True)
 
 
+@kernel_op
+def book_momentum_step_foreach(params, grads, velocities, *, lr=0.01, momentum=0.9):
+    r""":func:`book_momentum_step` on every tensor of a list, in place (see
+    :func:`sgd_step_foreach`): ``params``, ``grads`` and ``velocities`` are
+    lists or tuples of arrays, entry ``i`` of each like ``params[i]``. Every
+    entry is checked before any is updated."""
+    _book_velocity_foreach("book_momentum_step_foreach", params, grads, velocities, lr, momentum, False)
+
+
+@kernel_op
+def book_nesterov_step_foreach(params, grads, velocities, *, lr=0.01, momentum=0.9):
+    r""":func:`book_nesterov_step` on every tensor of a list, in place, as
+    :func:`book_momentum_step_foreach`."""
+    _book_velocity_foreach("book_nesterov_step_foreach", params, grads, velocities, lr, momentum, True)
+
+
 def _book_velocity(fn, param, grad, velocity, lr, momentum, nesterov):
     """Validate and run a velocity step (the book's Momentum or Nesterov)."""
     lr = v.float_param(fn, "lr", lr, minimum=0.0)
@@ -808,6 +825,16 @@ def _book_velocity(fn, param, grad, velocity, lr, momentum, nesterov):
     (p, g, vel), copies = _arrays(fn, param, grad, ("velocity", velocity, True))
     _book_velocity_step(p, g, vel, lr, momentum, nesterov)
     _write_back(copies)
+
+
+def _book_velocity_foreach(fn, params, grads, velocities, lr, momentum, nesterov):
+    """:func:`_book_velocity` on every entry of the lists."""
+    lr = v.float_param(fn, "lr", lr, minimum=0.0)
+    momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
+    for (p, g, vel), copies in _foreach_arrays(fn, params, grads, ("velocities", velocities, True)):
+        _book_velocity_step(p, g, vel, lr, momentum, nesterov)
+        if copies:
+            _write_back(copies)
 
 
 @kernel_op
@@ -839,20 +866,39 @@ def book_adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=0.001, beta1=0.
     beta1, beta2 : float in [0, 1)
     """
     fn = "book_adam_step"
+    scalars = _book_adam_scalars(fn, step, lr, beta1, beta2, eps)
+    (p, g, m, sq), copies = _arrays(fn, param, grad, ("exp_avg", exp_avg, True), ("exp_avg_sq", exp_avg_sq, True))
+    _book_adam_step(p, g, m, sq, *scalars)
+    _write_back(copies)
+
+
+@kernel_op
+def book_adam_step_foreach(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=0.001, beta1=0.9, beta2=0.999,
+                           eps=1e-7):
+    r""":func:`book_adam_step` on every tensor of a list, in place, all at one
+    ``step`` (see :func:`sgd_step_foreach`): ``params``, ``grads``,
+    ``exp_avgs`` and ``exp_avg_sqs`` are lists or tuples of arrays, entry
+    ``i`` of each like ``params[i]``. Every entry is checked before any is
+    updated."""
+    fn = "book_adam_step_foreach"
+    scalars = _book_adam_scalars(fn, step, lr, beta1, beta2, eps)
+    entries = _foreach_arrays(fn, params, grads, ("exp_avgs", exp_avgs, True), ("exp_avg_sqs", exp_avg_sqs, True))
+    for (p, g, m, sq), copies in entries:
+        _book_adam_step(p, g, m, sq, *scalars)
+        if copies:
+            _write_back(copies)
+
+
+def _book_adam_scalars(fn, step, lr, beta1, beta2, eps):
+    r"""The checked hyperparameters as :func:`_book_adam_step`'s scalars:
+    ``beta1, beta2``, the book's bias-corrected step size
+    :math:`\eta \sqrt{1 - \beta_2^t} / (1 - \beta_1^t)` (in float64) and ``eps``."""
     step = v.int_param(fn, "step", step, minimum=1)
     lr = v.float_param(fn, "lr", lr, minimum=0.0)
     beta1 = v.float_param(fn, "beta1", beta1, minimum=0.0, below=1.0)
     beta2 = v.float_param(fn, "beta2", beta2, minimum=0.0, below=1.0)
     eps = v.float_param(fn, "eps", eps, minimum=0.0)
-    (p, g, m, sq), copies = _arrays(fn, param, grad, ("exp_avg", exp_avg, True), ("exp_avg_sq", exp_avg_sq, True))
-    _book_adam_step(p, g, m, sq, beta1, beta2, _book_adam_lr(lr, beta1, beta2, step), eps)
-    _write_back(copies)
-
-
-def _book_adam_lr(lr, beta1, beta2, step):
-    r"""The book's bias-corrected step size
-    :math:`\eta \sqrt{1 - \beta_2^t} / (1 - \beta_1^t)`, in float64."""
-    return lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
+    return beta1, beta2, lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step), eps
 
 
 @kernel_op

@@ -165,3 +165,22 @@ def book_adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=0.001, beta1=0.
     exp_avg += (1 - beta1) * (grad - exp_avg)
     exp_avg_sq += (1 - beta2) * (grad * grad - exp_avg_sq)
     param -= lr_t * exp_avg / (np.sqrt(exp_avg_sq) + eps)
+
+
+def book_momentum_step_foreach(params, grads, velocities, *, lr=0.01, momentum=0.9):
+    """:func:`book_momentum_step` on each entry of the lists, in order."""
+    for p, g, vel in zip(params, grads, velocities):
+        book_momentum_step(p, g, vel, lr=lr, momentum=momentum)
+
+
+def book_nesterov_step_foreach(params, grads, velocities, *, lr=0.01, momentum=0.9):
+    """:func:`book_nesterov_step` on each entry of the lists, in order."""
+    for p, g, vel in zip(params, grads, velocities):
+        book_nesterov_step(p, g, vel, lr=lr, momentum=momentum)
+
+
+def book_adam_step_foreach(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=0.001, beta1=0.9, beta2=0.999,
+                           eps=1e-7):
+    """:func:`book_adam_step` on each entry of the lists, in order."""
+    for p, g, m, sq in zip(params, grads, exp_avgs, exp_avg_sqs):
+        book_adam_step(p, g, m, sq, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)

@@ -70,6 +70,9 @@ INPLACE: dict[str, set[str]] = {
     "book_momentum_step": {"param", "velocity"},
     "book_nesterov_step": {"param", "velocity"},
     "book_adam_step": {"param", "exp_avg", "exp_avg_sq"},
+    "book_momentum_step_foreach": {"params", "velocities"},
+    "book_nesterov_step_foreach": {"params", "velocities"},
+    "book_adam_step_foreach": {"params", "exp_avgs", "exp_avg_sqs"},
 }
 
 BAD_INTS = [("negative", -1), ("zero", 0), ("large", 5), ("huge", 10**9), ("int64_overflow", 2**63),
