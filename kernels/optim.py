@@ -14,6 +14,14 @@ corrections, ``1 - beta``, ``-lr``, ...) are computed once per step in float64
 per call, so float32 math stays float32 and rounds like PyTorch's (which also
 casts its double scalars to float).
 
+Every step also has a ``*_foreach`` form (``sgd_step_foreach``, ...,
+``book_adam_step_foreach``) taking lists of tensors: the same compiled kernel
+called on each entry in order, with the hyperparameters checked once and every
+entry checked before any is updated. A network's many small tensors pay
+Python checks per call that cost more than their update, worse inside a
+training step, where those checks run with cold caches; the optimizers of
+:mod:`numbanet.optimizers` and :mod:`numbanet.book` use the foreach forms.
+
 The kernels work on the flattened data: arrays below ``PARALLEL_MIN``
 elements run on one thread (the threshold's measurement is in
 :mod:`._tunables`); larger
