@@ -366,6 +366,16 @@ def _foreach_arrays(fn, params, grads, *states):
     return out
 
 
+def _each(kernel, entries, *scalars):
+    """``kernel(*views, *scalars)`` on each entry :func:`_foreach_arrays`
+    returned, in order, each non-contiguous array copied back after its own
+    step (a later entry may read it)."""
+    for views, copies in entries:
+        kernel(*views, *scalars)
+        if copies:
+            _write_back(copies)
+
+
 def _tensor_list(fn, name, seq, n):
     """``seq`` as a list or tuple of ``n`` items (any length for None), or raise."""
     if not isinstance(seq, (list, tuple)):
@@ -531,11 +541,7 @@ def sgd_step_foreach(params, grads, momentum_buffers=None, *, lr=0.01, momentum=
     lr, momentum, dampening, weight_decay = _sgd_hyper(fn, lr, momentum, dampening, weight_decay, nesterov)
     use_buf = momentum != 0
     entries = _foreach_arrays(fn, params, grads, ("momentum_buffers", momentum_buffers, use_buf))
-    first, nest = bool(first_step), bool(nesterov)
-    for (p, g, buf), copies in entries:
-        _sgd_step(p, g, buf, lr, weight_decay, momentum, dampening, use_buf, first, nest)
-        if copies:
-            _write_back(copies)
+    _each(_sgd_step, entries, lr, weight_decay, momentum, dampening, use_buf, bool(first_step), bool(nesterov))
 
 
 def _sgd_hyper(fn, lr, momentum, dampening, weight_decay, nesterov):
@@ -587,10 +593,7 @@ def adagrad_step_foreach(params, grads, state_sums, *, step, lr=0.01, eps=1e-10,
     ``params[i]``. Every entry is checked before any is updated."""
     fn = "adagrad_step_foreach"
     scalars = _adagrad_scalars(fn, step, lr, eps, weight_decay, lr_decay)
-    for (p, g, s), copies in _foreach_arrays(fn, params, grads, ("state_sums", state_sums, True)):
-        _adagrad_step(p, g, s, *scalars)
-        if copies:
-            _write_back(copies)
+    _each(_adagrad_step, _foreach_arrays(fn, params, grads, ("state_sums", state_sums, True)), *scalars)
 
 
 def _adagrad_scalars(fn, step, lr, eps, weight_decay, lr_decay):
@@ -647,10 +650,7 @@ def rmsprop_step_foreach(params, grads, square_avgs, grad_avgs=None, momentum_bu
     entries = _foreach_arrays(fn, params, grads, ("square_avgs", square_avgs, True),
                               ("grad_avgs", grad_avgs, bool(centered)), ("momentum_buffers", momentum_buffers,
                                                                          scalars[4] > 0))
-    for (p, g, sq, ga, buf), copies in entries:
-        _rmsprop_step(p, g, sq, ga, buf, *scalars)
-        if copies:
-            _write_back(copies)
+    _each(_rmsprop_step, entries, *scalars)
 
 
 def _rmsprop_scalars(fn, lr, alpha, eps, weight_decay, momentum, centered):
@@ -733,10 +733,7 @@ def adam_step_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None
     scalars = _adam_scalars(fn, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay)
     entries = _foreach_arrays(fn, params, grads, ("exp_avgs", exp_avgs, True), ("exp_avg_sqs", exp_avg_sqs, True),
                               ("max_exp_avg_sqs", max_exp_avg_sqs, bool(amsgrad)))
-    for (p, g, m, sq, vmax), copies in entries:
-        _adam_step(p, g, m, sq, vmax, *scalars)
-        if copies:
-            _write_back(copies)
+    _each(_adam_step, entries, *scalars)
 
 
 def _adam(fn, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
@@ -839,10 +836,8 @@ def _book_velocity_foreach(fn, params, grads, velocities, lr, momentum, nesterov
     """:func:`_book_velocity` on every entry of the lists."""
     lr = v.float_param(fn, "lr", lr, minimum=0.0)
     momentum = v.float_param(fn, "momentum", momentum, minimum=0.0)
-    for (p, g, vel), copies in _foreach_arrays(fn, params, grads, ("velocities", velocities, True)):
-        _book_velocity_step(p, g, vel, lr, momentum, nesterov)
-        if copies:
-            _write_back(copies)
+    _each(_book_velocity_step, _foreach_arrays(fn, params, grads, ("velocities", velocities, True)), lr, momentum,
+          nesterov)
 
 
 @kernel_op
@@ -891,10 +886,7 @@ def book_adam_step_foreach(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=0.0
     fn = "book_adam_step_foreach"
     scalars = _book_adam_scalars(fn, step, lr, beta1, beta2, eps)
     entries = _foreach_arrays(fn, params, grads, ("exp_avgs", exp_avgs, True), ("exp_avg_sqs", exp_avg_sqs, True))
-    for (p, g, m, sq), copies in entries:
-        _book_adam_step(p, g, m, sq, *scalars)
-        if copies:
-            _write_back(copies)
+    _each(_book_adam_step, entries, *scalars)
 
 
 def _book_adam_scalars(fn, step, lr, beta1, beta2, eps):

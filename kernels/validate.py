@@ -168,14 +168,14 @@ def output_size(fn: str, shape: tuple, dtype, blame: str) -> None:
         )
 
 
-def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype, first_bad=None) -> tuple[np.ndarray, bool]:
+def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype, first_bad) -> tuple[np.ndarray, bool]:
     """Validate softmax labels: class indices (N,) or targets (N, K).
 
     Returns ``(labels, is_index)``: int64 indices checked to lie in ``[0, K)``,
     or targets cast to ``dtype`` (one-hot rows, or any probability rows).
-    ``first_bad(indices, k)``, when given, returns the position of the first
-    index outside ``[0, k)`` or -1 (a compiled loop; NumPy's reduction
-    otherwise).
+    ``first_bad(indices, k)`` returns the position of the first index outside
+    ``[0, k)`` or -1 (the caller's compiled loop: this module imports no
+    Numba).
     """
     if labels is None:
         raise TypeError(f"{fn}: labels must be integer class indices (N,) or targets (N, K), got None")
@@ -194,10 +194,9 @@ def class_labels(fn: str, labels, n: int, k: int, dtype: np.dtype, first_bad=Non
             # read-only labels are copied, as read-only float inputs are (see
             # float_array): a read-only array is another kernel specialisation
             t64 = t64.copy()
-        # One reduction, not min and max: as unsigned, a negative index is
-        # larger than any K. (uint64 labels beyond 2**63 wrap to negative in
-        # the int64 cast and are caught the same way.)
-        if n and (t64.view(np.uint64).max() >= k if first_bad is None else first_bad(t64, k) >= 0):
+        # (uint64 labels beyond 2**63 wrap to negative in the int64 cast and
+        # are caught as negative.)
+        if n and first_bad(t64, k) >= 0:
             bad = t[(t < 0) | (t >= k)][0]
             raise ValueError(f"{fn}: labels must lie in [0, {k}) for {k} classes, got {bad}")
         return t64, True

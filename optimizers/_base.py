@@ -80,22 +80,42 @@ class Optimizer:
         """State buffers these hyperparameters use -> their initial value."""
         raise NotImplementedError
 
-    def _apply(self, p, g, st: dict, new: tuple, h: dict) -> None:
-        """Run the step kernel on ``p`` with state ``st`` (``st["step"]`` is the
-        number of this step; ``new`` the buffers created for it)."""
+    #: The backend's step op for one tensor (``"adam_step"``), its list form
+    #: (``"adam_step_foreach"``; None: one call per tensor), and the state
+    #: buffers both take after the parameter and gradient, in order.
+    _kernel: str = ""
+    _kernel_foreach: str | None = None
+    _buffers: tuple[str, ...] = ()
+
+    def _step_kwargs(self, st: dict, new: tuple, h: dict) -> dict:
+        """The step op's keyword arguments for an entry with state ``st``
+        (``st["step"]`` is the number of this step; ``new`` the buffers
+        created for it)."""
         raise NotImplementedError
 
-    def _apply_group(self, group: list, new: tuple, h: dict) -> None:
-        """:meth:`_apply` on each ``(p, g, st)`` of ``group``, in order: entries
-        at one step with the same ``new`` buffers. Subclasses whose backend
-        has a ``*_step_foreach`` pass a group of several in one call."""
-        for p, g, st in group:
-            self._apply(p, g, st, new, h)
+    def _foreach_kwargs(self, st: dict, new: tuple, h: dict) -> dict:
+        """The list form's keyword arguments (by default the step op's)."""
+        return self._step_kwargs(st, new, h)
 
-    def _foreach(self, name: str, group: list):
-        """The backend's ``name`` (a ``*_step_foreach``) when ``group`` has
-        more than one entry and the backend has it, else None."""
-        return getattr(self.ops, name, None) if len(group) > 1 else None
+    def _apply(self, p, g, st: dict, new: tuple, h: dict) -> None:
+        """Run the step op on ``p`` with state ``st``."""
+        step = getattr(self.ops, self._kernel)
+        step(p, g, *(st.get(k) for k in self._buffers), **self._step_kwargs(st, new, h))
+
+    def _apply_group(self, group: list, new: tuple, h: dict) -> None:
+        """The step on each ``(p, g, st)`` of ``group``, in order: entries at
+        one step with the same ``new`` buffers. Several go to the backend's
+        list form in one call where it has one; else one call per tensor."""
+        many = getattr(self.ops, self._kernel_foreach, None) if self._kernel_foreach and len(group) > 1 else None
+        if many is None:
+            for p, g, st in group:
+                self._apply(p, g, st, new, h)
+            return
+        sts = [st for _, _, st in group]
+        # A buffer these hyperparameters do not use is a list of None: the
+        # list form ignores it, as the step op ignores a None buffer.
+        many([p for p, _, _ in group], [g for _, g, _ in group], *([st.get(k) for st in sts] for k in self._buffers),
+             **self._foreach_kwargs(sts[0], new, h))
 
     # --- validation ----------------------------------------------------------------
 

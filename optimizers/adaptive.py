@@ -73,17 +73,10 @@ class AdaGrad(Optimizer):
     def _state_init(self, h):
         return {"sum": h["initial_accumulator_value"]}
 
-    def _apply(self, p, g, st, new, h):
-        self.ops.adagrad_step(p, g, st["sum"], step=st["step"], lr=h["lr"], eps=h["eps"],
-                              weight_decay=h["weight_decay"], lr_decay=h["lr_decay"])
+    _kernel, _kernel_foreach, _buffers = "adagrad_step", "adagrad_step_foreach", ("sum",)
 
-    def _apply_group(self, group, new, h):
-        step_many = self._foreach("adagrad_step_foreach", group)
-        if step_many is None:
-            return super()._apply_group(group, new, h)
-        step_many([p for p, _, _ in group], [g for _, g, _ in group], [st["sum"] for _, _, st in group],
-                  step=group[0][2]["step"], lr=h["lr"], eps=h["eps"], weight_decay=h["weight_decay"],
-                  lr_decay=h["lr_decay"])
+    def _step_kwargs(self, st, new, h):
+        return dict(step=st["step"], lr=h["lr"], eps=h["eps"], weight_decay=h["weight_decay"], lr_decay=h["lr_decay"])
 
 
 class RMSprop(Optimizer):
@@ -164,21 +157,12 @@ class RMSprop(Optimizer):
             init["grad_avg"] = 0.0
         return init
 
-    def _apply(self, p, g, st, new, h):
-        self.ops.rmsprop_step(p, g, st["square_avg"], st.get("grad_avg"), st.get("momentum_buffer"), lr=h["lr"],
-                              alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"],
-                              momentum=h["momentum"], centered=h["centered"])
+    _kernel, _kernel_foreach = "rmsprop_step", "rmsprop_step_foreach"
+    _buffers = ("square_avg", "grad_avg", "momentum_buffer")
 
-    def _apply_group(self, group, new, h):
-        step_many = self._foreach("rmsprop_step_foreach", group)
-        if step_many is None:
-            return super()._apply_group(group, new, h)
-        sts = [st for _, _, st in group]
-        step_many([p for p, _, _ in group], [g for _, g, _ in group], [st["square_avg"] for st in sts],
-                  [st["grad_avg"] for st in sts] if h["centered"] else None,
-                  [st["momentum_buffer"] for st in sts] if h["momentum"] > 0 else None,
-                  lr=h["lr"], alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"],
-                  momentum=h["momentum"], centered=h["centered"])
+    def _step_kwargs(self, st, new, h):
+        return dict(lr=h["lr"], alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"],
+                    momentum=h["momentum"], centered=h["centered"])
 
 
 class Adam(Optimizer):
@@ -237,7 +221,8 @@ class Adam(Optimizer):
     """
 
     hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad")
-    _kernel = "adam_step"
+    _kernel, _kernel_foreach = "adam_step", "adam_step_foreach"
+    _buffers = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, *,
                  backend=None, nonfinite="propagate"):
@@ -263,22 +248,13 @@ class Adam(Optimizer):
             init["max_exp_avg_sq"] = 0.0
         return init
 
-    def _apply(self, p, g, st, new, h):
-        getattr(self.ops, self._kernel)(p, g, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"),
-                                        step=st["step"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"],
-                                        eps=h["eps"], weight_decay=h["weight_decay"], amsgrad=h["amsgrad"])
+    def _step_kwargs(self, st, new, h):
+        return dict(step=st["step"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"], eps=h["eps"],
+                    weight_decay=h["weight_decay"], amsgrad=h["amsgrad"])
 
-    def _apply_group(self, group, new, h):
-        step_many = self._foreach("adam_step_foreach", group)
-        if step_many is None:
-            return super()._apply_group(group, new, h)
-        sts = [st for _, _, st in group]
-        step_many([p for p, _, _ in group], [g for _, g, _ in group], [st["exp_avg"] for st in sts],
-                  [st["exp_avg_sq"] for st in sts],
-                  [st["max_exp_avg_sq"] for st in sts] if h["amsgrad"] else None,
-                  step=sts[0]["step"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"], eps=h["eps"],
-                  weight_decay=h["weight_decay"], amsgrad=h["amsgrad"],
-                  decoupled_weight_decay=self._kernel == "adamw_step")
+    def _foreach_kwargs(self, st, new, h):
+        # one list form for both: AdamW's is Adam's with decoupled weight decay
+        return dict(self._step_kwargs(st, new, h), decoupled_weight_decay=self._kernel == "adamw_step")
 
 
 class AdamW(Adam):

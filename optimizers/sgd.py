@@ -83,19 +83,11 @@ class SGD(Optimizer):
     def _state_init(self, h):
         return {"momentum_buffer": 0.0} if h["momentum"] != 0 else {}
 
-    def _apply(self, p, g, st, new, h):
-        self.ops.sgd_step(p, g, st.get("momentum_buffer"), lr=h["lr"], momentum=h["momentum"],
-                          dampening=h["dampening"], nesterov=h["nesterov"], weight_decay=h["weight_decay"],
-                          first_step="momentum_buffer" in new)
+    _kernel, _kernel_foreach, _buffers = "sgd_step", "sgd_step_foreach", ("momentum_buffer",)
 
-    def _apply_group(self, group, new, h):
-        step_many = self._foreach("sgd_step_foreach", group)
-        if step_many is None:
-            return super()._apply_group(group, new, h)
-        step_many([p for p, _, _ in group], [g for _, g, _ in group],
-                  [st["momentum_buffer"] for _, _, st in group] if h["momentum"] != 0 else None,
-                  lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"], nesterov=h["nesterov"],
-                  weight_decay=h["weight_decay"], first_step="momentum_buffer" in new)
+    def _step_kwargs(self, st, new, h):
+        return dict(lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"], nesterov=h["nesterov"],
+                    weight_decay=h["weight_decay"], first_step="momentum_buffer" in new)
 
 
 class Momentum(SGD):

@@ -218,7 +218,7 @@ def test_two_signatures_saved_at_once_keep_their_own_code(tmp_path, when):
 
 
 def test_cache_index_updates_wait_for_the_lock(tmp_path):
-    fcntl = pytest.importorskip("fcntl")  # the lock is POSIX-only (the class docstring says so)
+    pytest.importorskip("fcntl")  # the lock is POSIX-only (the class docstring says so)
     a, _ = _cache_file_pair(tmp_path)
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
@@ -238,7 +238,6 @@ def test_cache_index_updates_wait_for_the_lock(tmp_path):
         holder.wait(timeout=30)
     assert waited > 0.5, f"the index was written while another process held its lock ({waited:.2f} s)"
     assert a.load(("sig",)) == "code"
-    del fcntl
 
 
 @needs_jit
