@@ -353,3 +353,26 @@ def test_on_calling_thread_restores_the_count_after_an_error():
     with pytest.raises(RuntimeError, match="kernel failed"):
         on_calling_thread(failing)
     assert numba.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("w_", [7, 8, 9, 32])
+@pytest.mark.parametrize("pw", [0, 1, 2, 3])
+@pytest.mark.parametrize("sh, sw, ph", [(1, 2, 1), (2, 2, 0), (2, 2, 2), (3, 2, 1), (2, 3, 1)])
+def test_phase_planes_are_the_padded_planes_split_by_stride(rng, w_, pw, sh, sw, ph):
+    """``_pad_phases`` against the padded planes built and sliced by NumPy:
+    every phase position holds ``x_pad[c, u*sh + a, v*sw + b]``, zero in the
+    padding and past its edge. Column stride 2 with both column phases the
+    same length (even padded width) takes the one-pass pair loop, an odd
+    padded width the per-phase loops: both are here."""
+    from numbanet.kernels import _conv_gemm as G
+
+    c_, h_ = 3, 6
+    xn = rng.standard_normal((c_, h_, w_)).astype(np.float32)
+    hq = (h_ + 2 * ph + sh - 1) // sh
+    wq = (w_ + 2 * pw + sw - 1) // sw
+    out = np.zeros((c_ * sh * sw, hq * wq), np.float32)
+    G._pad_phases(xn, ph, pw, sh, sw, hq, wq, out)
+    xpad = np.zeros((c_, hq * sh, wq * sw), np.float32)  # padded, then zeros to whole phases
+    xpad[:, ph : ph + h_, pw : pw + w_] = xn
+    want = xpad.reshape(c_, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3).reshape(c_ * sh * sw, hq * wq)
+    np.testing.assert_array_equal(out, want)
