@@ -122,8 +122,18 @@ class BookNet:
         The first layer is not asked for its input gradient."""
         layers = self._layer_list()
         dout = loss_layer.backward(1)
-        for layer in reversed(layers[1:]):
+        i = len(layers) - 1
+        while i >= 1:
+            layer = layers[i]
+            bn = layers[i - 1]
+            # a batch norm + ReLU pair whose forward ran fused: one fused pass
+            # back (not when the batch norm is the first layer, handled below)
+            if i >= 2 and _L._fusable(bn, layer) and bn._relu is layer:
+                dout = bn.backward_relu(dout)
+                i -= 2
+                continue
             dout = layer.backward(dout)
+            i -= 1
         first = layers[0]
         # The input gradient of the first layer is never used (its input is
         # the data): Affine and Convolution skip computing it, which saves

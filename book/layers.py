@@ -96,7 +96,11 @@ class Relu:
     """Rectified linear unit, ``out = max(x, 0)``; ``dx = dout * (x > 0)``.
 
     ``mask`` is the book's boolean array ``x <= 0`` of the last forward input,
-    computed when read (the kernels need no mask, so none is stored).
+    computed when read (the kernels need no mask, so none is stored). ``x``
+    is that input, or, when a network fused this layer into the batch norm
+    before it (:meth:`BatchNormalization.forward_relu`), this layer's output:
+    ``out <= 0`` exactly where ``x <= 0`` (NaN in both: False), so the mask
+    and the gradient are the same.
     Unlike the book's code, ``backward`` leaves ``dout`` as it is and returns
     a new array.
     """
@@ -306,8 +310,17 @@ class BatchNormalization:
         self.dbeta = None
         self._x = self._mean = self._inv_std = None
         self._train = True
+        self._relu = None
 
     def forward(self, x, train_flg=True):
+        return self.forward_relu(x, train_flg, None)
+
+    def forward_relu(self, x, train_flg, relu):
+        """:meth:`forward`, then ``relu.forward`` (``relu`` a :class:`Relu`)
+        in the same pass: returns the ReLU's output, which becomes ``relu``'s
+        state. The values are bitwise those of the two calls; one kernel call
+        and one pass over memory fewer (how numbanet.book's networks run a
+        batch norm followed by a ReLU). ``relu=None`` is :meth:`forward`."""
         gamma = self.gamma
         dt = _param_dtype(gamma)
         x = _cast(x, dt)
@@ -319,13 +332,29 @@ class BatchNormalization:
         train = bool(train_flg)
         out, mean, inv_std, rm, rv = self.ops.batchnorm_forward(
             x2, _cast(gamma, dt), _cast(self.beta, dt), _cast(self.running_mean, dt),
-            _cast(self.running_var, dt), self.momentum, BN_EPS, train, unbiased=False,
+            _cast(self.running_var, dt), self.momentum, BN_EPS, train, unbiased=False, relu=relu is not None,
         )
         if train:
             self.running_mean, self.running_var = rm, rv
             self.batch_size = x2.shape[0]
         self._x, self._mean, self._inv_std, self._train = x2, mean, inv_std, train
-        return out.reshape(self.input_shape)
+        out = out.reshape(self.input_shape)
+        self._relu = relu
+        if relu is not None:
+            relu.x = out
+        return out
+
+    def backward_relu(self, dout):
+        """``backward(relu.backward(dout))`` in one pass, after
+        :meth:`forward_relu` with that ``relu``: ``dout`` is the gradient of
+        the ReLU's output."""
+        x2 = self._x
+        r2 = self._relu.x.reshape(x2.shape)
+        dout = _cast(dout, x2.dtype).reshape(x2.shape)
+        dx, self.dgamma, self.dbeta = self.ops.batchnorm_backward(
+            dout, x2, _cast(self.gamma, x2.dtype), self._mean, self._inv_std, self._train, relu_out=r2
+        )
+        return dx.reshape(self.input_shape)
 
     def backward(self, dout):
         x2 = self._x
@@ -422,3 +451,10 @@ class Pooling:
 #: The layer classes above, whose ``backward`` stores new gradient arrays on
 #: every call (subclasses may not: they are not listed).
 OWN_LAYERS = frozenset({Relu, Sigmoid, Affine, SoftmaxWithLoss, Dropout, BatchNormalization, Convolution, Pooling})
+
+
+def _fusable(layer, nxt):
+    """Whether a network runs ``layer`` and the ``nxt`` layer after it as one
+    fused batch norm + ReLU pass: exactly these two numbanet.book types (a
+    subclass or a user's layer may do anything in ``forward``)."""
+    return type(layer) is BatchNormalization and type(nxt) is Relu

@@ -258,14 +258,15 @@ def _bn_forward(shape, train, **extra):
     return make
 
 
-def _bn_backward(shape, train):
+def _bn_backward(shape, train, relu=False):
     def make(dt, rng):
-        kw = _bn_forward(shape, train)(dt, rng)
+        kw = _bn_forward(shape, train, relu=relu)(dt, rng)
         from .batchnorm import batchnorm_forward
 
-        _, mean, inv_std, _, _ = batchnorm_forward(**kw)
+        y, mean, inv_std, _, _ = batchnorm_forward(**kw)
+        extra = {"relu_out": y} if relu else {}
         return {"dy": randn(rng, shape, dt), "x": kw["x"], "gamma": kw["gamma"], "mean": mean,
-                "inv_std": inv_std, "train": train}
+                "inv_std": inv_std, "train": train, **extra}
 
     return make
 
@@ -305,9 +306,11 @@ EXAMPLES = {
     "book_adam_step_foreach": [_book_adam_foreach],
     "batchnorm_forward": [_bn_forward((4, 3), True), _bn_forward((2, 3, 2, 3), True), _bn_forward((2, 3, 2, 3), False),
                           # the book's running variance (biased), with its batch of one
-                          _bn_forward((1, 3), True, unbiased=False)],
+                          _bn_forward((1, 3), True, unbiased=False),
+                          # fused with the ReLU after it (numbanet.book's networks)
+                          _bn_forward((4, 3), True, unbiased=False, relu=True)],
     "batchnorm_backward": [_bn_backward((4, 3), True), _bn_backward((2, 3, 2, 3), True),
-                           _bn_backward((2, 3, 2, 3), False)],
+                           _bn_backward((2, 3, 2, 3), False), _bn_backward((4, 3), True, relu=True)],
 }
 
 

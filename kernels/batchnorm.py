@@ -121,8 +121,10 @@ def _column_block(blk, c):
 
 
 @jit(external=True)
-def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi):
+def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi, relu):
+    # relu: y = relu(normalised), relu_forward's expression on each value
     n, c, s = x.shape
+    zero = x.dtype.type(0)
     for ch in range(lo, hi):
         mu = mean[ch]
         inv = inv_std[ch]
@@ -131,25 +133,29 @@ def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, 
         for i in range(n):
             xr, yr = x[i, ch], y[i, ch]
             for k in range(s):
-                yr[k] = (xr[k] - mu) * inv * g + b
+                v = (xr[k] - mu) * inv * g + b
+                yr[k] = zero if relu and v <= zero else v
 
 
 @jit(external=True)
-def _batchnorm_forward_normalize_columns(x, mean, inv_std, gamma, beta, y, lo, hi):
+def _batchnorm_forward_normalize_columns(x, mean, inv_std, gamma, beta, y, lo, hi, relu):
     mean_, inv_, g_, b_ = mean[lo:hi], inv_std[lo:hi], gamma[lo:hi], beta[lo:hi]
+    zero = x.dtype.type(0)
     for i in range(x.shape[0]):
         xr, yr = x[i][lo:hi], y[i][lo:hi]
         for j in range(hi - lo):
-            yr[j] = (xr[j] - mean_[j]) * inv_[j] * g_[j] + b_[j]
+            v = (xr[j] - mean_[j]) * inv_[j] * g_[j] + b_[j]
+            yr[j] = zero if relu and v <= zero else v
 
 
 @jit(parallel=True)
-def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, train, unbiased):
+def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, train, unbiased, relu):
     """The whole forward pass on x (N, C, S), one call: statistics (training)
     or ``1/sqrt(running_var + eps)`` (inference), the running statistics'
     update, and ``y = (x - mean) * inv_std * gamma + beta`` in x's dtype.
     Returns ``y, mean, inv_std, new_running_mean, new_running_var`` (the last
-    two only meaningful in training)."""
+    two only meaningful in training). ``relu``: ``y`` is ReLU'd as it is
+    written."""
     n, c, s = x.shape
     dt = x.dtype.type
     mean = np.empty(c, x.dtype)
@@ -188,23 +194,26 @@ def _batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps,
     if s == 1:
         x2, y2 = x.reshape(n, c), y.reshape(n, c)
         if serial:
-            _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, np.int64(0), c)
+            _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, np.int64(0), c, relu)
         else:
             for blk in prange(_column_blocks(c)):
                 lo, hi = _column_block(blk, c)
-                _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, lo, hi)
+                _batchnorm_forward_normalize_columns(x2, mean, inv_std, gamma, beta, y2, lo, hi, relu)
     elif serial:
-        _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(0), c)
+        _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(0), c, relu)
     else:
         for ch in prange(c):
-            _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(ch), np.int64(ch) + 1)
+            _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, np.int64(ch), np.int64(ch) + 1, relu)
     return y, mean, inv_std, new_rm, new_rv
 
 
 @jit(external=True)
-def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
+def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi, r, relu):
+    # relu: dy is first masked by the fused forward's output r, relu_backward's
+    # expression on each value (r is not read otherwise)
     n, c, s = x.shape
     m = n * s
+    zero = x.dtype.type(0)
     acc_dy = np.empty(s)
     acc_dy_xhat = np.empty(s)
     for ch in range(lo, hi):
@@ -215,9 +224,11 @@ def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma,
         acc_dy_xhat[:] = 0.0
         for i in range(n):
             xr, dyr = x[i, ch], dy[i, ch]
+            rr = r[i, ch] if relu else xr
             for k in range(s):
-                acc_dy[k] += dyr[k]
-                acc_dy_xhat[k] += dyr[k] * ((xr[k] - mu) * inv)
+                d = dyr[k] if not relu or rr[k] > zero else zero
+                acc_dy[k] += d
+                acc_dy_xhat[k] += d * ((xr[k] - mu) * inv)
         dbeta[ch] = _ordered_sum(acc_dy)
         dgamma[ch] = _ordered_sum(acc_dy_xhat)
         scale = gamma[ch] * inv
@@ -228,31 +239,38 @@ def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma,
             b = dgamma[ch] * (scale / x.dtype.type(m))
             for i in range(n):
                 xr, dyr, dxr = x[i, ch], dy[i, ch], dx[i, ch]
+                rr = r[i, ch] if relu else xr
                 for k in range(s):
                     xhat = (xr[k] - mu) * inv
-                    dxr[k] = dyr[k] * scale - (a + xhat * b)
+                    d = dyr[k] if not relu or rr[k] > zero else zero
+                    dxr[k] = d * scale - (a + xhat * b)
         else:
             for i in range(n):
                 dyr, dxr = dy[i, ch], dx[i, ch]
+                rr = r[i, ch] if relu else dyr
                 for k in range(s):
-                    dxr[k] = dyr[k] * scale
+                    d = dyr[k] if not relu or rr[k] > zero else zero
+                    dxr[k] = d * scale
 
 
 @jit(external=True)
-def _batchnorm_backward_columns(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi):
+def _batchnorm_backward_columns(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, hi, r, relu):
     # x, dy, dx are (N, C): the arithmetic of _batchnorm_backward_channels,
     # columns lo:hi side by side (indices from 0, as the forward's).
     n = x.shape[0]
     dt = x.dtype.type
+    zero = dt(0)
     w = hi - lo
     mean_, inv_ = mean[lo:hi], inv_std[lo:hi]
     sum_dy = np.zeros(w)
     sum_dy_xhat = np.zeros(w)
     for i in range(n):
         xr, dyr = x[i][lo:hi], dy[i][lo:hi]
+        rr = r[i][lo:hi] if relu else xr
         for j in range(w):
-            sum_dy[j] += dyr[j]
-            sum_dy_xhat[j] += dyr[j] * ((xr[j] - mean_[j]) * inv_[j])
+            d = dyr[j] if not relu or rr[j] > zero else zero
+            sum_dy[j] += d
+            sum_dy_xhat[j] += d * ((xr[j] - mean_[j]) * inv_[j])
     dgamma_, dbeta_, gamma_ = dgamma[lo:hi], dbeta[lo:hi], gamma[lo:hi]
     scale = np.empty(w, x.dtype)
     a = np.empty(w, x.dtype)
@@ -265,37 +283,40 @@ def _batchnorm_backward_columns(dy, x, gamma, mean, inv_std, train, dx, dgamma, 
         b[j] = dgamma_[j] * (scale[j] / dt(n))
     for i in range(n):
         xr, dyr, dxr = x[i][lo:hi], dy[i][lo:hi], dx[i][lo:hi]
+        rr = r[i][lo:hi] if relu else xr
         if train:
             for j in range(w):
                 xhat = (xr[j] - mean_[j]) * inv_[j]
-                dxr[j] = dyr[j] * scale[j] - (a[j] + xhat * b[j])
+                d = dyr[j] if not relu or rr[j] > zero else zero
+                dxr[j] = d * scale[j] - (a[j] + xhat * b[j])
         else:
             for j in range(w):
-                dxr[j] = dyr[j] * scale[j]
+                d = dyr[j] if not relu or rr[j] > zero else zero
+                dxr[j] = d * scale[j]
 
 
 @jit(parallel=True)
-def _batchnorm_backward(dy, x, gamma, mean, inv_std, train):
+def _batchnorm_backward(dy, x, gamma, mean, inv_std, train, r, relu):
     n, c, s = x.shape
     dx = np.empty_like(x)
     dgamma = np.empty(c, x.dtype)
     dbeta = np.empty(c, x.dtype)
     if s == 1:
-        x2, dy2, dx2 = x.reshape(n, c), dy.reshape(n, c), dx.reshape(n, c)
+        x2, dy2, dx2, r2 = x.reshape(n, c), dy.reshape(n, c), dx.reshape(n, c), r.reshape(n, c)
         if x.size < BATCHNORM_PARALLEL_MIN:
-            _batchnorm_backward_columns(dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, np.int64(0), c)
+            _batchnorm_backward_columns(dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, np.int64(0), c, r2, relu)
         else:
             for blk in prange(_column_blocks(c)):
                 lo, hi = _column_block(blk, c)
                 _batchnorm_backward_columns(
-                    dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, lo, hi
+                    dy2, x2, gamma, mean, inv_std, train, dx2, dgamma, dbeta, lo, hi, r2, relu
                 )
     elif x.size < BATCHNORM_PARALLEL_MIN:
-        _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, np.int64(0), c)
+        _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, np.int64(0), c, r, relu)
     else:
         for ch in prange(c):
             lo = np.int64(ch)
-            _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, lo + 1)
+            _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma, dbeta, lo, lo + 1, r, relu)
     return dx, dgamma, dbeta
 
 
@@ -361,7 +382,7 @@ def _bool_param(fn, name, value):
 
 @kernel_op
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-5, train=True,
-                      *, unbiased=True):
+                      *, unbiased=True, relu=False):
     """Batch normalization forward pass.
 
     Parameters
@@ -387,11 +408,16 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
         ``var * M / (M - 1)`` (True, as PyTorch; needs ``M >= 2`` in training)
         or the biased ``var`` itself (False, as the book; ``M = 1`` allowed,
         its variance is 0).
+    relu : bool, keyword-only
+        Return ``relu(y)`` instead of ``y``: a ReLU layer after the batch
+        norm fused into the same pass, bitwise :func:`relu_forward` of ``y``.
+        Give that output to :func:`batchnorm_backward` as ``relu_out``.
 
     Returns
     -------
     y : ndarray, same shape as ``x``
-        ``y = (x - mean) * inv_std * gamma + beta`` per channel.
+        ``y = (x - mean) * inv_std * gamma + beta`` per channel (``relu``:
+        ``0`` where that is ``<= 0``).
     mean : ndarray, shape (C,)
         The mean used: ``mu = sum(x) / M`` (train) or ``running_mean``.
     inv_std : ndarray, shape (C,)
@@ -414,6 +440,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
     eps = _float_param(fn, "eps", eps, 0.0, np.inf, lo_open=True)
     train = _bool_param(fn, "train", train)
     unbiased = _bool_param(fn, "unbiased", unbiased)
+    relu = _bool_param(fn, "relu", relu)
     if train and n * s < (2 if unbiased else 1):
         raise ValueError(
             f"{fn}: training needs {'more than 1 value' if unbiased else 'a value'} per channel "
@@ -421,7 +448,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
         )
     eps = x.dtype.type(eps)  # added in x's dtype, as NumPy's running_var + eps
     y, mean, inv_std, new_rm, new_rv = _batchnorm_forward(
-        x3, gamma, beta, running_mean, running_var, momentum, eps, train, unbiased
+        x3, gamma, beta, running_mean, running_var, momentum, eps, train, unbiased, relu
     )
     if not train:
         mean, new_rm, new_rv = running_mean, running_mean, running_var
@@ -429,7 +456,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
 
 
 @kernel_op
-def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True):
+def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True, *, relu_out=None):
     """Batch normalization backward pass.
 
     Parameters
@@ -444,6 +471,10 @@ def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True):
     train : bool
         Whether the forward pass used batch statistics (then ``mean`` and
         ``inv_std`` depend on ``x``) or running statistics (constants).
+    relu_out : ndarray like ``x``, or None, keyword-only
+        The output of a forward pass with ``relu=True``: ``dy`` is then the
+        gradient of that output, and is first masked as
+        :func:`relu_backward` does (``dy`` where ``relu_out > 0``, else 0).
 
     Returns
     -------
@@ -466,5 +497,13 @@ def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True):
     c = x3.shape[1]
     gamma, mean, inv_std = _per_channel(fn, c, x.dtype, _BACKWARD_VECTORS, gamma, mean, inv_std)
     train = _bool_param(fn, "train", train)
-    dx, dgamma, dbeta = _batchnorm_backward(dy.reshape(x3.shape), x3, gamma, mean, inv_std, train)
+    r3 = x3
+    if relu_out is not None:
+        relu_out, r3 = _as_ncs(fn, "relu_out", relu_out)
+        if relu_out.dtype != x.dtype:
+            v.same_dtype(fn, x=x, relu_out=relu_out)
+        if relu_out.shape != x.shape:
+            v.shape(fn, "relu_out", relu_out, x.shape, "the shape of x")
+    dx, dgamma, dbeta = _batchnorm_backward(dy.reshape(x3.shape), x3, gamma, mean, inv_std, train, r3,
+                                            relu_out is not None)
     return dx.reshape(x.shape), dgamma, dbeta

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from .activation import relu_backward, relu_forward
+
 
 def _axes(x):
     """Reduction axes and the shape that broadcasts a (C,) vector against x."""
@@ -11,13 +13,14 @@ def _axes(x):
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-5, train=True,
-                      *, unbiased=True):
+                      *, unbiased=True, relu=False):
     """Return ``(y, mean, inv_std, new_running_mean, new_running_var)``.
 
     Train: batch mean and biased variance over all axes but the channel; the
     running statistics move towards the batch mean and the *unbiased*
     variance (the biased one with ``unbiased=False``) with the book's
-    ``momentum``. Inference: running statistics.
+    ``momentum``. Inference: running statistics. ``relu``: ``y`` goes
+    through :func:`relu_forward`.
     """
     axes, bshape = _axes(x)
     dt = x.dtype.type
@@ -36,11 +39,15 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, e
         new_rm, new_rv = running_mean, running_var
     xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
     y = xhat * gamma.reshape(bshape) + beta.reshape(bshape)
-    return y, mean, inv_std, new_rm, new_rv
+    return relu_forward(y) if relu else y, mean, inv_std, new_rm, new_rv
 
 
-def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True):
-    """Return ``(dx, dgamma, dbeta)``; see :func:`batchnorm_forward`."""
+def batchnorm_backward(dy, x, gamma, mean, inv_std, train=True, *, relu_out=None):
+    """Return ``(dx, dgamma, dbeta)``; see :func:`batchnorm_forward`. With
+    ``relu_out`` (a ``relu=True`` forward's output), ``dy`` first goes
+    through :func:`relu_backward` against it."""
+    if relu_out is not None:
+        dy = relu_backward(dy, relu_out)
     axes, bshape = _axes(x)
     m = x.size // x.shape[1] if x.size else 0
     xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)

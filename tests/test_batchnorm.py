@@ -140,3 +140,43 @@ def test_batchnorm_bad_input(K, rng):
     K.batchnorm_forward(x[:1], **ok, train=False)  # inference on one sample is fine
     with pytest.raises(ValueError, match="dy must have shape"):
         K.batchnorm_backward(np.ones((4, 2)), x, np.ones(3), np.zeros(3), np.ones(3))
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", SHAPES + [(300, 100), (8, 16, 32, 32)])  # the last two: the parallel paths
+def test_batchnorm_relu_fused_is_bitwise_the_two_ops(K, R, close, dtype, rng, shape, train):
+    """``relu=True`` forward is ``relu_forward`` of the plain output, and the
+    backward with ``relu_out`` is the plain backward of ``relu_backward``'s
+    gradient: the same bits, NaN included (a NaN column stays NaN forward and
+    gets no gradient back, as through the two ops). The NumPy twin agrees."""
+    x, gamma, beta, rm, rv, dy = _inputs(rng, shape, dtype)
+    if shape[1] > 1:
+        x.reshape(shape[0], shape[1], -1)[:, -1, 0] = np.nan
+    plain = K.batchnorm_forward(x, gamma, beta, rm, rv, 0.9, 1e-5, train, unbiased=False)
+    fused = K.batchnorm_forward(x, gamma, beta, rm, rv, 0.9, 1e-5, train, unbiased=False, relu=True)
+    r = K.relu_forward(plain[0])
+    assert np.isnan(r).any() == (shape[1] > 1) and ((r == 0).any() or x.size < 8)
+    np.testing.assert_array_equal(fused[0], r)
+    for got, want in zip(fused[1:], plain[1:]):
+        np.testing.assert_array_equal(got, want)
+    want = K.batchnorm_backward(K.relu_backward(dy, r), x, gamma, plain[1], plain[2], train)
+    got = K.batchnorm_backward(dy, x, gamma, fused[1], fused[2], train, relu_out=fused[0])
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    ok = ~np.isnan(r)
+    rf = R.batchnorm_forward(x, gamma, beta, rm, rv, 0.9, 1e-5, train, unbiased=False, relu=True)
+    close(fused[0][ok], rf[0][ok], what="y")
+    rb = R.batchnorm_backward(dy, x, gamma, rf[1], rf[2], train, relu_out=rf[0])
+    keep = ~np.isnan(rb[0]) & ~np.isnan(got[0])
+    close(got[0][keep], rb[0][keep], what="dx")
+
+
+def test_batchnorm_relu_out_is_checked(K, rng):
+    x, gamma, beta, rm, rv, dy = _inputs(rng, (4, 3), np.float64)
+    y, mean, inv_std, _, _ = K.batchnorm_forward(x, gamma, beta, rm, rv, relu=True)
+    with pytest.raises(ValueError, match="relu_out"):
+        K.batchnorm_backward(dy, x, gamma, mean, inv_std, relu_out=y[:3])
+    with pytest.raises(TypeError, match="relu_out"):
+        K.batchnorm_backward(dy, x, gamma, mean, inv_std, relu_out=y.astype(np.float32))
+    with pytest.raises(TypeError, match="relu"):
+        K.batchnorm_forward(x, gamma, beta, rm, rv, relu="yes")

@@ -360,3 +360,66 @@ def test_backend_argument_runs_the_network_and_optimizer_on_the_reference(rng, n
     for k in g_k:
         np.testing.assert_allclose(g_k[k], g_r[k], rtol=1e-9, atol=1e-12, err_msg=k)
         np.testing.assert_allclose(p_k[k], p_r[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_fused_batch_norm_and_relu_change_nothing(monkeypatch, rng, dropout):
+    """MultiLayerNetExtend runs each BatchNormalization + Relu pair as one
+    fused pass forward and back. Against the same network with fusion off:
+    the same loss, gradients, running statistics and ``Relu.mask`` bits; and
+    the pairs did run fused (one batch-norm call, no ReLU call, per pair)."""
+    import numbanet.book.layers as L
+    from numbanet import kernels
+
+    def run(fuse):
+        if not fuse:
+            monkeypatch.setattr(L, "_fusable", lambda layer, nxt: False)
+        np.random.seed(SEED)
+        net = MultiLayerNetExtend(6, [5, 4], 3, use_batchnorm=True, use_dropout=dropout)
+        x, t = _data(np.random.default_rng(0), (6,))
+        calls = {"relu_forward": 0, "relu_backward": 0, "batchnorm_forward": 0}
+        for op in calls:
+            def counted(*a, _op=getattr(kernels, op), _name=op, **k):
+                calls[_name] += 1
+                return _op(*a, **k)
+            monkeypatch.setattr(kernels, op, counted)
+        np.random.seed(SEED + 1)
+        grads = net.gradient(x, t)
+        monkeypatch.undo()
+        bns = [net.layers[f"BatchNorm{i}"] for i in (1, 2)]
+        relus = [net.layers[f"Activation_function{i}"] for i in (1, 2)]
+        return (net.last_layer.loss, grads, [(b.running_mean, b.running_var) for b in bns],
+                [r.mask for r in relus], calls)
+
+    loss, grads, stats, masks, calls = run(True)
+    loss0, grads0, stats0, masks0, calls0 = run(False)
+    assert calls == {"relu_forward": 0, "relu_backward": 0, "batchnorm_forward": 2}
+    assert calls0 == {"relu_forward": 2, "relu_backward": 2, "batchnorm_forward": 2}
+    assert loss == loss0
+    for k in grads0:
+        np.testing.assert_array_equal(grads[k], grads0[k], err_msg=k)
+    for a, b in zip(stats + masks, stats0 + masks0):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_users_relu_after_a_batch_norm_is_not_fused(rng):
+    """Only numbanet.book's own Relu fuses: a subclass's forward and backward run."""
+    import numbanet.book.layers as L
+
+    class LoudRelu(L.Relu):
+        calls = 0
+
+        def forward(self, x):
+            LoudRelu.calls += 1
+            return super().forward(x)
+
+        def backward(self, dout):
+            LoudRelu.calls += 1
+            return super().backward(dout)
+
+    np.random.seed(SEED)
+    net = MultiLayerNetExtend(6, [5, 4], 3, use_batchnorm=True)
+    net.layers["Activation_function1"] = LoudRelu()
+    x, t = _data(rng, (6,))
+    net.gradient(x, t)
+    assert LoudRelu.calls == 2
