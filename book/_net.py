@@ -89,8 +89,28 @@ class BookNet:
 
     def predict(self, x):
         """Scores before the softmax, shape (N, output_size): every layer in order."""
-        for layer in self._layer_list():
-            x = layer.forward(x)
+        return self._forward_layers(x)
+
+    def _forward_layers(self, x, train_flg=None):
+        """Every layer's ``forward`` in order; with ``train_flg``, layers named
+        Dropout* or BatchNorm* get it (MultiLayerNetExtend's rule, the book's).
+
+        A numbanet.book Affine or BatchNormalization followed by a
+        numbanet.book Relu runs as one fused pass (``forward_relu``: the same
+        values, one kernel call and one pass over memory fewer);
+        :meth:`_backprop` runs the pair back in one call too."""
+        items = list(self.layers.items()) if isinstance(self.layers, dict) else [("", lay) for lay in self.layers]
+        i = 0
+        while i < len(items):
+            key, layer = items[i]
+            nxt = items[i + 1][1] if i + 1 < len(items) else None
+            args = (train_flg,) if train_flg is not None and ("Dropout" in key or "BatchNorm" in key) else ()
+            if _L._fusable(layer, nxt):
+                x = layer.forward_relu(x, nxt, *args)
+                i += 2
+            else:
+                x = layer.forward(x, *args)
+                i += 1
         return x
 
     def loss(self, x, t):
@@ -123,23 +143,31 @@ class BookNet:
         layers = self._layer_list()
         dout = loss_layer.backward(1)
         i = len(layers) - 1
+        fused = False
         while i >= 1:
-            layer = layers[i]
-            bn = layers[i - 1]
-            # a batch norm + ReLU pair whose forward ran fused: one fused pass
-            # back (not when the batch norm is the first layer, handled below)
-            if i >= 2 and _L._fusable(bn, layer) and bn._relu is layer:
-                dout = bn.backward_relu(dout)
+            layer, prev = layers[i], layers[i - 1]
+            # a pair whose forward ran fused goes back in one call
+            fused = _L._fusable(prev, layer) and prev._relu is layer
+            if fused and i == 1:
+                break  # the first layer's, below
+            if fused:
+                dout = prev.backward_relu(dout)
                 i -= 2
-                continue
-            dout = layer.backward(dout)
-            i -= 1
+            else:
+                dout = layer.backward(dout)
+                i -= 1
         first = layers[0]
         # The input gradient of the first layer is never used (its input is
         # the data): Affine and Convolution skip computing it, which saves
         # the largest product of a ConvNet's backward pass. Same parameter
         # gradients either way.
-        if self.skip_first_dx and isinstance(first, (_L.Affine, _L.Convolution)):
+        skip = self.skip_first_dx and isinstance(first, (_L.Affine, _L.Convolution))
+        if fused and i == 1:
+            if skip:
+                first.backward_relu(dout, need_dx=False)
+            else:
+                first.backward_relu(dout)
+        elif skip:
             first.backward(dout, need_dx=False)
         else:
             first.backward(dout)

@@ -98,7 +98,7 @@ class Relu:
     ``mask`` is the book's boolean array ``x <= 0`` of the last forward input,
     computed when read (the kernels need no mask, so none is stored). ``x``
     is that input, or, when a network fused this layer into the batch norm
-    before it (:meth:`BatchNormalization.forward_relu`), this layer's output:
+    before it (:meth:`Affine.forward_relu`, :meth:`BatchNormalization.forward_relu`), this layer's output:
     ``out <= 0`` exactly where ``x <= 0`` (NaN in both: False), so the mask
     and the gradient are the same.
     Unlike the book's code, ``backward`` leaves ``dout`` as it is and returns
@@ -166,13 +166,36 @@ class Affine:
         self.original_x_shape = None
         self.dW = None
         self.db = None
+        self._relu = None
 
     def forward(self, x):
+        return self.forward_relu(x, None)
+
+    def forward_relu(self, x, relu):
+        """:meth:`forward`, then ``relu.forward`` (``relu`` a :class:`Relu`)
+        in the same pass: returns the ReLU's output, which becomes ``relu``'s
+        state; bitwise the two calls (how numbanet.book's networks run an
+        Affine followed by a ReLU). ``relu=None`` is :meth:`forward`."""
         x, W, b = _input_and_weights(self, x, self.W.shape[1])
         self.original_x_shape = x.shape
         x = x.reshape(x.shape[0], -1)
         self.x = x
-        return self.ops.affine_forward(x, W, b)
+        self._relu = relu
+        if relu is None:
+            return self.ops.affine_forward(x, W, b)
+        out = self.ops.affine_forward(x, W, b, relu=True)
+        relu.x = out
+        return out
+
+    def backward_relu(self, dout, need_dx=True):
+        """``backward(relu.backward(dout), need_dx)`` in one call, after
+        :meth:`forward_relu` with that ``relu``: ``dout`` is the gradient of
+        the ReLU's output."""
+        x = self.x
+        dx, self.dW, self.db = self.ops.affine_backward(
+            _cast(dout, x.dtype), x, _cast(self.W, x.dtype), need_dx=need_dx, relu_out=self._relu.x
+        )
+        return dx.reshape(self.original_x_shape) if need_dx else None
 
     def backward(self, dout, need_dx=True):
         """Store ``dW``, ``db``; return ``dx`` (``None`` with ``need_dx=False``,
@@ -313,9 +336,9 @@ class BatchNormalization:
         self._relu = None
 
     def forward(self, x, train_flg=True):
-        return self.forward_relu(x, train_flg, None)
+        return self.forward_relu(x, None, train_flg)
 
-    def forward_relu(self, x, train_flg, relu):
+    def forward_relu(self, x, relu, train_flg=True):
         """:meth:`forward`, then ``relu.forward`` (``relu`` a :class:`Relu`)
         in the same pass: returns the ReLU's output, which becomes ``relu``'s
         state. The values are bitwise those of the two calls; one kernel call
@@ -455,6 +478,7 @@ OWN_LAYERS = frozenset({Relu, Sigmoid, Affine, SoftmaxWithLoss, Dropout, BatchNo
 
 def _fusable(layer, nxt):
     """Whether a network runs ``layer`` and the ``nxt`` layer after it as one
-    fused batch norm + ReLU pass: exactly these two numbanet.book types (a
-    subclass or a user's layer may do anything in ``forward``)."""
-    return type(layer) is BatchNormalization and type(nxt) is Relu
+    fused pass: an Affine or a BatchNormalization followed by a Relu, exactly
+    these numbanet.book types (a subclass or a user's layer may do anything
+    in ``forward``)."""
+    return type(nxt) is Relu and (type(layer) is Affine or type(layer) is BatchNormalization)

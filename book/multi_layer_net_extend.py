@@ -70,25 +70,9 @@ class MultiLayerNetExtend(BookNet):
     def predict(self, x, train_flg=False):
         """Scores before the softmax; ``train_flg`` switches dropout and batch norm to training mode.
 
-        A numbanet.book BatchNormalization followed by a numbanet.book Relu
-        runs as one fused pass (:meth:`~numbanet.book.layers.BatchNormalization.forward_relu`,
-        the same values); layers of other types run one by one."""
-        items = list(self.layers.items())
-        i = 0
-        while i < len(items):
-            key, layer = items[i]
-            # the book's rule: layers named Dropout* or BatchNorm* take the flag
-            if "Dropout" in key or "BatchNorm" in key:
-                nxt = items[i + 1][1] if i + 1 < len(items) else None
-                if _L._fusable(layer, nxt):
-                    x = layer.forward_relu(x, train_flg, nxt)
-                    i += 2
-                    continue
-                x = layer.forward(x, train_flg)
-            else:
-                x = layer.forward(x)
-            i += 1
-        return x
+        Layers named Dropout* or BatchNorm* get ``train_flg`` (the book's
+        rule); see :meth:`BookNet._forward_layers` for the fused pairs."""
+        return self._forward_layers(x, train_flg)
 
     def loss(self, x, t, train_flg=False):
         """Softmax cross-entropy plus ``0.5 * lambda * sum(W ** 2)`` over the weights."""

@@ -38,6 +38,15 @@ def _affine_backward(dt, rng):
     return {"dy": randn(rng, (2, 4), dt), "x": randn(rng, (2, 3, 2), dt), "w": randn(rng, (6, 4), dt)}
 
 
+def _affine_forward_relu(dt, rng):
+    return {**_affine_forward(dt, rng), "relu": True}
+
+
+def _affine_backward_relu(dt, rng):
+    # relu_out: a fused forward's output (zeros and positives)
+    return {**_affine_backward(dt, rng), "relu_out": np.maximum(randn(rng, (2, 4), dt), 0)}
+
+
 def _unary(name):
     return lambda dt, rng: {name: randn(rng, (2, 3, 4), dt)}
 
@@ -273,8 +282,8 @@ def _bn_backward(shape, train, relu=False):
 
 #: op name -> list of example builders ``(dtype, rng) -> kwargs``.
 EXAMPLES = {
-    "affine_forward": [_affine_forward],
-    "affine_backward": [_affine_backward],
+    "affine_forward": [_affine_forward, _affine_forward_relu],
+    "affine_backward": [_affine_backward, _affine_backward_relu],
     "relu_forward": [_unary("x")],
     "relu_backward": [_binary("dy", "x")],
     "sigmoid_forward": [_unary("x")],

@@ -102,14 +102,29 @@ def _matmul_pair(a1, ta1, b1, tb1, c1, a2, ta2, b2, tb2, c2, threads):
 
 
 @jit()
-def _add_bias(y, b):
+def _add_bias(y, b, relu):
     # In place on the product while it is the freshest thing in cache; a
-    # serial loop because it costs ~1% of the product it follows.
+    # serial loop because it costs ~1% of the product it follows. relu: the
+    # ReLU after the layer, relu_forward's expression on each value.
     n, m = y.shape
+    zero = y.dtype.type(0)
     for i in range(n):
         for j in range(m):
-            y[i, j] += b[j]
+            v = y[i, j] + b[j]
+            y[i, j] = zero if relu and v <= zero else v
     return y
+
+
+@jit()
+def _relu_masked(dy, r):
+    """relu_backward(dy, r): the gradient of a fused forward's pre-ReLU output."""
+    n, m = dy.shape
+    zero = dy.dtype.type(0)
+    out = np.empty_like(dy)
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = dy[i, j] if r[i, j] > zero else zero
+    return out
 
 
 @jit()
@@ -126,17 +141,20 @@ def _column_sums(dy):
 
 @links_gemm("gemm_block")  # _matmul's code, and so its GEMM calls, are compiled in
 @jit()
-def _affine_forward(x2d, w, b, threads):
+def _affine_forward(x2d, w, b, threads, relu):
     # One dispatch from Python for the product and the bias: at the sizes of
     # the book's small MLPs the call overhead is a large share of the layer.
     y = np.empty((x2d.shape[0], w.shape[1]), x2d.dtype)
-    return _add_bias(_matmul(x2d, np.bool_(False), w, np.bool_(False), y, threads), b)
+    return _add_bias(_matmul(x2d, np.bool_(False), w, np.bool_(False), y, threads), b, relu)
 
 
 @links_gemm("gemm_block")
 @jit()
-def _affine_backward(dy, x2d, w, need_dx, threads):
-    # dx, dw and db in one dispatch (dx is (0, 0) when not needed).
+def _affine_backward(dy, x2d, w, need_dx, threads, r, relu):
+    # dx, dw and db in one dispatch (dx is (0, 0) when not needed); relu: dy
+    # is the gradient of relu(y), masked first by r (unread otherwise).
+    if relu:
+        dy = _relu_masked(dy, r)
     dx = np.empty((x2d.shape[0], x2d.shape[1]) if need_dx else (0, 0), x2d.dtype)
     dw = np.empty(w.shape, w.dtype)
     if need_dx and threads >= 2 and dy.size * w.shape[0] >= AFFINE_PARALLEL_MIN_MACS:
@@ -158,7 +176,7 @@ def _flatten_x(fn, x):
 
 
 @kernel_op
-def affine_forward(x, w, b):
+def affine_forward(x, w, b, *, relu=False):
     """Affine forward pass ``y = x2d @ w + b``.
 
     Parameters
@@ -170,11 +188,16 @@ def affine_forward(x, w, b):
         Weights.
     b : ndarray, shape (M,)
         Bias.
+    relu : bool, keyword-only
+        Return ``relu(y)``: a ReLU layer after this one fused into the bias
+        pass, bitwise :func:`relu_forward` of ``y``. Give that output to
+        :func:`affine_backward` as ``relu_out``.
 
     Returns
     -------
     y : ndarray, shape (N, M)
-        ``y[n, m] = sum_d x2d[n, d] * w[d, m] + b[m]``, in the inputs' dtype.
+        ``y[n, m] = sum_d x2d[n, d] * w[d, m] + b[m]``, in the inputs' dtype
+        (``relu``: ``0`` where that is ``<= 0``).
     """
     fn = "affine_forward"
     x, x2d = _flatten_x(fn, x)
@@ -189,11 +212,11 @@ def affine_forward(x, w, b):
         v.shape(fn, "w", w, (d, None), f"D={d} from x of shape {x.shape}")
     if b.shape[0] != w.shape[1]:
         v.shape(fn, "b", b, (w.shape[1],), f"M={w.shape[1]} from w")
-    return _affine_forward(x2d, w, b, call_threads())
+    return _affine_forward(x2d, w, b, call_threads(), relu if relu is False else v.bool_param(fn, "relu", relu))
 
 
 @kernel_op
-def affine_backward(dy, x, w, *, need_dx=True):
+def affine_backward(dy, x, w, *, need_dx=True, relu_out=None):
     """Affine backward pass.
 
     Parameters
@@ -206,6 +229,10 @@ def affine_backward(dy, x, w, *, need_dx=True):
         Weights.
     need_dx : bool, keyword-only
         ``False`` skips ``dx`` (returned as ``None``), for a first layer.
+    relu_out : ndarray like ``dy``, or None, keyword-only
+        The output of a forward pass with ``relu=True``: ``dy`` is then the
+        gradient of that output, and is first masked as
+        :func:`relu_backward` does (``dy`` where ``relu_out > 0``, else 0).
 
     Returns
     -------
@@ -228,5 +255,12 @@ def affine_backward(dy, x, w, *, need_dx=True):
     if dy.shape != (n, w.shape[1]):
         v.shape(fn, "dy", dy, (n, w.shape[1]), "(N, M) from x and w")
     need_dx = v.bool_param(fn, "need_dx", need_dx)
-    dx, dw, db = _affine_backward(dy, x2d, w, need_dx, call_threads())
+    r = dy
+    if relu_out is not None:
+        r = v.float_array(fn, "relu_out", relu_out, 2)
+        if r.dtype != dy.dtype:
+            v.same_dtype(fn, dy=dy, relu_out=r)
+        if r.shape != dy.shape:
+            v.shape(fn, "relu_out", r, dy.shape, "the shape of dy")
+    dx, dw, db = _affine_backward(dy, x2d, w, need_dx, call_threads(), r, relu_out is not None)
     return (dx.reshape(x.shape) if need_dx else None), dw, db

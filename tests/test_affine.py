@@ -161,3 +161,43 @@ def test_affine_backward_bad_input(K, shapes, match):
         K.affine_backward(np.ones((4, 3), np.int32), np.ones((4, 5)), np.ones((5, 3)))
     with pytest.raises(TypeError, match="affine_backward: need_dx must be True or False, got str 'no'"):
         K.affine_backward(np.ones((4, 3)), np.ones((4, 5)), np.ones((5, 3)), need_dx="no")
+
+
+@pytest.mark.parametrize("xshape, m", SHAPES + [((100, 784), 100), ((300, 64), 128)])  # the last two split over threads
+def test_affine_relu_fused_is_bitwise_the_two_ops(K, R, close, dtype, rng, xshape, m):
+    """``relu=True`` forward is ``relu_forward`` of the plain output, and the
+    backward with ``relu_out`` is the plain backward of ``relu_backward``'s
+    gradient, with and without dx: the same bits, NaN included. The NumPy
+    twin agrees."""
+    d = int(np.prod(xshape[1:]))
+    x = rng.standard_normal(xshape).astype(dtype)
+    w = rng.standard_normal((d, m)).astype(dtype)
+    b = rng.standard_normal(m).astype(dtype)
+    b[-1] = np.nan
+    plain = K.affine_forward(x, w, b)
+    fused = K.affine_forward(x, w, b, relu=True)
+    r = K.relu_forward(plain)
+    np.testing.assert_array_equal(fused, r)
+    dy = rng.standard_normal(plain.shape).astype(dtype)
+    for need_dx in (True, False):
+        want = K.affine_backward(K.relu_backward(dy, r), x, w, need_dx=need_dx)
+        got = K.affine_backward(dy, x, w, need_dx=need_dx, relu_out=fused)
+        for g, wnt in zip(got, want):
+            assert (g is None and wnt is None) or np.array_equal(g, wnt, equal_nan=True)
+    ok = ~np.isnan(r)
+    close(fused[ok], R.affine_forward(x, w, b, relu=True)[ok], what="y")
+    rb = R.affine_backward(dy, x, w, relu_out=R.affine_forward(x, w, b, relu=True))
+    for g, wnt, what in zip(got[1:], rb[1:], ["dw", "db"]):
+        close(g, wnt, what=what)
+
+
+def test_affine_relu_out_is_checked(K, rng):
+    x, w, b = rng.standard_normal((4, 3)), rng.standard_normal((3, 2)), rng.standard_normal(2)
+    y = K.affine_forward(x, w, b, relu=True)
+    dy = rng.standard_normal(y.shape)
+    with pytest.raises(ValueError, match="relu_out"):
+        K.affine_backward(dy, x, w, relu_out=y[:3])
+    with pytest.raises(TypeError, match="relu_out"):
+        K.affine_backward(dy, x, w, relu_out=y.astype(np.float32))
+    with pytest.raises(TypeError, match="relu"):
+        K.affine_forward(x, w, b, relu="yes")

@@ -362,22 +362,36 @@ def test_backend_argument_runs_the_network_and_optimizer_on_the_reference(rng, n
         np.testing.assert_allclose(p_k[k], p_r[k], rtol=1e-9, atol=1e-12, err_msg=k)
 
 
-@pytest.mark.parametrize("dropout", [False, True])
-def test_fused_batch_norm_and_relu_change_nothing(monkeypatch, rng, dropout):
-    """MultiLayerNetExtend runs each BatchNormalization + Relu pair as one
-    fused pass forward and back. Against the same network with fusion off:
-    the same loss, gradients, running statistics and ``Relu.mask`` bits; and
-    the pairs did run fused (one batch-norm call, no ReLU call, per pair)."""
+FUSED_NETS = {
+    # name: (network, input shape, fused pairs, ReLU layers)
+    "extend_bn": (lambda: MultiLayerNetExtend(6, [5, 4], 3, use_batchnorm=True), (6,), 2, 2),
+    "extend_bn_dropout": (lambda: MultiLayerNetExtend(6, [5, 4], 3, use_batchnorm=True, use_dropout=True), (6,), 2, 2),
+    "extend_plain": (lambda: MultiLayerNetExtend(6, [5, 4], 3), (6,), 2, 2),
+    "two_layer": (lambda: TwoLayerNet(6, 5, 3, weight_init_std=0.1), (6,), 1, 1),
+    "multi_layer": (lambda: MultiLayerNet(6, [5, 4], 3, weight_decay_lambda=0.1), (6,), 2, 2),
+    "simple_conv": (lambda: _tiny_conv(weight_init_std=0.3), (1, 6, 6), 1, 2),  # conv + ReLU stays two calls
+}
+
+
+@pytest.mark.parametrize("name", FUSED_NETS)
+def test_fused_pairs_change_nothing(monkeypatch, name):
+    """The book networks run each Affine or BatchNormalization followed by a
+    Relu as one fused pass forward and back. Against the same network with
+    fusion off: the same loss, gradients, running statistics and
+    ``Relu.mask`` bits; and the pairs did run fused (no ReLU call of their
+    own)."""
     import numbanet.book.layers as L
     from numbanet import kernels
+
+    build, shape, pairs, relus = FUSED_NETS[name]
 
     def run(fuse):
         if not fuse:
             monkeypatch.setattr(L, "_fusable", lambda layer, nxt: False)
         np.random.seed(SEED)
-        net = MultiLayerNetExtend(6, [5, 4], 3, use_batchnorm=True, use_dropout=dropout)
-        x, t = _data(np.random.default_rng(0), (6,))
-        calls = {"relu_forward": 0, "relu_backward": 0, "batchnorm_forward": 0}
+        net = build()
+        x, t = _data(np.random.default_rng(0), shape)
+        calls = {"relu_forward": 0, "relu_backward": 0}
         for op in calls:
             def counted(*a, _op=getattr(kernels, op), _name=op, **k):
                 calls[_name] += 1
@@ -386,19 +400,20 @@ def test_fused_batch_norm_and_relu_change_nothing(monkeypatch, rng, dropout):
         np.random.seed(SEED + 1)
         grads = net.gradient(x, t)
         monkeypatch.undo()
-        bns = [net.layers[f"BatchNorm{i}"] for i in (1, 2)]
-        relus = [net.layers[f"Activation_function{i}"] for i in (1, 2)]
-        return (net.last_layer.loss, grads, [(b.running_mean, b.running_var) for b in bns],
-                [r.mask for r in relus], calls)
+        layers = net._layer_list()
+        stats = [(b.running_mean, b.running_var) for b in layers if isinstance(b, L.BatchNormalization)]
+        masks = [r.mask for r in layers if isinstance(r, L.Relu)]
+        return net._loss_layer().loss, grads, stats + masks, calls
 
-    loss, grads, stats, masks, calls = run(True)
-    loss0, grads0, stats0, masks0, calls0 = run(False)
-    assert calls == {"relu_forward": 0, "relu_backward": 0, "batchnorm_forward": 2}
-    assert calls0 == {"relu_forward": 2, "relu_backward": 2, "batchnorm_forward": 2}
+    loss, grads, state, calls = run(True)
+    loss0, grads0, state0, calls0 = run(False)
+    assert calls0 == {"relu_forward": relus, "relu_backward": relus}
+    assert calls == {"relu_forward": relus - pairs, "relu_backward": relus - pairs}
     assert loss == loss0
     for k in grads0:
         np.testing.assert_array_equal(grads[k], grads0[k], err_msg=k)
-    for a, b in zip(stats + masks, stats0 + masks0):
+    assert len(state) == len(state0) > 0
+    for a, b in zip(state, state0):
         np.testing.assert_array_equal(a, b)
 
 
