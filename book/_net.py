@@ -142,27 +142,27 @@ class BookNet:
         The first layer is not asked for its input gradient."""
         layers = self._layer_list()
         dout = loss_layer.backward(1)
+
+        def fused(i):  # layers i - 1 and i ran forward as one fused pass
+            prev = layers[i - 1]
+            return _L._fusable(prev, layers[i]) and prev._relu is layers[i]
+
         i = len(layers) - 1
-        fused = False
-        while i >= 1:
-            layer, prev = layers[i], layers[i - 1]
-            # a pair whose forward ran fused goes back in one call
-            fused = _L._fusable(prev, layer) and prev._relu is layer
-            if fused and i == 1:
-                break  # the first layer's, below
-            if fused:
-                dout = prev.backward_relu(dout)
+        while i >= 2 or (i == 1 and not fused(1)):
+            if fused(i):
+                dout = layers[i - 1].backward_relu(dout)
                 i -= 2
             else:
-                dout = layer.backward(dout)
+                dout = layers[i].backward(dout)
                 i -= 1
+        # i is 1 if the first layer and the ReLU after it ran fused (still to go back), else 0
         first = layers[0]
         # The input gradient of the first layer is never used (its input is
         # the data): Affine and Convolution skip computing it, which saves
         # the largest product of a ConvNet's backward pass. Same parameter
         # gradients either way.
         skip = self.skip_first_dx and isinstance(first, (_L.Affine, _L.Convolution))
-        if fused and i == 1:
+        if i == 1:
             if skip:
                 first.backward_relu(dout, need_dx=False)
             else:
