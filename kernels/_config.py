@@ -274,11 +274,11 @@ DEPENDENCIES = {
     "activation.py": ("_tunables.py",),
     "optim.py": ("_tunables.py", "_extcall.py"),
     "loss.py": ("_tunables.py", "_extcall.py"),
-    "batchnorm.py": ("_tunables.py", "_extcall.py"),
+    "batchnorm.py": ("_tunables.py", "_extcall.py", "activation.py"),
     "pool.py": ("_extcall.py",),
     "_conv_direct.py": ("_conv_grid.py", "_extcall.py"),
     "_conv_gemm.py": ("_conv_grid.py", "_gemm.py", "_gemm_ext.py", "_extcall.py"),
-    "affine.py": ("_gemm.py", "_gemm_ext.py", "_tunables.py"),
+    "affine.py": ("_gemm.py", "_gemm_ext.py", "_tunables.py", "activation.py"),
     "_gemm_ext.py": ("_gemm.py", "_extcall.py"),
     "_gemm.py": ("_extcall.py",),
 }

@@ -23,19 +23,33 @@ __all__ = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward
 # splits large ones into CHUNK-element tasks; threads never share an output.
 
 
+@jit(inline=True)
+def _relu_of(v, zero):
+    """ReLU of one value (``zero`` of its type): the one expression every
+    kernel uses, so fused forms (Affine, batch norm) give relu_forward's bits.
+    ``<=`` rather than ``>`` so that NaN propagates, as torch.relu does."""
+    return zero if v <= zero else v
+
+
+@jit(inline=True)
+def _relu_grad_of(d, x, zero):
+    """The gradient ``d`` of a ReLU's output at input (or output) ``x``:
+    relu_backward's expression (NaN ``x``: 0)."""
+    return d if x > zero else zero
+
+
 @jit()
 def _relu_chunk(x, y):
     zero = x.dtype.type(0)
     for i in range(x.size):
-        # `<=` rather than `>` so that NaN propagates, as torch.relu does.
-        y[i] = zero if x[i] <= zero else x[i]
+        y[i] = _relu_of(x[i], zero)
 
 
 @jit()
 def _relu_grad_chunk(dy, x, dx):
     zero = x.dtype.type(0)
     for i in range(x.size):
-        dx[i] = dy[i] if x[i] > zero else zero
+        dx[i] = _relu_grad_of(dy[i], x[i], zero)
 
 
 @jit()

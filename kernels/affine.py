@@ -22,6 +22,7 @@ from numba import prange
 from . import validate as v
 from ._threads import call_threads, kernel_op
 from ._config import jit
+from .activation import _relu_grad_chunk, _relu_of
 from ._gemm import MR, tile_cols
 from ._gemm_ext import gemm_block, links_gemm
 from ._tunables import AFFINE_PARALLEL_MIN_MACS  # read inside _matmul (see _tunables)
@@ -111,20 +112,8 @@ def _add_bias(y, b, relu):
     for i in range(n):
         for j in range(m):
             v = y[i, j] + b[j]
-            y[i, j] = zero if relu and v <= zero else v
+            y[i, j] = _relu_of(v, zero) if relu else v
     return y
-
-
-@jit()
-def _relu_masked(dy, r):
-    """relu_backward(dy, r): the gradient of a fused forward's pre-ReLU output."""
-    n, m = dy.shape
-    zero = dy.dtype.type(0)
-    out = np.empty_like(dy)
-    for i in range(n):
-        for j in range(m):
-            out[i, j] = dy[i, j] if r[i, j] > zero else zero
-    return out
 
 
 @jit()
@@ -153,8 +142,10 @@ def _affine_forward(x2d, w, b, threads, relu):
 def _affine_backward(dy, x2d, w, need_dx, threads, r, relu):
     # dx, dw and db in one dispatch (dx is (0, 0) when not needed); relu: dy
     # is the gradient of relu(y), masked first by r (unread otherwise).
-    if relu:
-        dy = _relu_masked(dy, r)
+    if relu:  # relu_backward(dy, r): the gradient of the pre-ReLU output
+        masked = np.empty_like(dy)
+        _relu_grad_chunk(dy.ravel(), r.ravel(), masked.ravel())
+        dy = masked
     dx = np.empty((x2d.shape[0], x2d.shape[1]) if need_dx else (0, 0), x2d.dtype)
     dw = np.empty(w.shape, w.dtype)
     if need_dx and threads >= 2 and dy.size * w.shape[0] >= AFFINE_PARALLEL_MIN_MACS:

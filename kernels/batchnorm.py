@@ -34,6 +34,7 @@ from numba import prange
 from . import validate as v
 from ._threads import kernel_op
 from ._config import jit
+from .activation import _relu_grad_of, _relu_of
 from ._tunables import BATCHNORM_COLUMNS, BATCHNORM_PARALLEL_MIN
 
 __all__ = ["batchnorm_forward", "batchnorm_backward"]
@@ -122,7 +123,7 @@ def _column_block(blk, c):
 
 @jit(external=True)
 def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, hi, relu):
-    # relu: y = relu(normalised), relu_forward's expression on each value
+    # relu: y = relu(normalised), relu_forward's expression (_relu_of) on each value
     n, c, s = x.shape
     zero = x.dtype.type(0)
     for ch in range(lo, hi):
@@ -134,7 +135,7 @@ def _batchnorm_forward_normalize_channels(x, mean, inv_std, gamma, beta, y, lo, 
             xr, yr = x[i, ch], y[i, ch]
             for k in range(s):
                 v = (xr[k] - mu) * inv * g + b
-                yr[k] = zero if relu and v <= zero else v
+                yr[k] = _relu_of(v, zero) if relu else v
 
 
 @jit(external=True)
@@ -145,7 +146,7 @@ def _batchnorm_forward_normalize_columns(x, mean, inv_std, gamma, beta, y, lo, h
         xr, yr = x[i][lo:hi], y[i][lo:hi]
         for j in range(hi - lo):
             v = (xr[j] - mean_[j]) * inv_[j] * g_[j] + b_[j]
-            yr[j] = zero if relu and v <= zero else v
+            yr[j] = _relu_of(v, zero) if relu else v
 
 
 @jit(parallel=True)
@@ -226,7 +227,7 @@ def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma,
             xr, dyr = x[i, ch], dy[i, ch]
             rr = r[i, ch] if relu else xr
             for k in range(s):
-                d = dyr[k] if not relu or rr[k] > zero else zero
+                d = _relu_grad_of(dyr[k], rr[k], zero) if relu else dyr[k]
                 acc_dy[k] += d
                 acc_dy_xhat[k] += d * ((xr[k] - mu) * inv)
         dbeta[ch] = _ordered_sum(acc_dy)
@@ -242,14 +243,14 @@ def _batchnorm_backward_channels(dy, x, gamma, mean, inv_std, train, dx, dgamma,
                 rr = r[i, ch] if relu else xr
                 for k in range(s):
                     xhat = (xr[k] - mu) * inv
-                    d = dyr[k] if not relu or rr[k] > zero else zero
+                    d = _relu_grad_of(dyr[k], rr[k], zero) if relu else dyr[k]
                     dxr[k] = d * scale - (a + xhat * b)
         else:
             for i in range(n):
                 dyr, dxr = dy[i, ch], dx[i, ch]
                 rr = r[i, ch] if relu else dyr
                 for k in range(s):
-                    d = dyr[k] if not relu or rr[k] > zero else zero
+                    d = _relu_grad_of(dyr[k], rr[k], zero) if relu else dyr[k]
                     dxr[k] = d * scale
 
 
@@ -268,7 +269,7 @@ def _batchnorm_backward_columns(dy, x, gamma, mean, inv_std, train, dx, dgamma, 
         xr, dyr = x[i][lo:hi], dy[i][lo:hi]
         rr = r[i][lo:hi] if relu else xr
         for j in range(w):
-            d = dyr[j] if not relu or rr[j] > zero else zero
+            d = _relu_grad_of(dyr[j], rr[j], zero) if relu else dyr[j]
             sum_dy[j] += d
             sum_dy_xhat[j] += d * ((xr[j] - mean_[j]) * inv_[j])
     dgamma_, dbeta_, gamma_ = dgamma[lo:hi], dbeta[lo:hi], gamma[lo:hi]
@@ -287,11 +288,11 @@ def _batchnorm_backward_columns(dy, x, gamma, mean, inv_std, train, dx, dgamma, 
         if train:
             for j in range(w):
                 xhat = (xr[j] - mean_[j]) * inv_[j]
-                d = dyr[j] if not relu or rr[j] > zero else zero
+                d = _relu_grad_of(dyr[j], rr[j], zero) if relu else dyr[j]
                 dxr[j] = d * scale[j] - (a[j] + xhat * b[j])
         else:
             for j in range(w):
-                d = dyr[j] if not relu or rr[j] > zero else zero
+                d = _relu_grad_of(dyr[j], rr[j], zero) if relu else dyr[j]
                 dxr[j] = d * scale[j]
 
 
